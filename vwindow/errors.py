@@ -1,0 +1,63 @@
+"""Named errors of the domain core; every package's errors derive from VWindowError."""
+
+from __future__ import annotations
+
+
+class VWindowError(Exception):
+    """Root of every error vwindow raises on purpose.
+
+    ``code`` is the stable machine-readable name sent to clients; ``field`` names the
+    input that was wrong, when there is one.
+    """
+
+    code = "error"
+    http_status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ConfigError(VWindowError):
+    code = "invalid_config"
+
+
+class ValidationError(VWindowError):
+    code = "invalid_message"
+    http_status = 400
+
+
+class AuthError(VWindowError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class ForbiddenError(VWindowError):
+    code = "forbidden"
+    http_status = 403
+
+
+class NotFoundError(VWindowError):
+    code = "not_found"
+    http_status = 404
+
+
+class ConflictError(VWindowError):
+    code = "conflict"
+    http_status = 409
+
+
+class InvalidStateError(VWindowError):
+    code = "invalid_state"
+    http_status = 409
+
+
+class TooLargeError(VWindowError):
+    code = "too_large"
+    http_status = 413
+
+
+class StorageError(VWindowError):
+    code = "storage"
+    http_status = 507
