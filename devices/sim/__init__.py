@@ -1,0 +1,1 @@
+"""Simulators: ordinary drivers that need no hardware, one per device kind."""

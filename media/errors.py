@@ -1,0 +1,25 @@
+"""Named errors of the media hub."""
+
+from __future__ import annotations
+
+from vwindow.errors import InvalidStateError, NotFoundError, VWindowError
+
+
+class MediaError(VWindowError):
+    code = "media"
+
+
+class InvalidSdpError(MediaError):
+    code = "invalid_sdp"
+
+
+class InvalidCandidateError(MediaError):
+    code = "invalid_candidate"
+
+
+class HubClosedError(InvalidStateError):
+    pass
+
+
+class ParticipantNotFoundError(NotFoundError):
+    pass

@@ -1,0 +1,1 @@
+"""The aiohttp signalling server: REST ``/api/v1``, WebSocket ``/ws``, static pages."""

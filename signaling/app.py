@@ -1,0 +1,110 @@
+"""Assemble the aiohttp application: services, routes, static pages, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from media.service import MediaService
+from signaling import rest
+from signaling.presence import Presence
+from signaling.services import SERVICES, Services
+from signaling.switchboard import Switchboard
+from signaling.ws import close_all, websocket_handler
+from vwindow.auth import TokenIssuer
+from vwindow.cases import Cases
+from vwindow.config import Config
+from vwindow.db import Database
+from vwindow.store import FileStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+PAGES = ("kiosk", "agent", "supervisor", "surveyor")
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+          ".svg": "image/svg+xml", ".png": "image/png", ".json": "application/json",
+          ".md": "text/markdown", ".yaml": "application/yaml", ".ico": "image/x-icon",
+          ".wav": "audio/wav"}
+
+
+def build_services(config: Config) -> Services:
+    db = Database(config.db.url, echo=config.db.echo)
+    store = FileStore(config.storage.root)
+    secret = config.auth.secret or secrets.token_urlsafe(32)
+    tokens = TokenIssuer(secret, config.auth.previous_secrets)
+    cases = Cases(db)
+    presence = Presence()
+    holder: list[Switchboard] = []
+
+    async def notify(participant_id: str, message: dict[str, object]) -> None:
+        await holder[0].notify_participant(participant_id, dict(message))
+
+    media = MediaService(notify, ice_addresses=config.media.ice_addresses,
+                         video_codec=config.media.video_codec)
+    switchboard = Switchboard(db, cases, presence, media, config.server.node_id)
+    holder.append(switchboard)
+    return Services(config=config, db=db, store=store, tokens=tokens, cases=cases,
+                    presence=presence, media=media, switchboard=switchboard)
+
+
+def make_app(config: Config, services: Services | None = None) -> web.Application:
+    app = web.Application(middlewares=[rest.error_middleware],
+                          client_max_size=config.server.max_upload_bytes + 1024)
+    app[SERVICES] = services or build_services(config)
+    app.add_routes(rest.routes)
+    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get("/api/v1/openapi.yaml", openapi)
+    web_root = Path(config.server.web_root) if config.server.web_root else DEFAULT_WEB_ROOT
+    app[WEB_ROOT] = web_root.resolve()
+    app.router.add_get("/{path:.*}", static_file)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+WEB_ROOT = web.AppKey("web_root", Path)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    await services.db.start()
+    await services.store.start()
+    await services.media.start()
+    await services.switchboard.start()
+    logger.info("node %s started", services.config.server.node_id)
+    yield
+    await close_all(services)
+    await services.switchboard.stop()
+    await services.media.stop()
+    services.presence.stop()
+    await services.store.stop()
+    await services.db.stop()
+    logger.info("node %s stopped", services.config.server.node_id)
+
+
+async def openapi(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(Path(__file__).parent / "openapi.yaml",
+                            headers={"Content-Type": "application/yaml"})
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    root = request.app[WEB_ROOT]
+    rel = request.match_info["path"]
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root):
+        raise web.HTTPNotFound()
+    if target.is_dir():
+        if rel and not rel.endswith("/"):
+            raise web.HTTPFound(f"/{rel}/")
+        target = target / "index.html"
+    if not target.is_file():
+        raise web.HTTPNotFound(text="not found")
+    ctype = _TYPES.get(target.suffix, "application/octet-stream")
+    return web.FileResponse(target, headers={
+        "Content-Type": ctype + ("; charset=utf-8" if ctype.startswith("text/") else ""),
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+    })

@@ -1,0 +1,133 @@
+"""Who is connected to this node: sockets by principal, agent states, call rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from vwindow.auth import Principal
+from vwindow.models import Role
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Connection:
+    """One authenticated WebSocket."""
+
+    ws: web.WebSocketResponse
+    principal: Principal
+    client: str
+    resume_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    dashboard: bool = False
+
+    @property
+    def participant_id(self) -> str:
+        return f"{self.principal.key}/{self.client}"
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.ws.closed:
+            return
+        message.setdefault("v", 1)
+        try:
+            await self.ws.send_str(json.dumps(message, ensure_ascii=False, default=str))
+        except (ConnectionError, RuntimeError) as err:
+            logger.info("send to %s failed: %s", self.participant_id, err)
+
+
+@dataclass
+class Room:
+    """The principals taking part in one live call, for pushes to 'everyone in the call'."""
+
+    call_id: int
+    case_id: int
+    members: set[str] = field(default_factory=set)  # principal keys
+
+
+class Presence:
+    """In-memory registry of this node's sockets; durable state is in the database."""
+
+    AGENT_GRACE_S = 15.0
+
+    def __init__(self) -> None:
+        self._conns: dict[str, set[Connection]] = {}
+        self.agent_states: dict[int, str] = {}
+        self.rooms: dict[int, Room] = {}
+        self._resume: dict[str, str] = {}  # resume token -> principal key
+        self._offline_timers: dict[str, asyncio.TimerHandle] = {}
+
+    def add(self, conn: Connection) -> None:
+        self._conns.setdefault(conn.principal.key, set()).add(conn)
+        self._resume[conn.resume_token] = conn.principal.key
+        timer = self._offline_timers.pop(conn.principal.key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def remove(self, conn: Connection, on_gone: Any = None) -> None:
+        key = conn.principal.key
+        conns = self._conns.get(key)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._conns[key]
+                if on_gone is not None:
+                    loop = asyncio.get_running_loop()
+                    self._offline_timers[key] = loop.call_later(
+                        self.AGENT_GRACE_S, lambda: self._gone(key, on_gone))
+
+    def _gone(self, key: str, on_gone: Any) -> None:
+        self._offline_timers.pop(key, None)
+        if key not in self._conns:
+            on_gone(key)
+
+    def resumes(self, token: str | None, principal: Principal) -> bool:
+        return token is not None and self._resume.get(token) == principal.key
+
+    def connections(self, key: str) -> Iterable[Connection]:
+        return tuple(self._conns.get(key, ()))
+
+    def connected(self, key: str) -> bool:
+        return bool(self._conns.get(key))
+
+    def by_role(self, role: Role) -> Iterable[Connection]:
+        return tuple(c for conns in self._conns.values() for c in conns
+                     if c.principal.role is role)
+
+    def by_participant(self, participant_id: str) -> Connection | None:
+        key, _, client = participant_id.partition("/")
+        for conn in self._conns.get(key, ()):
+            if conn.client == client:
+                return conn
+        return None
+
+    async def send_to(self, key: str, message: dict[str, Any], *,
+                      client: str | None = None) -> int:
+        sent = 0
+        for conn in self.connections(key):
+            if client is None or conn.client == client:
+                await conn.send(dict(message))
+                sent += 1
+        return sent
+
+    async def send_room(self, call_id: int, message: dict[str, Any]) -> None:
+        room = self.rooms.get(call_id)
+        if room is None:
+            return
+        for key in tuple(room.members):
+            await self.send_to(key, message)
+
+    @property
+    def count(self) -> int:
+        return sum(len(c) for c in self._conns.values())
+
+    def stop(self) -> None:
+        for timer in self._offline_timers.values():
+            timer.cancel()
+        self._offline_timers.clear()

@@ -1,0 +1,201 @@
+"""The typed WebSocket protocol (see PROTOCOL.md): parse at the edge, name what is wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from vwindow.errors import TooLargeError, VWindowError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 64 * 1024
+
+MsgId = Annotated[str, Field(min_length=1, max_length=64)]
+CallId = Annotated[int, Field(ge=1, le=2**53)]
+
+
+class ProtocolError(VWindowError):
+    """A message that cannot be understood; ``ref`` is its id when one could be read."""
+
+    def __init__(self, code: str, message: str, *, field: str | None = None,
+                 ref: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+        self.ref = ref
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    v: Literal[1] = 1
+    id: MsgId
+
+
+class Auth(_Message):
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=8192)
+    client: Literal["page", "devices"] = "page"
+    resume_token: str | None = Field(default=None, max_length=128)
+
+
+class Ping(_Message):
+    type: Literal["ping"]
+
+
+class AgentState(_Message):
+    type: Literal["agent.state"]
+    state: Literal["ready", "away", "offline"]
+    reason: str | None = Field(default=None, max_length=100)
+
+
+class CallStart(_Message):
+    type: Literal["call.start"]
+    service_code: str = Field(min_length=1, max_length=64)
+    dialect: str | None = Field(default=None, max_length=32)
+
+
+class CallCancel(_Message):
+    type: Literal["call.cancel"]
+    call_id: CallId
+
+
+class CallAccept(_Message):
+    type: Literal["call.accept"]
+    call_id: CallId
+
+
+class CallEnd(_Message):
+    type: Literal["call.end"]
+    call_id: CallId
+
+
+class Publish(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role: Literal["camera", "mic", "doccam", "screen"]
+    kind: Literal["audio", "video"]
+
+
+class RtcJoin(_Message):
+    type: Literal["rtc.join"]
+    call_id: CallId
+    publish: list[Publish] = Field(default_factory=list, max_length=4)
+
+
+class RtcAnswer(_Message):
+    type: Literal["rtc.answer"]
+    call_id: CallId
+    sdp: str = Field(min_length=1, max_length=60000)
+
+
+class IceCandidate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    candidate: str = Field(max_length=1024)
+    sdpMid: str | None = Field(default=None, max_length=32)  # noqa: N815 (browser API)
+    sdpMLineIndex: int | None = Field(default=None, ge=0, le=64)  # noqa: N815
+    usernameFragment: str | None = Field(default=None, max_length=256)  # noqa: N815
+
+
+class RtcCandidate(_Message):
+    type: Literal["rtc.candidate"]
+    call_id: CallId
+    candidate: IceCandidate | None
+
+
+class RtcLeave(_Message):
+    type: Literal["rtc.leave"]
+    call_id: CallId
+
+
+class DeviceCapture(_Message):
+    type: Literal["device.capture"]
+    call_id: CallId
+
+
+class DeviceProgress(_Message):
+    type: Literal["device.progress"]
+    request_id: str = Field(min_length=1, max_length=64)
+    stage: Literal["capturing", "uploading", "done", "failed"]
+    percent: float | None = Field(default=None, ge=0, le=100)
+    message: str | None = Field(default=None, max_length=500)
+
+
+class ChatSend(_Message):
+    type: Literal["chat.send"]
+    call_id: CallId
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class DashboardSubscribe(_Message):
+    type: Literal["dashboard.subscribe"]
+
+
+ClientMessage = (
+    Auth | Ping | AgentState | CallStart | CallCancel | CallAccept | CallEnd | RtcJoin
+    | RtcAnswer | RtcCandidate | RtcLeave | DeviceCapture | DeviceProgress | ChatSend
+    | DashboardSubscribe
+)
+
+MESSAGE_TYPES: dict[str, type[_Message]] = {
+    model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
+    for model in (Auth, Ping, AgentState, CallStart, CallCancel, CallAccept, CallEnd, RtcJoin,
+                  RtcAnswer, RtcCandidate, RtcLeave, DeviceCapture, DeviceProgress, ChatSend,
+                  DashboardSubscribe)
+}
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_message(raw: str | bytes, max_frame: int = MAX_FRAME) -> _Message:
+    """Parse one frame into its typed message, or raise ProtocolError naming the problem."""
+    if len(raw) > max_frame:
+        raise ProtocolError("too_large", f"frame of {len(raw)} bytes is over the "
+                            f"{max_frame}-byte limit")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ProtocolError("invalid_json", f"frame is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid_message",
+                            f"a message must be a JSON object, got {type(data).__name__}")
+    ref = data.get("id") if isinstance(data.get("id"), str) else None
+    msg_type = data.get("type")
+    if not isinstance(msg_type, str):
+        raise ProtocolError("invalid_message", "field 'type' is missing or not a string",
+                            field="type", ref=ref)
+    model = MESSAGE_TYPES.get(msg_type)
+    if model is None:
+        raise ProtocolError("unknown_type", f"unknown message type {_show(msg_type)}",
+                            field="type", ref=ref)
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        if first["type"] == "missing":
+            text = f"field {where!r} is missing"
+        elif first["type"] == "extra_forbidden":
+            text = f"field {where!r} is not allowed in {msg_type!r}"
+        else:
+            text = f"field {where!r}: {first['msg']} (got {_show(first.get('input'))})"
+        raise ProtocolError("invalid_message", text, field=where, ref=ref) from err
+
+
+def error_message(code: str, message: str, *, field: str | None = None,
+                  ref: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "error", "code": code,
+                           "message": message}
+    if field:
+        out["field"] = field
+    if ref:
+        out["ref"] = ref
+    return out
+
+
+def check_size(data: bytes | str, limit: int) -> None:
+    if len(data) > limit:
+        raise TooLargeError(f"frame of {len(data)} bytes is over the {limit}-byte limit")

@@ -1,0 +1,322 @@
+"""REST ``/api/v1``: logins, catalog, cases, materials, ratings, surveyor links."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any, TypeVar
+
+import segno
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from signaling.services import SERVICES, Services
+from vwindow import accounts
+from vwindow.auth import Principal
+from vwindow.errors import AuthError, TooLargeError, ValidationError, VWindowError
+from vwindow.models import Role
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+# Route → roles allowed; the authorisation test walks this table.
+ROUTE_ROLES: dict[tuple[str, str], tuple[Role, ...] | None] = {}
+
+
+def _allow(method: str, path: str, roles: tuple[Role, ...] | None) -> None:
+    ROUTE_ROLES[(method, path)] = roles
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginBody(_Body):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class KioskLoginBody(_Body):
+    kiosk_code: str = Field(min_length=1, max_length=64)
+    device_key: str = Field(min_length=1, max_length=256)
+
+
+class SurveyorBody(_Body):
+    code: str = Field(min_length=8, max_length=128)
+
+
+class RatingBody(_Body):
+    stars: int = Field(ge=1, le=5)
+    comment: str = Field(default="", max_length=1000)
+
+
+class SurveyorLinkBody(_Body):
+    call_id: int = Field(ge=1)
+
+
+_B = TypeVar("_B", bound=_Body)
+
+
+def error_response(err: VWindowError) -> web.Response:
+    body: dict[str, Any] = {"code": err.code, "message": err.message}
+    if err.field:
+        body["field"] = err.field
+    return web.json_response({"error": body}, status=err.http_status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except VWindowError as err:
+        return error_response(err)
+
+
+async def _json_body(request: web.Request, model: type[_B]) -> _B:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as err:
+        raise TooLargeError("request body is too large") from err
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValidationError(f"body is not valid JSON: {err}") from err
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        if first["type"] == "missing":
+            text = f"field {where!r} is missing"
+        elif first["type"] == "extra_forbidden":
+            text = f"field {where!r} is not allowed"
+        else:
+            text = f"field {where!r}: {first['msg']} (got {first.get('input')!r})"
+        raise ValidationError(text, field=where) from err
+
+
+def _principal(request: web.Request, roles: tuple[Role, ...]) -> Principal:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise AuthError("missing 'Authorization: Bearer <token>' header")
+    return request.app[SERVICES].tokens.verify(header[7:].strip(), roles)
+
+
+def _int_param(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 15:
+        raise ValidationError(f"{name} must be a number, got {raw[:20]!r}", field=name)
+    return int(raw)
+
+
+def _token_reply(token: str, role: Role, name: str, exp: int,
+                 **extra: Any) -> web.Response:
+    return web.json_response({"token": token, "role": role.value, "name": name,
+                              "expires_at": exp, **extra})
+
+
+# -- auth ----------------------------------------------------------------------------
+
+_allow("POST", "/api/v1/auth/login", None)
+
+
+@routes.post("/api/v1/auth/login")
+async def login(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await _json_body(request, LoginBody)
+    user = await accounts.login_user(services.db, body.username, body.password)
+    role = Role(user.role)
+    token, exp = services.tokens.issue(role, str(user.id), user.display_name,
+                                       services.config.auth.token_ttl_s)
+    return _token_reply(token, role, user.display_name, exp)
+
+
+_allow("POST", "/api/v1/auth/kiosk", None)
+
+
+@routes.post("/api/v1/auth/kiosk")
+async def kiosk_login(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await _json_body(request, KioskLoginBody)
+    kiosk = await accounts.login_kiosk(services.db, body.kiosk_code, body.device_key)
+    token, exp = services.tokens.issue(Role.KIOSK, str(kiosk.id), kiosk.name,
+                                       services.config.auth.kiosk_token_ttl_s)
+    return _token_reply(token, Role.KIOSK, kiosk.name, exp)
+
+
+_allow("POST", "/api/v1/auth/surveyor", None)
+
+
+@routes.post("/api/v1/auth/surveyor")
+async def surveyor_login(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body = await _json_body(request, SurveyorBody)
+    link = await services.cases.redeem_surveyor_link(body.code)
+    token, exp = services.tokens.issue(
+        Role.SURVEYOR, str(link.id), "现场踏勘", services.config.auth.surveyor_token_ttl_s,
+        extra={"case_id": link.case_id, "call_id": link.call_id})
+    return _token_reply(token, Role.SURVEYOR, "现场踏勘", exp, case_id=link.case_id,
+                        call_id=link.call_id)
+
+
+# -- catalog and cases -------------------------------------------------------------------
+
+_allow("GET", "/api/v1/catalog", (Role.KIOSK, Role.AGENT, Role.SUPERVISOR))
+
+
+@routes.get("/api/v1/catalog")
+async def catalog(request: web.Request) -> web.Response:
+    _principal(request, (Role.KIOSK, Role.AGENT, Role.SUPERVISOR))
+    items = await request.app[SERVICES].cases.catalog()
+    return web.json_response([i.model_dump() for i in items])
+
+
+_allow("GET", "/api/v1/cases/{case_id}", tuple(Role))
+
+
+@routes.get("/api/v1/cases/{case_id}")
+async def get_case(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    principal = _principal(request, tuple(Role))
+    case_id = _int_param(request, "case_id")
+    await services.cases.check_case_access(principal, case_id)
+    view = await services.cases.case_view(case_id)
+    return web.json_response(view.model_dump(mode="json"))
+
+
+# -- materials -------------------------------------------------------------------------
+
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "application/pdf": (b"%PDF-",),
+}
+_SOURCES = {"doccam", "snapshot", "upload", "idcard", "qr", "surveyor"}
+_SAFE_NAME = re.compile(r"[^\w.\-]+", re.UNICODE)
+
+
+def check_content(data: bytes, content_type: str) -> None:
+    """The bytes must really be the claimed type."""
+    magics = _MAGIC.get(content_type)
+    if magics is None:
+        allowed = ", ".join(sorted(_MAGIC))
+        raise ValidationError(f"content type {content_type!r} is not accepted "
+                              f"(allowed: {allowed})", field="content_type")
+    if not data:
+        raise ValidationError("upload is empty", field="body")
+    if not any(data.startswith(m) for m in magics):
+        raise ValidationError(f"the bytes are not a {content_type} file", field="body")
+
+
+def safe_filename(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = _SAFE_NAME.sub("_", base).strip("._") or "file"
+    return cleaned[:120]
+
+
+_allow("POST", "/api/v1/cases/{case_id}/materials", (Role.KIOSK, Role.AGENT))
+
+
+@routes.post("/api/v1/cases/{case_id}/materials")
+async def upload_material(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    principal = _principal(request, (Role.KIOSK, Role.AGENT))
+    case_id = _int_param(request, "case_id")
+    await services.cases.check_case_access(principal, case_id)
+    limit = services.config.server.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLargeError(f"upload of {request.content_length} bytes is over the "
+                            f"{limit}-byte limit")
+    data = await _read_limited(request, limit)
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    check_content(data, content_type)
+    source = request.query.get("source", "upload")
+    if source not in _SOURCES:
+        raise ValidationError(f"source {source!r} is unknown (use one of "
+                              f"{', '.join(sorted(_SOURCES))})", field="source")
+    call_id_raw = request.query.get("call_id")
+    call_id = int(call_id_raw) if call_id_raw and call_id_raw.isdigit() else None
+    if call_id is not None:
+        call = await services.cases.get_call(call_id)
+        if call.case_id != case_id:
+            raise ValidationError(f"call {call_id} is not on case {case_id}", field="call_id")
+    sha = await services.store.put(data)
+    material, new = await services.cases.add_material(
+        principal, case_id, sha256=sha, size=len(data), content_type=content_type,
+        filename=safe_filename(request.query.get("filename", "material")), source=source,
+        call_id=call_id)
+    if new:
+        await services.switchboard.material_added(call_id, material)
+    return web.json_response(material.model_dump(mode="json"), status=201 if new else 200)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise TooLargeError(f"upload is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_allow("GET", "/api/v1/materials/{material_id}/content", tuple(Role))
+
+
+@routes.get("/api/v1/materials/{material_id}/content")
+async def material_content(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    principal = _principal(request, tuple(Role))
+    material = await services.cases.get_material(_int_param(request, "material_id"))
+    await services.cases.check_case_access(principal, material.case_id)
+    data = await services.store.get(material.sha256)
+    return web.Response(body=data, content_type=material.content_type,
+                        headers={"Cache-Control": "private, max-age=3600",
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+# -- ratings and surveyor links --------------------------------------------------------
+
+_allow("POST", "/api/v1/calls/{call_id}/rating", (Role.KIOSK,))
+
+
+@routes.post("/api/v1/calls/{call_id}/rating")
+async def rate_call(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    principal = _principal(request, (Role.KIOSK,))
+    body = await _json_body(request, RatingBody)
+    await services.cases.rate(principal, _int_param(request, "call_id"), body.stars,
+                              body.comment)
+    services.switchboard.changed()
+    return web.json_response({"ok": True})
+
+
+_allow("POST", "/api/v1/cases/{case_id}/surveyor-links", (Role.AGENT,))
+
+
+@routes.post("/api/v1/cases/{case_id}/surveyor-links")
+async def surveyor_link(request: web.Request) -> web.Response:
+    services: Services = request.app[SERVICES]
+    principal = _principal(request, (Role.AGENT,))
+    case_id = _int_param(request, "case_id")
+    body = await _json_body(request, SurveyorLinkBody)
+    code, link = await services.cases.create_surveyor_link(
+        principal, case_id, body.call_id, services.config.auth.surveyor_link_ttl_s)
+    path = f"/surveyor/#code={code}"
+    origin = services.config.server.public_url.rstrip("/") or f"{request.scheme}://{request.host}"
+    qr = segno.make(origin + path, error="m").svg_inline(scale=4, title="踏勘链接二维码")
+    return web.json_response({"code": code, "url": path, "expires_at":
+                              link.expires_at.isoformat(), "qr_svg": qr}, status=201)
+
+
+_allow("GET", "/healthz", None)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})

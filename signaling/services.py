@@ -1,0 +1,31 @@
+"""Everything the handlers need, hung off the app under one typed key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from media.service import MediaService
+from signaling.presence import Presence
+from signaling.switchboard import Switchboard
+from vwindow.auth import TokenIssuer
+from vwindow.cases import Cases
+from vwindow.config import Config
+from vwindow.db import Database
+from vwindow.store import FileStore
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    store: FileStore
+    tokens: TokenIssuer
+    cases: Cases
+    presence: Presence
+    media: MediaService
+    switchboard: Switchboard
+
+
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,346 @@
+"""The call flow of one node: queue, ringing, answer, end, captures, chat, dashboards.
+
+Ringing is ring-all among ready agents for now; the claim itself is atomic in the
+database (``Cases.claim_call``), so two agents accepting at once get one call and one
+``conflict``, and every other ringing console is told to stop at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from media.fanout import ParticipantInfo
+from media.hub import TrackRole
+from media.service import MediaService
+from signaling.presence import Connection, Presence, Room
+from vwindow.cases import Cases
+from vwindow.db import Database
+from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError
+from vwindow.models import Role, User
+from vwindow.views import CallView, MaterialView
+
+logger = logging.getLogger(__name__)
+
+
+def _dump(view: CallView) -> dict[str, Any]:
+    return view.model_dump(mode="json")
+
+
+class Switchboard:
+    def __init__(self, db: Database, cases: Cases, presence: Presence, media: MediaService,
+                 node_id: str) -> None:
+        self.db = db
+        self.cases = cases
+        self.presence = presence
+        self.media = media
+        self.node_id = node_id
+        self._captures: dict[str, int] = {}  # request id -> call id
+        self._dashboard_task: asyncio.Task[None] | None = None
+        self._dashboard_dirty = asyncio.Event()
+        self._kiosk_ids: dict[int, int] = {}  # call id -> kiosk id
+
+    async def start(self) -> None:
+        for view in await self.cases.live():
+            # Calls live before a restart: their rooms come back so clients can rejoin.
+            await self._remember_kiosk(view)
+            self._room_for(view)
+            self.media.hub(view.call_id)
+        for view in await self.cases.queued():
+            await self._remember_kiosk(view)
+        self._dashboard_task = asyncio.create_task(self._dashboard_loop())
+
+    async def stop(self) -> None:
+        if self._dashboard_task is not None:
+            self._dashboard_task.cancel()
+            try:
+                await self._dashboard_task
+            except asyncio.CancelledError:
+                pass
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _room_for(self, view: CallView) -> Room:
+        room = self.presence.rooms.get(view.call_id)
+        if room is None:
+            room = Room(view.call_id, view.case_id)
+            self.presence.rooms[view.call_id] = room
+        room.members.add(f"kiosk:{self._kiosk_id(view)}")
+        if view.agent is not None:
+            room.members.add(f"agent:{view.agent.id}")
+        return room
+
+    def _kiosk_id(self, view: CallView) -> int:
+        return self._kiosk_ids.get(view.call_id, 0)
+
+    def changed(self) -> None:
+        """Something a supervisor sees changed: push a new snapshot soon."""
+        self._dashboard_dirty.set()
+
+    # -- agents ------------------------------------------------------------------------
+
+    def agent_state(self, agent_id: int) -> str:
+        return self.presence.agent_states.get(agent_id, "offline")
+
+    async def set_agent_state(self, conn: Connection, state: str) -> str:
+        agent_id = int(conn.principal.subject)
+        current = self.agent_state(agent_id)
+        if current == "in_call" and state == "ready":
+            return current
+        self.presence.agent_states[agent_id] = state
+        logger.info("agent %s is %s", agent_id, state)
+        self.changed()
+        if state == "ready":
+            for view in await self.cases.queued():
+                await conn.send({"type": "call.ringing", "call": _dump(view)})
+        return state
+
+    def agent_gone(self, key: str) -> None:
+        role, _, subject = key.partition(":")
+        if role == Role.AGENT.value:
+            agent_id = int(subject)
+            if self.agent_state(agent_id) != "in_call":
+                self.presence.agent_states[agent_id] = "offline"
+                logger.info("agent %s went offline (no connection)", agent_id)
+                self.changed()
+
+    async def _ring_ready_agents(self, view: CallView) -> None:
+        for conn in self.presence.by_role(Role.AGENT):
+            if self.agent_state(int(conn.principal.subject)) == "ready":
+                await conn.send({"type": "call.ringing", "call": _dump(view)})
+
+    async def _stop_ringing(self, message: dict[str, Any], except_key: str | None) -> None:
+        for conn in self.presence.by_role(Role.AGENT):
+            if conn.principal.key != except_key:
+                await conn.send(dict(message))
+
+    async def _push_positions(self) -> None:
+        for view in await self.cases.queued():
+            position = await self.cases.queue_position(view.call_id)
+            kiosk_key = f"kiosk:{self._kiosk_ids.get(view.call_id, 0)}"
+            await self.presence.send_to(kiosk_key, {"type": "queue.position",
+                                                    "call_id": view.call_id,
+                                                    "position": position})
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def start_call(self, conn: Connection, service_code: str,
+                         dialect: str | None) -> dict[str, Any]:
+        kiosk_id = int(conn.principal.subject)
+        view = await self.cases.start_call(kiosk_id, service_code, dialect)
+        self._kiosk_ids[view.call_id] = kiosk_id
+        position = await self.cases.queue_position(view.call_id)
+        await self._ring_ready_agents(view)
+        self.changed()
+        return {"type": "call.queued", "call": _dump(view), "position": position}
+
+    async def cancel_call(self, conn: Connection, call_id: int) -> None:
+        await self.cases.cancel_call(conn.principal, call_id)
+        await self._stop_ringing({"type": "call.cancelled", "call_id": call_id}, None)
+        await self._push_positions()
+        self.changed()
+
+    async def accept_call(self, conn: Connection, call_id: int) -> dict[str, Any]:
+        agent_id = int(conn.principal.subject)
+        if self.agent_state(agent_id) == "in_call":
+            raise InvalidStateError("you are already in a call; end it first")
+        view = await self.cases.claim_call(agent_id, call_id, self.node_id)
+        await self._remember_kiosk(view)
+        self.presence.agent_states[agent_id] = "in_call"
+        room = self._room_for(view)
+        self.media.hub(call_id)
+        name = view.agent.name if view.agent else ""
+        await self._stop_ringing({"type": "call.taken", "call_id": call_id, "agent_name": name},
+                                 conn.principal.key)
+        await self.presence.send_to(f"kiosk:{self._kiosk_ids[call_id]}",
+                                    {"type": "call.answered", "call": _dump(view)})
+        await self._push_positions()
+        self.changed()
+        logger.info("call %s: room %s", call_id, sorted(room.members))
+        return {"type": "call.accepted", "call": _dump(view)}
+
+    async def _remember_kiosk(self, view: CallView) -> None:
+        if view.call_id not in self._kiosk_ids:
+            call = await self.cases.get_call(view.call_id)
+            self._kiosk_ids[view.call_id] = call.kiosk_id
+
+    async def end_call(self, conn: Connection | None, call_id: int, ended_by: str) -> None:
+        if conn is not None:
+            await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK))
+        actor = conn.principal.key if conn else "system"
+        view = await self.cases.end_call(call_id, ended_by, actor)
+        if view is None:
+            raise InvalidStateError(f"call {call_id} is not live")
+        await self.presence.send_room(call_id, {"type": "call.ended", "call_id": call_id,
+                                                "case_id": view.case_id, "ended_by": ended_by})
+        await self.media.close_hub(call_id)
+        self.presence.rooms.pop(call_id, None)
+        if view.agent is not None:
+            agent_key = f"agent:{view.agent.id}"
+            self.presence.agent_states[view.agent.id] = (
+                "ready" if self.presence.connected(agent_key) else "offline")
+            for agent_conn in self.presence.connections(agent_key):
+                await agent_conn.send({"type": "agent.state",
+                                       "state": self.agent_state(view.agent.id)})
+                if self.agent_state(view.agent.id) == "ready":
+                    for queued in await self.cases.queued():
+                        await agent_conn.send({"type": "call.ringing", "call": _dump(queued)})
+        self.changed()
+
+    async def require_member(self, conn: Connection, call_id: int,
+                             roles: tuple[Role, ...] | None = None) -> Room:
+        if roles is not None and conn.principal.role not in roles:
+            raise ForbiddenError(f"a {conn.principal.role.value} cannot do this in a call")
+        await self.cases.check_call_member(conn.principal, call_id)
+        room = self.presence.rooms.get(call_id)
+        if room is None:
+            raise InvalidStateError(f"call {call_id} is not live")
+        return room
+
+    async def active_call(self, conn: Connection) -> dict[str, Any] | None:
+        view = await self.cases.active_call_for(conn.principal)
+        if view is None:
+            return None
+        await self._remember_kiosk(view)
+        if view.status == "live":
+            room = self._room_for(view)
+            if conn.principal.role is Role.SURVEYOR:
+                room.members.add(conn.principal.key)
+            if conn.principal.role is Role.AGENT:
+                self.presence.agent_states[int(conn.principal.subject)] = "in_call"
+        return _dump(view)
+
+    # -- media -------------------------------------------------------------------------
+
+    async def join_media(self, conn: Connection, call_id: int,
+                         publish: list[TrackRole]) -> None:
+        room = await self.require_member(conn, call_id)
+        room.members.add(conn.principal.key)
+        hub = self.media.find(call_id)
+        if hub is None:
+            raise InvalidStateError(f"call {call_id} has no media hub on this node")
+        info = ParticipantInfo(conn.participant_id, self._kind(conn), conn.principal.name)
+        rejoin = hub.has(info.id)
+        await hub.join(info, publish, subscribe=conn.client != "devices")
+        if not rejoin:
+            await self.presence.send_room(call_id, {"type": "participant.joined",
+                                                    "call_id": call_id,
+                                                    "participant": info.as_dict()})
+        self.changed()
+
+    async def leave_media(self, conn: Connection, call_id: int) -> None:
+        await self.require_member(conn, call_id)
+        hub = self.media.find(call_id)
+        if hub is not None and hub.has(conn.participant_id):
+            await hub.leave(conn.participant_id)
+            await self.presence.send_room(call_id, {
+                "type": "participant.left", "call_id": call_id,
+                "participant": {"id": conn.participant_id, "kind": self._kind(conn),
+                                "name": conn.principal.name}})
+            self.changed()
+
+    @staticmethod
+    def _kind(conn: Connection) -> str:
+        return "devices" if conn.client == "devices" else conn.principal.role.value
+
+    async def notify_participant(self, participant_id: str, message: dict[str, Any]) -> None:
+        conn = self.presence.by_participant(participant_id)
+        if conn is None:
+            logger.info("no socket for %s; message %s dropped", participant_id,
+                        message.get("type"))
+            return
+        await conn.send(message)
+
+    # -- captures, materials, chat ---------------------------------------------------
+
+    async def request_capture(self, conn: Connection, call_id: int) -> dict[str, Any]:
+        room = await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK))
+        kiosk_key = f"kiosk:{self._kiosk_ids.get(call_id, 0)}"
+        request_id = secrets.token_hex(6)
+        sent = await self.presence.send_to(
+            kiosk_key,
+            {"type": "device.capture", "call_id": call_id, "case_id": room.case_id,
+             "request_id": request_id},
+            client="devices",
+        )
+        if not sent:
+            raise NotFoundError("the kiosk's document camera is not connected; "
+                                "check that the device agent (vwindow kiosk) is running")
+        self._captures[request_id] = call_id
+        while len(self._captures) > 1000:
+            self._captures.pop(next(iter(self._captures)))
+        await self.presence.send_room(call_id, {"type": "capture.progress", "call_id": call_id,
+                                                "request_id": request_id,
+                                                "stage": "requested", "percent": 0})
+        return {"type": "capture.requested", "request_id": request_id}
+
+    async def capture_progress(self, conn: Connection, request_id: str, stage: str,
+                               percent: float | None, message: str | None) -> None:
+        if conn.client != "devices":
+            raise ForbiddenError("only the kiosk's device agent reports capture progress")
+        call_id = self._captures.get(request_id)
+        if call_id is None:
+            raise NotFoundError(f"capture request {request_id!r} is unknown",
+                                field="request_id")
+        if stage in ("done", "failed"):
+            self._captures.pop(request_id, None)
+        push: dict[str, Any] = {"type": "capture.progress", "call_id": call_id,
+                                "request_id": request_id, "stage": stage}
+        if percent is not None:
+            push["percent"] = percent
+        if message:
+            push["message"] = message
+        await self.presence.send_room(call_id, push)
+
+    async def material_added(self, call_id: int | None, material: MaterialView) -> None:
+        if call_id is not None:
+            await self.presence.send_room(call_id, {"type": "case.material",
+                                                    "case_id": material.case_id,
+                                                    "material": material.model_dump(
+                                                        mode="json")})
+
+    async def chat(self, conn: Connection, call_id: int, text: str) -> None:
+        await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK, Role.SURVEYOR))
+        await self.presence.send_room(call_id, {
+            "type": "chat.message", "call_id": call_id,
+            "from": {"kind": conn.principal.role.value, "name": conn.principal.name},
+            "text": text, "at": datetime.now(UTC).isoformat()})
+
+    # -- dashboard ---------------------------------------------------------------------
+
+    async def snapshot(self) -> dict[str, Any]:
+        queue = [_dump(v) for v in await self.cases.queued()]
+        sessions = []
+        for view in await self.cases.live():
+            hub = self.media.find(view.call_id)
+            entry = _dump(view)
+            entry["participants"] = [p.as_dict() for p in hub.participants] if hub else []
+            sessions.append(entry)
+        async with self.db.session() as s:
+            agents = (await s.scalars(select(User).where(User.role == Role.AGENT)
+                                      .order_by(User.id))).all()
+            agent_list = [{"id": a.id, "name": a.display_name, "state": self.agent_state(a.id)}
+                          for a in agents]
+        return {"type": "dashboard.snapshot", "queue": queue, "sessions": sessions,
+                "agents": agent_list}
+
+    async def _dashboard_loop(self) -> None:
+        while True:
+            await self._dashboard_dirty.wait()
+            await asyncio.sleep(0.1)  # coalesce bursts of changes
+            self._dashboard_dirty.clear()
+            watchers = [c for c in self.presence.by_role(Role.SUPERVISOR) if c.dashboard]
+            if not watchers:
+                continue
+            try:
+                snap = await self.snapshot()
+            except Exception:
+                logger.exception("dashboard snapshot failed")
+                continue
+            for conn in watchers:
+                await conn.send(dict(snap))

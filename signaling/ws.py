@@ -1,0 +1,184 @@
+"""The WebSocket endpoint: authenticate, then dispatch typed messages; errors keep it open."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from media.hub import TrackRole
+from signaling import protocol as p
+from signaling.presence import Connection
+from signaling.services import SERVICES, Services
+from signaling.turn import ice_servers
+from vwindow.auth import Principal
+from vwindow.errors import AuthError, ForbiddenError, VWindowError
+from vwindow.models import Role
+
+logger = logging.getLogger(__name__)
+
+AUTH_TIMEOUT_S = 10.0
+
+# Which roles may send which message type (auth and ping: anyone authenticated).
+ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
+    p.Ping: tuple(Role),
+    p.AgentState: (Role.AGENT,),
+    p.CallStart: (Role.KIOSK,),
+    p.CallCancel: (Role.KIOSK,),
+    p.CallAccept: (Role.AGENT,),
+    p.CallEnd: (Role.AGENT, Role.KIOSK),
+    p.RtcJoin: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
+    p.RtcAnswer: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
+    p.RtcCandidate: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
+    p.RtcLeave: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
+    p.DeviceCapture: (Role.AGENT, Role.KIOSK),
+    p.DeviceProgress: (Role.KIOSK,),
+    p.ChatSend: (Role.AGENT, Role.KIOSK, Role.SURVEYOR),
+    p.DashboardSubscribe: (Role.SUPERVISOR,),
+}
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    services = request.app[SERVICES]
+    limit = services.config.server.max_ws_frame
+    # Let a slightly larger frame through the reader so we can answer "too_large"
+    # ourselves instead of aiohttp closing the socket.
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(limit * 32, 4 * 1024 * 1024))
+    await ws.prepare(request)
+    conn: Connection | None = None
+    try:
+        async for msg in ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            raw: str | bytes = msg.data
+            try:
+                message = p.parse_message(raw, limit)
+            except p.ProtocolError as err:
+                await _send_error(ws, err.code, err.message, err.field, err.ref)
+                continue
+            try:
+                if conn is None:
+                    conn = await _authenticate(services, ws, message)
+                    continue
+                reply = await _dispatch(services, conn, message)
+                if reply is not None:
+                    reply["ref"] = message.id
+                    await conn.send(reply)
+            except VWindowError as err:
+                await _send_error(ws, err.code, err.message, err.field, message.id)
+            except Exception:
+                logger.exception("handling %s failed", type(message).__name__)
+                await _send_error(ws, "internal", "the server could not handle this message; "
+                                  "it has been logged", None, message.id)
+    finally:
+        if conn is not None:
+            services.presence.remove(conn, services.switchboard.agent_gone)
+            logger.info("socket closed for %s", conn.participant_id)
+    return ws
+
+
+async def _send_error(ws: web.WebSocketResponse, code: str, message: str,
+                      field: str | None, ref: str | None) -> None:
+    if not ws.closed:
+        await ws.send_json(p.error_message(code, message, field=field, ref=ref))
+
+
+async def _authenticate(services: Services, ws: web.WebSocketResponse,
+                        message: p._Message) -> Connection:
+    if not isinstance(message, p.Auth):
+        raise AuthError("send 'auth' with a token first")
+    principal: Principal = services.tokens.verify(message.token)
+    if message.client == "devices" and principal.role is not Role.KIOSK:
+        raise ForbiddenError("only a kiosk token can connect a device agent", field="client")
+    conn = Connection(ws=ws, principal=principal, client=message.client)
+    resumed = services.presence.resumes(message.resume_token, principal)
+    services.presence.add(conn)
+    if principal.role is Role.SURVEYOR and principal.call_id is not None:
+        room = services.presence.rooms.get(principal.call_id)
+        if room is not None:
+            room.members.add(principal.key)
+    active = await services.switchboard.active_call(conn)
+    ice = ice_servers(services.config, conn.participant_id)
+    await conn.send({
+        "type": "welcome", "ref": message.id, "role": principal.role.value,
+        "principal": {"id": principal.subject, "name": principal.name,
+                      "kind": "devices" if message.client == "devices" else principal.role.value},
+        "resume_token": conn.resume_token, "resumed": resumed, "ice_servers": ice,
+        "active_call": active,
+    })
+    if principal.role is Role.AGENT:
+        state = services.switchboard.agent_state(int(principal.subject))
+        await conn.send({"type": "agent.state", "state": state})
+    logger.info("socket authenticated for %s", conn.participant_id)
+    return conn
+
+
+async def _dispatch(services: Services, conn: Connection,
+                    message: p._Message) -> dict[str, Any] | None:
+    allowed = ALLOWED.get(type(message))
+    if allowed is None:
+        raise ForbiddenError("already authenticated")
+    if conn.principal.role not in allowed:
+        raise ForbiddenError(f"a {conn.principal.role.value} may not send {message_type(message)!r}",
+                             field="type")
+    sb = services.switchboard
+    match message:
+        case p.Ping():
+            return {"type": "pong"}
+        case p.AgentState(state=state):
+            return {"type": "agent.state", "state": await sb.set_agent_state(conn, state)}
+        case p.CallStart(service_code=code, dialect=dialect):
+            return await sb.start_call(conn, code, dialect)
+        case p.CallCancel(call_id=call_id):
+            await sb.cancel_call(conn, call_id)
+        case p.CallAccept(call_id=call_id):
+            return await sb.accept_call(conn, call_id)
+        case p.CallEnd(call_id=call_id):
+            await sb.end_call(conn, call_id, conn.principal.role.value)
+        case p.RtcJoin(call_id=call_id, publish=publish):
+            await conn.send({"type": "ack", "ref": message.id})
+            await sb.join_media(conn, call_id, [TrackRole(x.role, x.kind) for x in publish])
+            return None
+        case p.RtcAnswer(call_id=call_id, sdp=sdp):
+            await _hub_for(services, conn, call_id).answer(conn.participant_id, sdp)
+        case p.RtcCandidate(call_id=call_id, candidate=candidate):
+            hub = _hub_for(services, conn, call_id)
+            await hub.add_candidate(conn.participant_id,
+                                    candidate.model_dump() if candidate else None)
+            return None
+        case p.RtcLeave(call_id=call_id):
+            await sb.leave_media(conn, call_id)
+        case p.DeviceCapture(call_id=call_id):
+            return await sb.request_capture(conn, call_id)
+        case p.DeviceProgress(request_id=rid, stage=stage, percent=pct, message=text):
+            await sb.capture_progress(conn, rid, stage, pct, text)
+            return None
+        case p.ChatSend(call_id=call_id, text=text):
+            await sb.chat(conn, call_id, text)
+        case p.DashboardSubscribe():
+            conn.dashboard = True
+            return await sb.snapshot()
+        case _:
+            raise ForbiddenError(f"{message_type(message)!r} is not handled")
+    return {"type": "ack"}
+
+
+def _hub_for(services: Services, conn: Connection, call_id: int) -> Any:
+    hub = services.media.find(call_id)
+    if hub is None or not hub.has(conn.participant_id):
+        raise ForbiddenError(f"join the media of call {call_id} first (rtc.join)",
+                             field="call_id")
+    return hub
+
+
+def message_type(message: p._Message) -> str:
+    return str(getattr(message, "type", type(message).__name__))
+
+
+async def close_all(services: Services) -> None:
+    for role in Role:
+        for conn in services.presence.by_role(role):
+            await conn.ws.close(code=1001, message=b"server shutting down")
+    await asyncio.sleep(0)

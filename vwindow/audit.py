@@ -1,0 +1,94 @@
+"""The append-only, hash-chained audit log.
+
+Each row's ``hash`` is SHA-256 over the previous row's hash and a canonical JSON form of
+the row; ``prev_hash`` is unique, so two writers racing for the same tail make one fail
+instead of forking the chain. ``verify_chain`` recomputes every link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vwindow.models import AuditEntry, utcnow
+
+GENESIS = bytes(32)
+_PG_AUDIT_LOCK = 0x76776E64  # advisory lock key serialising appends across nodes
+
+
+def _canonical(
+    case_id: int | None, at: datetime, actor: str, action: str, detail: dict[str, Any]
+) -> bytes:
+    body = {
+        "case_id": case_id,
+        "at": at.isoformat(timespec="microseconds"),
+        "actor": actor,
+        "action": action,
+        "detail": detail,
+    }
+    return json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def link_hash(prev: bytes, case_id: int | None, at: datetime, actor: str, action: str,
+              detail: dict[str, Any]) -> bytes:
+    return hashlib.sha256(prev + _canonical(case_id, at, actor, action, detail)).digest()
+
+
+async def append(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    case_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Append one entry in the caller's transaction."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+    last = (
+        await session.execute(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
+    ).scalar_one_or_none()
+    prev = last if last is not None else GENESIS
+    at = utcnow()
+    body = detail or {}
+    entry = AuditEntry(
+        case_id=case_id,
+        at=at,
+        actor=actor,
+        action=action,
+        detail=body,
+        prev_hash=prev,
+        hash=link_hash(prev, case_id, at, actor, action, body),
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    rows: int
+    ok: bool
+    first_bad_id: int | None = None
+    reason: str = ""
+
+
+async def verify_chain(session: AsyncSession) -> ChainReport:
+    prev = GENESIS
+    count = 0
+    rows = await session.stream_scalars(select(AuditEntry).order_by(AuditEntry.id))
+    async for row in rows:
+        count += 1
+        if row.prev_hash != prev:
+            return ChainReport(count, False, row.id, "prev_hash does not match the row before")
+        expected = link_hash(prev, row.case_id, row.at, row.actor, row.action, row.detail)
+        if row.hash != expected:
+            return ChainReport(count, False, row.id, "row content does not match its hash")
+        prev = row.hash
+    return ChainReport(count, True)

@@ -1,0 +1,472 @@
+"""Cases and calls: the durable side of a kiosk's call, from queue to rating.
+
+Every method runs in its own transaction and writes the audit log in that same
+transaction. Access rules live here too (``check_case_access``), so REST and WebSocket
+share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vwindow import audit
+from vwindow.auth import Principal
+from vwindow.db import Database
+from vwindow.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    InvalidStateError,
+    NotFoundError,
+    ValidationError,
+)
+from vwindow.models import (
+    Call,
+    CallStatus,
+    Case,
+    CaseStatus,
+    Kiosk,
+    Material,
+    Rating,
+    Role,
+    ServiceItem,
+    SurveyorLink,
+    Township,
+    User,
+    utcnow,
+)
+from vwindow.views import (
+    AgentRef,
+    CallView,
+    CaseView,
+    CatalogItem,
+    KioskRef,
+    MaterialView,
+    ServiceRef,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def material_view(m: Material) -> MaterialView:
+    return MaterialView(
+        id=m.id,
+        case_id=m.case_id,
+        sha256=m.sha256,
+        size=m.size,
+        content_type=m.content_type,
+        filename=m.filename,
+        source=m.source,
+        created_at=m.created_at,
+        url=f"/api/v1/materials/{m.id}/content",
+    )
+
+
+class Cases:
+    """Domain operations on calls and cases over one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- views ---------------------------------------------------------------------
+
+    async def _call_view(self, s: AsyncSession, call: Call) -> CallView:
+        case = await s.get_one(Case, call.case_id)
+        item = await s.get_one(ServiceItem, call.service_item_id)
+        kiosk = await s.get_one(Kiosk, call.kiosk_id)
+        town = await s.get_one(Township, kiosk.township_id)
+        agent = await s.get(User, call.agent_id) if call.agent_id else None
+        return CallView(
+            call_id=call.id,
+            case_id=call.case_id,
+            case_number=case.number,
+            status=call.status,
+            service=ServiceRef(code=item.code, name=item.name),
+            kiosk=KioskRef(code=kiosk.code, name=kiosk.name, township=town.name),
+            queued_at=call.queued_at,
+            answered_at=call.answered_at,
+            agent=AgentRef(id=agent.id, name=agent.display_name) if agent else None,
+        )
+
+    async def call_view(self, call_id: int) -> CallView:
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            return await self._call_view(s, call)
+
+    async def get_call(self, call_id: int) -> Call:
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id)
+        if call is None:
+            raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+        return call
+
+    async def catalog(self) -> list[CatalogItem]:
+        async with self.db.session() as s:
+            items = (await s.scalars(select(ServiceItem).order_by(ServiceItem.code))).all()
+            return [
+                CatalogItem(code=i.code, name=i.name, department=i.department, category=i.category)
+                for i in items
+            ]
+
+    async def queued(self) -> list[CallView]:
+        async with self.db.session() as s:
+            calls = (
+                await s.scalars(
+                    select(Call)
+                    .where(Call.status == CallStatus.QUEUED)
+                    .order_by(Call.queued_at, Call.id)
+                )
+            ).all()
+            return [await self._call_view(s, c) for c in calls]
+
+    async def live(self) -> list[CallView]:
+        async with self.db.session() as s:
+            calls = (
+                await s.scalars(
+                    select(Call).where(Call.status == CallStatus.LIVE).order_by(Call.answered_at)
+                )
+            ).all()
+            return [await self._call_view(s, c) for c in calls]
+
+    async def active_call_for(self, principal: Principal) -> CallView | None:
+        """The live or queued call a kiosk or agent is in, if any."""
+        async with self.db.session() as s:
+            query = select(Call).where(Call.status.in_([CallStatus.LIVE, CallStatus.QUEUED]))
+            if principal.role is Role.KIOSK:
+                query = query.where(Call.kiosk_id == int(principal.subject))
+            elif principal.role is Role.AGENT:
+                query = query.where(
+                    Call.agent_id == int(principal.subject), Call.status == CallStatus.LIVE
+                )
+            elif principal.role is Role.SURVEYOR and principal.call_id is not None:
+                query = query.where(Call.id == principal.call_id, Call.status == CallStatus.LIVE)
+            else:
+                return None
+            call = (await s.scalars(query.order_by(Call.id.desc()).limit(1))).first()
+            return await self._call_view(s, call) if call else None
+
+    # -- access ------------------------------------------------------------------------
+
+    async def check_case_access(self, principal: Principal, case_id: int) -> Case:
+        """Raise unless ``principal`` may read and write ``case_id``."""
+        async with self.db.session() as s:
+            case = await s.get(Case, case_id)
+            if case is None:
+                raise NotFoundError(f"case {case_id} does not exist", field="case_id")
+            if principal.role is Role.SUPERVISOR:
+                return case
+            if principal.role is Role.KIOSK and case.kiosk_id == int(principal.subject):
+                return case
+            if principal.role is Role.AGENT and case.assigned_agent_id == int(principal.subject):
+                return case
+            if principal.role is Role.SURVEYOR and principal.case_id == case_id:
+                return case
+        raise ForbiddenError(f"not allowed to use case {case_id}", field="case_id")
+
+    async def check_call_member(self, principal: Principal, call_id: int) -> Call:
+        """Raise unless ``principal`` belongs in the live ``call_id``."""
+        call = await self.get_call(call_id)
+        await self.check_case_access(principal, call.case_id)
+        if principal.role is Role.SURVEYOR and principal.call_id != call_id:
+            raise ForbiddenError(f"not allowed in call {call_id}", field="call_id")
+        return call
+
+    # -- calls ---------------------------------------------------------------------
+
+    async def start_call(
+        self, kiosk_id: int, service_code: str, dialect: str | None = None
+    ) -> CallView:
+        async with self.db.session() as s:
+            item = (
+                await s.scalars(select(ServiceItem).where(ServiceItem.code == service_code))
+            ).first()
+            if item is None:
+                raise NotFoundError(
+                    f"service item {service_code!r} does not exist", field="service_code"
+                )
+            kiosk = await s.get(Kiosk, kiosk_id)
+            if kiosk is None or not kiosk.active:
+                raise ForbiddenError(f"kiosk {kiosk_id} is not active")
+            busy = (
+                await s.scalars(
+                    select(Call.id).where(
+                        Call.kiosk_id == kiosk_id,
+                        Call.status.in_([CallStatus.QUEUED, CallStatus.LIVE]),
+                    )
+                )
+            ).first()
+            if busy is not None:
+                raise ConflictError(f"kiosk already has call {busy} waiting or live")
+            now = utcnow()
+            case = Case(
+                number=f"VW{now:%Y%m%d}-{secrets.token_hex(3).upper()}",
+                service_item_id=item.id,
+                kiosk_id=kiosk.id,
+                township_id=kiosk.township_id,
+                status=CaseStatus.RECEIVED,
+                created_at=now,
+            )
+            s.add(case)
+            await s.flush()
+            call = Call(
+                case_id=case.id,
+                kiosk_id=kiosk.id,
+                service_item_id=item.id,
+                status=CallStatus.QUEUED,
+                dialect=dialect,
+                queued_at=now,
+            )
+            s.add(call)
+            await s.flush()
+            await audit.append(
+                s,
+                actor=f"kiosk:{kiosk.id}",
+                action="call.queued",
+                case_id=case.id,
+                detail={"call_id": call.id, "service": item.code},
+            )
+            logger.info("call %s queued for case %s (%s)", call.id, case.id, item.code)
+            return await self._call_view(s, call)
+
+    async def queue_position(self, call_id: int) -> int:
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id)
+            if call is None or call.status != CallStatus.QUEUED:
+                return 0
+            ahead = await s.scalar(
+                select(func.count())
+                .select_from(Call)
+                .where(
+                    Call.status == CallStatus.QUEUED,
+                    (Call.queued_at < call.queued_at)
+                    | ((Call.queued_at == call.queued_at) & (Call.id < call.id)),
+                )
+            )
+            return int(ahead or 0) + 1
+
+    async def cancel_call(self, principal: Principal, call_id: int) -> CallView:
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            if principal.role is not Role.KIOSK or call.kiosk_id != int(principal.subject):
+                raise ForbiddenError(f"not allowed to cancel call {call_id}", field="call_id")
+            if call.status != CallStatus.QUEUED:
+                raise InvalidStateError(f"call {call_id} is {call.status!r}, not queued")
+            call.status = CallStatus.CANCELLED
+            call.ended_at = utcnow()
+            call.ended_by = "kiosk"
+            await audit.append(s, actor=principal.key, action="call.cancelled",
+                               case_id=call.case_id, detail={"call_id": call_id})
+            return await self._call_view(s, call)
+
+    async def claim_call(self, agent_id: int, call_id: int, node_id: str) -> CallView:
+        """Atomically hand a queued call to one agent; a second claimer gets ConflictError."""
+        async with self.db.session() as s:
+            busy = (
+                await s.scalars(
+                    select(Call.id).where(Call.agent_id == agent_id,
+                                          Call.status == CallStatus.LIVE)
+                )
+            ).first()
+            if busy is not None:
+                raise InvalidStateError(f"agent is already in call {busy}")
+            now = utcnow()
+            result = await s.execute(
+                update(Call)
+                .where(Call.id == call_id, Call.status == CallStatus.QUEUED)
+                .values(status=CallStatus.LIVE, agent_id=agent_id, answered_at=now,
+                        hub_node=node_id)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                existing = await s.get(Call, call_id)
+                if existing is None:
+                    raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+                raise ConflictError(f"call {call_id} is already {existing.status}",
+                                    field="call_id")
+            call = await s.get_one(Call, call_id, populate_existing=True)
+            await s.execute(
+                update(Case)
+                .where(Case.id == call.case_id)
+                .values(assigned_agent_id=agent_id, status=CaseStatus.IN_PROGRESS)
+            )
+            await audit.append(s, actor=f"agent:{agent_id}", action="call.answered",
+                               case_id=call.case_id, detail={"call_id": call_id})
+            logger.info("call %s answered by agent %s", call_id, agent_id)
+            return await self._call_view(s, call)
+
+    async def end_call(self, call_id: int, ended_by: str, actor: str) -> CallView | None:
+        """End a live call; None when it was not live (ending twice is harmless)."""
+        async with self.db.session() as s:
+            result = await s.execute(
+                update(Call)
+                .where(Call.id == call_id, Call.status == CallStatus.LIVE)
+                .values(status=CallStatus.ENDED, ended_at=utcnow(), ended_by=ended_by)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            call = await s.get_one(Call, call_id, populate_existing=True)
+            await audit.append(s, actor=actor, action="call.ended", case_id=call.case_id,
+                               detail={"call_id": call_id, "by": ended_by})
+            logger.info("call %s ended by %s", call_id, ended_by)
+            return await self._call_view(s, call)
+
+    # -- materials -----------------------------------------------------------------
+
+    async def add_material(
+        self,
+        principal: Principal,
+        case_id: int,
+        *,
+        sha256: str,
+        size: int,
+        content_type: str,
+        filename: str,
+        source: str,
+        call_id: int | None,
+    ) -> tuple[MaterialView, bool]:
+        """Link stored bytes to a case; the same content twice is one material.
+
+        Returns the material and whether it is new.
+        """
+        async with self.db.session() as s:
+            existing = (
+                await s.scalars(
+                    select(Material).where(Material.case_id == case_id,
+                                           Material.sha256 == sha256)
+                )
+            ).first()
+            if existing is not None:
+                return material_view(existing), False
+            m = Material(
+                case_id=case_id,
+                call_id=call_id,
+                sha256=sha256,
+                size=size,
+                content_type=content_type,
+                filename=filename,
+                source=source,
+                created_by=principal.key,
+            )
+            s.add(m)
+            try:
+                await s.flush()
+            except IntegrityError as err:
+                raise ConflictError("material was added concurrently; retry") from err
+            await audit.append(s, actor=principal.key, action="material.added",
+                               case_id=case_id,
+                               detail={"material_id": m.id, "sha256": sha256, "size": size,
+                                       "type": content_type, "source": source})
+            logger.info("case %s: material %s added (%s, %d bytes)", case_id, m.id,
+                        content_type, size)
+            return material_view(m), True
+
+    async def get_material(self, material_id: int) -> Material:
+        async with self.db.session() as s:
+            m = await s.get(Material, material_id)
+        if m is None:
+            raise NotFoundError(f"material {material_id} does not exist", field="material_id")
+        return m
+
+    async def case_view(self, case_id: int) -> CaseView:
+        async with self.db.session() as s:
+            case = await s.get(Case, case_id)
+            if case is None:
+                raise NotFoundError(f"case {case_id} does not exist", field="case_id")
+            item = await s.get_one(ServiceItem, case.service_item_id)
+            kiosk = await s.get_one(Kiosk, case.kiosk_id)
+            town = await s.get_one(Township, kiosk.township_id)
+            mats = (
+                await s.scalars(
+                    select(Material).where(Material.case_id == case_id).order_by(Material.id)
+                )
+            ).all()
+            return CaseView(
+                case_id=case.id,
+                number=case.number,
+                status=case.status,
+                service=ServiceRef(code=item.code, name=item.name),
+                kiosk=KioskRef(code=kiosk.code, name=kiosk.name, township=town.name),
+                assigned_agent_id=case.assigned_agent_id,
+                created_at=case.created_at,
+                materials=[material_view(m) for m in mats],
+            )
+
+    # -- ratings -------------------------------------------------------------------
+
+    async def rate(self, principal: Principal, call_id: int, stars: int, comment: str) -> None:
+        if not 1 <= stars <= 5:
+            raise ValidationError(f"stars must be 1..5, got {stars}", field="stars")
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            if principal.role is not Role.KIOSK or call.kiosk_id != int(principal.subject):
+                raise ForbiddenError(f"not allowed to rate call {call_id}", field="call_id")
+            if call.status != CallStatus.ENDED:
+                raise InvalidStateError(f"call {call_id} is {call.status!r}; rate it after it ends")
+            exists = (await s.scalars(select(Rating.id).where(Rating.call_id == call_id))).first()
+            if exists is not None:
+                raise ConflictError(f"call {call_id} is already rated", field="call_id")
+            s.add(Rating(case_id=call.case_id, call_id=call_id, agent_id=call.agent_id,
+                         stars=stars, comment=comment))
+            await audit.append(s, actor=principal.key, action="call.rated",
+                               case_id=call.case_id, detail={"call_id": call_id, "stars": stars})
+
+    # -- surveyor links ------------------------------------------------------------
+
+    async def create_surveyor_link(
+        self, principal: Principal, case_id: int, call_id: int, ttl_s: int
+    ) -> tuple[str, SurveyorLink]:
+        call = await self.check_call_member(principal, call_id)
+        if call.case_id != case_id:
+            raise ValidationError(f"call {call_id} is not on case {case_id}", field="call_id")
+        if call.status != CallStatus.LIVE:
+            raise InvalidStateError(f"call {call_id} is {call.status!r}, not live")
+        code = secrets.token_urlsafe(24)
+        async with self.db.session() as s:
+            link = SurveyorLink(
+                code_hash=hashlib.sha256(code.encode()).hexdigest(),
+                case_id=case_id,
+                call_id=call_id,
+                created_by=int(principal.subject),
+                expires_at=utcnow() + timedelta(seconds=ttl_s),
+            )
+            s.add(link)
+            await s.flush()
+            await audit.append(s, actor=principal.key, action="surveyor.invited",
+                               case_id=case_id, detail={"link_id": link.id, "call_id": call_id})
+            return code, link
+
+    async def redeem_surveyor_link(self, code: str) -> SurveyorLink:
+        """Use a one-time link: valid once, before it expires."""
+        digest = hashlib.sha256(code.encode()).hexdigest()
+        async with self.db.session() as s:
+            link = (
+                await s.scalars(select(SurveyorLink).where(SurveyorLink.code_hash == digest))
+            ).first()
+            if link is None:
+                raise AuthError("this inspection link is not valid", field="code")
+            if link.used_at is not None:
+                raise AuthError("this inspection link has already been used", field="code")
+            if link.expires_at <= utcnow():
+                raise AuthError("this inspection link has expired", field="code")
+            result = await s.execute(
+                update(SurveyorLink)
+                .where(SurveyorLink.id == link.id, SurveyorLink.used_at.is_(None))
+                .values(used_at=utcnow())
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise AuthError("this inspection link has already been used", field="code")
+            await audit.append(s, actor=f"surveyor:{link.id}", action="surveyor.joined",
+                               case_id=link.case_id, detail={"link_id": link.id})
+            return link

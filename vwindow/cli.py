@@ -1,0 +1,221 @@
+"""The ``vwindow`` command: ``demo``, ``serve``, ``kiosk``, ``migrate``, ``audit verify``.
+
+This is the one module that wires every package together; the imports of ``signaling``,
+``media`` and ``devices`` are inside the functions so that ``vwindow`` itself never
+depends on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from vwindow.config import Config, load_config
+from vwindow.errors import VWindowError
+
+logger = logging.getLogger(__name__)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("aioice", "aiortc", "aiohttp.access", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        overrides.setdefault("server", {})["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides.setdefault("server", {})["port"] = args.port
+    if getattr(args, "db", None):
+        overrides.setdefault("db", {})["url"] = args.db
+    if getattr(args, "data", None):
+        data = Path(args.data)
+        overrides.setdefault("storage", {})["root"] = str(data / "files")
+        if not getattr(args, "db", None):
+            overrides.setdefault("db", {})["url"] = f"sqlite+aiosqlite:///{data / 'vwindow.db'}"
+    config = load_config(getattr(args, "config", None), overrides=overrides)
+    if not config.auth.secret:
+        # A stable per-installation key, so tokens survive a restart of a single node.
+        key_file = Path(config.storage.root).parent / "token-secret"
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(32))
+            key_file.chmod(0o600)
+        config = config.model_copy(update={"auth": config.auth.model_copy(
+            update={"secret": key_file.read_text().strip()})})
+    return config
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _serve(config: Config, *, demo: bool, devices: str | None) -> None:
+    from aiohttp import web
+
+    from signaling.app import SERVICES, make_app
+
+    app = make_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    port = config.server.port
+    if port == 0 and site._server is not None:  # the OS picked the port
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://{config.server.host}:{port}"
+    agent = None
+    try:
+        if demo:
+            from vwindow.seed import seed_demo
+
+            logins = await seed_demo(app[SERVICES].db)
+            if devices:
+                agent = await _start_kiosk_agent(base, logins.kiosk_code, logins.kiosk_key,
+                                                 devices)
+            _print_demo(base, logins)
+        else:
+            print(f"vwindow serving on {base}  (database: {config.db.url.split('@')[-1]})",
+                  flush=True)
+        await _wait_for_signal()
+    finally:
+        if agent is not None:
+            await agent.stop()
+        await runner.cleanup()
+
+
+async def _start_kiosk_agent(base: str, code: str, key: str, devices: str) -> Any:
+    from devices.doccam import DocumentCamera
+    from devices.registry import create_device
+    from signaling.kioskagent import KioskAgent
+
+    camera = create_device("doccam", devices)
+    if not isinstance(camera, DocumentCamera):
+        raise VWindowError(f"doccam driver {devices!r} did not give a document camera")
+    agent = KioskAgent(base, code, key, camera)
+    await agent.start()
+    return agent
+
+
+def _print_demo(base: str, logins: Any) -> None:
+    print(f"""
+vwindow demo is running — 远程虚拟窗口演示已启动
+
+  Start page 首页            {base}/
+  Kiosk 乡镇自助终端         {base}/kiosk/        kiosk code {logins.kiosk_code} · key {logins.kiosk_key}
+  Agent console 坐席工作台   {base}/agent/        {' / '.join(logins.agents)} · password {logins.password}
+  Supervisor 值班长看板      {base}/supervisor/   {logins.supervisor} · password {logins.password}
+  Surveyor 现场踏勘          {base}/surveyor/     (open the link an agent generates in a call)
+
+A simulated document camera (高拍仪) is connected for the kiosk. Press Ctrl-C to stop.
+""", flush=True)
+
+
+async def _kiosk(args: argparse.Namespace) -> None:
+    agent = await _start_kiosk_agent(args.server, args.kiosk, args.key, args.devices)
+    print(f"kiosk device agent for {args.kiosk} connected to {args.server}", flush=True)
+    try:
+        await _wait_for_signal()
+    finally:
+        await agent.stop()
+
+
+async def _migrate(config: Config) -> None:
+    from vwindow.db import Database
+
+    db = Database(config.db.url)
+    await db.start()
+    await db.stop()
+    print("database schema is up to date")
+
+
+async def _audit_verify(config: Config) -> int:
+    from vwindow.audit import verify_chain
+    from vwindow.db import Database
+
+    db = Database(config.db.url)
+    try:
+        async with db.session() as s:
+            report = await verify_chain(s)
+    finally:
+        await db.stop()
+    if report.ok:
+        print(f"audit chain intact: {report.rows} entries")
+        return 0
+    print(f"audit chain BROKEN at entry {report.first_bad_id}: {report.reason}")
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vwindow", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def server_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="TOML config file")
+        p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port (default 8080)")
+        p.add_argument("--db", help="database URL (sqlite+aiosqlite:///… or "
+                       "postgresql+asyncpg://…)")
+        p.add_argument("--data", help="data directory for the embedded database and files")
+
+    demo = sub.add_parser("demo", help="server + demo data + simulated kiosk devices")
+    server_opts(demo)
+    demo.add_argument("--devices", default="sim", help="document camera driver (default sim)")
+    serve = sub.add_parser("serve", help="run a server node")
+    server_opts(serve)
+    kiosk = sub.add_parser("kiosk", help="run the kiosk device agent")
+    kiosk.add_argument("--server", default="http://127.0.0.1:8080")
+    kiosk.add_argument("--kiosk", required=True, help="kiosk code")
+    kiosk.add_argument("--key", required=True, help="kiosk device key")
+    kiosk.add_argument("--devices", default="sim", help="document camera driver: sim or uvc")
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    server_opts(migrate)
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the audit hash chain")
+    server_opts(verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "demo":
+            asyncio.run(_serve(_config(args), demo=True, devices=args.devices))
+        elif args.command == "serve":
+            asyncio.run(_serve(_config(args), demo=False, devices=None))
+        elif args.command == "kiosk":
+            asyncio.run(_kiosk(args))
+        elif args.command == "migrate":
+            asyncio.run(_migrate(_config(args)))
+        elif args.command == "audit":
+            return asyncio.run(_audit_verify(_config(args)))
+    except VWindowError as err:
+        print(f"vwindow: {err.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

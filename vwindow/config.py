@@ -1,0 +1,146 @@
+"""The one configuration object: defaults, then a TOML file, then ``VWINDOW_*`` variables.
+
+Environment variables name a section and a key joined by a double underscore, e.g.
+``VWINDOW_SERVER__PORT=8443`` or ``VWINDOW_DB__URL=postgresql+asyncpg://…``. Unknown keys
+anywhere are rejected at start-up with the key named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from vwindow.errors import ConfigError
+
+ENV_PREFIX = "VWINDOW_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    node_id: str = "node-1"
+    public_url: str = ""
+    """Origin used in links handed to people (surveyor links); empty: from the request."""
+    web_root: str = ""
+    """Directory of the static pages; empty: the ``web/`` folder beside the packages."""
+    max_ws_frame: int = 64 * 1024
+    max_upload_bytes: int = 50 * 1024 * 1024
+
+
+class DbConfig(_Section):
+    url: str = "sqlite+aiosqlite:///vwindow-data/vwindow.db"
+    echo: bool = False
+
+
+class StorageConfig(_Section):
+    root: str = "vwindow-data/files"
+
+
+class AuthConfig(_Section):
+    secret: str = ""
+    """HS256 signing key for tokens; empty: a random key per run (tokens die on restart)."""
+    previous_secrets: tuple[str, ...] = ()
+    """Keys still accepted for verification during a rotation."""
+    token_ttl_s: int = Field(default=12 * 3600, gt=0)
+    kiosk_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    surveyor_link_ttl_s: int = Field(default=30 * 60, gt=0)
+    surveyor_token_ttl_s: int = Field(default=4 * 3600, gt=0)
+
+
+class MediaConfig(_Section):
+    ice_addresses: tuple[str, ...] = ("127.0.0.1",)
+    """Host addresses the hub offers as ICE candidates (the server's reachable IPs)."""
+    video_codec: str = "VP8"
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = ""
+    turn_ttl_s: int = Field(default=6 * 3600, gt=0)
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    db: DbConfig = DbConfig()
+    storage: StorageConfig = StorageConfig()
+    auth: AuthConfig = AuthConfig()
+    media: MediaConfig = MediaConfig()
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    sections = Config.model_fields
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if "__" not in rest:
+            if rest in {"config"}:
+                continue
+            raise ConfigError(
+                f"environment variable {name!r} is not SECTION__KEY (e.g. VWINDOW_SERVER__PORT)",
+                field=name,
+            )
+        section, key = rest.split("__", 1)
+        if section not in sections:
+            raise ConfigError(f"unknown config section {section!r} in {name!r}", field=name)
+        value: Any = raw
+        if raw[:1] in "[{" or raw in {"true", "false"}:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the config from defaults, ``path`` (TOML), the environment and ``overrides``."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is None and env.get("VWINDOW_CONFIG"):
+        path = env["VWINDOW_CONFIG"]
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as err:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from err
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from err
+    data = _merge(data, _env_overrides(env))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except PydanticValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown config key {where!r}", field=where) from err
+        raise ConfigError(
+            f"config key {where!r}: {first['msg']} (got {first.get('input')!r})", field=where
+        ) from err

@@ -1,0 +1,211 @@
+"""The database schema as SQLAlchemy 2 declarative models.
+
+The schema itself is created and changed only by the Alembic migrations in
+``vwindow/migrations``; these classes must stay in step with them (a test compares).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(enum.StrEnum):
+    KIOSK = "kiosk"
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+    SURVEYOR = "surveyor"
+
+
+class CallStatus(enum.StrEnum):
+    QUEUED = "queued"
+    LIVE = "live"
+    ENDED = "ended"
+    CANCELLED = "cancelled"
+
+
+class CaseStatus(enum.StrEnum):
+    RECEIVED = "received"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class Township(Base):
+    __tablename__ = "townships"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    county: Mapped[str] = mapped_column(String(100))
+    distance_km: Mapped[float] = mapped_column(default=0.0)
+    travel_minutes: Mapped[int] = mapped_column(default=0)
+
+
+class Kiosk(Base):
+    __tablename__ = "kiosks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    township_id: Mapped[int] = mapped_column(ForeignKey("townships.id"))
+    key_hash: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class User(Base):
+    """A county/city agent or a supervisor."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(16), default="county")
+    dialects: Mapped[list[str]] = mapped_column(JSON, default=list)
+    skills: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class ServiceItem(Base):
+    __tablename__ = "service_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    department: Mapped[str] = mapped_column(String(100))
+    category: Mapped[str] = mapped_column(String(64))
+    required_materials: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    service_item_id: Mapped[int] = mapped_column(ForeignKey("service_items.id"))
+    kiosk_id: Mapped[int] = mapped_column(ForeignKey("kiosks.id"))
+    township_id: Mapped[int] = mapped_column(ForeignKey("townships.id"))
+    status: Mapped[str] = mapped_column(String(24), default=CaseStatus.RECEIVED)
+    assigned_agent_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Call(Base):
+    """One video call (a session once answered) on a case."""
+
+    __tablename__ = "calls"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    kiosk_id: Mapped[int] = mapped_column(ForeignKey("kiosks.id"), index=True)
+    service_item_id: Mapped[int] = mapped_column(ForeignKey("service_items.id"))
+    status: Mapped[str] = mapped_column(String(16), default=CallStatus.QUEUED, index=True)
+    dialect: Mapped[str | None] = mapped_column(String(32))
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    hub_node: Mapped[str | None] = mapped_column(String(64))
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_by: Mapped[str | None] = mapped_column(String(16))
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Material(Base):
+    __tablename__ = "materials"
+    __table_args__ = (UniqueConstraint("case_id", "sha256", name="uq_material_case_sha"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(100))
+    filename: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Rating(Base):
+    __tablename__ = "ratings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), unique=True)
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    stars: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SurveyorLink(Base):
+    __tablename__ = "surveyor_links"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained: ``hash = sha256(prev_hash + canonical row)``."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)

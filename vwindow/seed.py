@@ -1,0 +1,66 @@
+"""Demo data: a small catalog, a township with a kiosk, two county agents, a supervisor."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from vwindow.auth import hash_secret
+from vwindow.db import Database
+from vwindow.models import Kiosk, Role, ServiceItem, Township, User
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoLogins:
+    kiosk_code: str = "kiosk-tx01"
+    kiosk_key: str = "demo-kiosk-key"
+    agents: tuple[str, ...] = ("agent1", "agent2")
+    supervisor: str = "super1"
+    password: str = "demo1234"
+
+
+DEMO = DemoLogins()
+
+CATALOG: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
+    ("SB-001", "城乡居民养老保险待遇资格认证", "县人社局", "social_security",
+     ("居民身份证",)),
+    ("SB-002", "城乡居民医疗保险参保登记", "县医保局", "medical_insurance",
+     ("居民身份证", "户口簿")),
+    ("SC-001", "个体工商户设立登记", "县市场监管局", "market",
+     ("居民身份证", "经营场所证明")),
+    ("MZ-001", "最低生活保障申请", "县民政局", "civil_affairs",
+     ("居民身份证", "户口簿", "收入证明")),
+    ("GT-001", "农村宅基地和建房（规划许可）审批", "县自然资源局", "land",
+     ("居民身份证", "宅基地申请书", "现场照片")),
+)
+
+
+async def seed_demo(db: Database) -> DemoLogins:
+    """Insert the demo data once (idempotent)."""
+    async with db.session() as s:
+        if (await s.scalars(select(Kiosk).where(Kiosk.code == DEMO.kiosk_code))).first():
+            return DEMO
+        for code, name, dept, cat, mats in CATALOG:
+            s.add(ServiceItem(code=code, name=name, department=dept, category=cat,
+                              required_materials=list(mats)))
+        town = Township(code="TX", name="汤口镇", county="黄山区", distance_km=62.0,
+                        travel_minutes=95)
+        s.add(town)
+        await s.flush()
+        s.add(Kiosk(code=DEMO.kiosk_code, name="汤口镇便民服务中心 1 号机", township_id=town.id,
+                    key_hash=hash_secret(DEMO.kiosk_key)))
+        pw = hash_secret(DEMO.password)
+        s.add(User(username="agent1", display_name="王芳（县政务中心）", role=Role.AGENT,
+                   password_hash=pw, level="county", dialects=["普通话", "徽州话"],
+                   skills=["social_security", "medical_insurance", "civil_affairs"]))
+        s.add(User(username="agent2", display_name="李强（县政务中心）", role=Role.AGENT,
+                   password_hash=pw, level="county", dialects=["普通话"],
+                   skills=["market", "land", "social_security"]))
+        s.add(User(username=DEMO.supervisor, display_name="张主任（值班长）",
+                   role=Role.SUPERVISOR, password_hash=pw, level="county"))
+    logger.info("demo data seeded")
+    return DEMO

@@ -1,0 +1,489 @@
+// Township kiosk: pick a service, queue, video call with the agent, rate.
+// body[data-state]: login | idle | queued | live | ended | rated
+
+import { Api } from '/common/api.js';
+import { SignalClient } from '/common/signal.js';
+import { CallMedia } from '/common/rtc.js';
+import { initI18n, onLangChange } from '/common/i18n.js';
+import {
+  byId, h, setState, setText, setAttr, t, initElderly, ConnectionIndicator, Chat, CaptureProgress,
+  MaterialList, attachTrack, getLocalMedia, stopStream, showError, hideError, errorKey,
+} from '/common/ui.js';
+
+const RATED_BACK_MS = 10000;
+const ENDED_BACK_MS = 120000;
+
+const api = new Api({ storage: window.localStorage, key: 'vw.kiosk.session' });
+const conn = new ConnectionIndicator();
+const capture = new CaptureProgress();
+const materials = new MaterialList(api, byId('materials'), { openable: false });
+
+const app = {
+  signal: null,
+  media: null,
+  chat: null,
+  call: null,
+  catalog: [],
+  selected: null,
+  localStream: null,
+  localPromise: null,
+  mediaGen: 0,
+  stars: 0,
+  backTimer: null,
+  endFallback: null,
+};
+
+const state = () => document.body.dataset.state;
+
+// ---- login -------------------------------------------------------------------
+
+async function onLogin(ev) {
+  ev.preventDefault();
+  const errEl = byId('login-error');
+  hideError(errEl);
+  const code = byId('login-code').value.trim();
+  const key = byId('login-key').value;
+  if (!code) return showError(errEl, null, 'kiosk.login.needCode');
+  if (!key) return showError(errEl, null, 'kiosk.login.needKey');
+  const btn = byId('login-submit');
+  btn.disabled = true;
+  try {
+    const answer = await api.login('/auth/kiosk', { kiosk_code: code, device_key: key });
+    if (answer.role !== 'kiosk') {
+      api.clear();
+      return showError(errEl, null, 'kiosk.login.notKiosk');
+    }
+    byId('login-key').value = '';
+    await startSession();
+  } catch (err) {
+    const bad = ['unauthenticated', 'forbidden', 'not_found', 'invalid_message'].includes(err.code);
+    showError(errEl, err, bad ? 'kiosk.login.bad' : errorKey(err));
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function logout(reasonKey = null) {
+  leaveCall();
+  if (app.signal) app.signal.close();
+  app.signal = null;
+  api.clear();
+  conn.clear();
+  setState('login');
+  if (reasonKey) showError(byId('login-error'), null, reasonKey);
+  byId('login-code').focus();
+}
+
+// ---- session -----------------------------------------------------------------
+
+async function startSession() {
+  const signal = new SignalClient(api.token);
+  app.signal = signal;
+  app.media = new CallMedia(signal);
+  app.chat = new Chat(signal, { kind: 'kiosk', name: '' });
+  wireSignal(signal);
+  wireMedia(app.media);
+  loadCatalog();
+  let welcome;
+  try {
+    welcome = await signal.connect();
+  } catch {
+    return logout('err.sessionExpired');
+  }
+  app.chat.self.name = welcome.principal ? welcome.principal.name : '';
+  byId('kiosk-name').textContent = app.chat.self.name;
+  if (welcome.active_call) enterLive(welcome.active_call);
+  else goIdle();
+}
+
+function wireSignal(signal) {
+  signal.on('reconnecting', () => conn.set('socket', true));
+  signal.on('reconnected', (welcome) => {
+    conn.set('socket', false);
+    const active = welcome.active_call;
+    if (active && app.call && active.call_id === app.call.call_id && state() === 'live') {
+      app.media.rejoin();
+    } else if (active) {
+      enterLive(active);
+    } else if (state() === 'live') {
+      // The call ended while we were away.
+      onEnded({ call_id: app.call.call_id, ended_by: 'system' });
+    }
+  });
+  signal.on('unauthenticated', () => logout('err.sessionExpired'));
+  signal.on('call.queued', (msg) => onQueued(msg));
+  signal.on('queue.position', (msg) => {
+    if (app.call && msg.call_id === app.call.call_id) showPosition(msg.position);
+  });
+  signal.on('call.answered', (msg) => enterLive(msg.call));
+  signal.on('call.ended', (msg) => onEnded(msg));
+  signal.on('capture.progress', (msg) => {
+    if (app.call && msg.call_id === app.call.call_id) capture.update(msg);
+  });
+  signal.on('case.material', (msg) => {
+    if (app.call && msg.case_id === app.call.case_id) materials.add(msg.material);
+  });
+  signal.on('chat.message', (msg) => app.chat.add(msg));
+  signal.on('error', (msg) => console.warn('signalling error:', msg.code));
+}
+
+function wireMedia(media) {
+  media.on('status', (s) => conn.set('media', s === 'reconnecting'));
+  media.on('track', (track, info) => {
+    if (info.kind === 'audio' || track.kind === 'audio') {
+      const el = h('audio', { autoplay: true, dataset: { trackId: track.id, role: info.role } });
+      byId('remote-audio').append(el);
+      attachTrack(el, track);
+    } else if (info.role === 'camera' && info.participant && info.participant.kind === 'agent') {
+      const video = byId('remote-agent-camera');
+      video.dataset.trackId = track.id;
+      attachTrack(video, track);
+    }
+  });
+  media.on('trackremoved', (track) => {
+    for (const el of byId('remote-audio').querySelectorAll('audio')) {
+      if (el.dataset.trackId === track.id) { el.srcObject = null; el.remove(); }
+    }
+    const video = byId('remote-agent-camera');
+    if (video.dataset.trackId === track.id) { video.srcObject = null; delete video.dataset.trackId; }
+  });
+  media.on('joinfailed', (err) => console.warn('media join refused:', err.code));
+}
+
+// ---- catalog / idle ----------------------------------------------------------
+
+async function loadCatalog() {
+  const status = byId('catalog-status');
+  byId('catalog-retry').hidden = true;
+  setText(status, 'kiosk.idle.loading');
+  try {
+    app.catalog = (await api.get('/catalog')) || [];
+    renderCatalog();
+  } catch (err) {
+    if (err.code === 'unauthenticated') return logout('err.sessionExpired');
+    setText(status, 'kiosk.idle.loadFailed');
+    byId('catalog-retry').hidden = false;
+  }
+}
+
+function renderCatalog() {
+  const box = byId('services');
+  box.replaceChildren();
+  const groups = new Map();
+  for (const item of app.catalog) {
+    const cat = item.category || item.department || '';
+    if (!groups.has(cat)) groups.set(cat, []);
+    groups.get(cat).push(item);
+  }
+  for (const [cat, items] of groups) {
+    const list = h('div', { class: 'service-list' });
+    for (const item of items) {
+      const btn = h('button', {
+        type: 'button', class: 'service', 'aria-pressed': 'false',
+        dataset: { serviceCode: item.code, search: `${item.name} ${item.department || ''} ${item.code}`.toLowerCase() },
+      }, item.name);
+      if (item.department) btn.title = item.department;
+      btn.addEventListener('click', () => selectService(item.code));
+      list.append(btn);
+    }
+    box.append(h('div', { class: 'service-group' }, cat ? h('h3', {}, cat) : null, list));
+  }
+  filterCatalog();
+}
+
+function filterCatalog() {
+  const q = byId('service-search').value.trim().toLowerCase();
+  let shown = 0;
+  for (const group of byId('services').querySelectorAll('.service-group')) {
+    let inGroup = 0;
+    for (const btn of group.querySelectorAll('button[data-service-code]')) {
+      const match = !q || btn.dataset.search.includes(q);
+      btn.hidden = !match;
+      if (match) inGroup += 1;
+    }
+    group.hidden = inGroup === 0;
+    shown += inGroup;
+  }
+  const status = byId('catalog-status');
+  if (!app.catalog.length) setText(status, 'kiosk.idle.empty');
+  else if (!shown) setText(status, 'kiosk.idle.noMatch');
+  else if (q) setText(status, 'kiosk.idle.matches', { n: shown });
+  else status.textContent = '';
+}
+
+function selectService(code) {
+  app.selected = app.catalog.find((s) => s.code === code) || null;
+  for (const btn of byId('services').querySelectorAll('button[data-service-code]')) {
+    btn.setAttribute('aria-pressed', String(btn.dataset.serviceCode === code));
+  }
+  byId('call-button').disabled = !app.selected;
+  hideError(byId('call-error'));
+}
+
+function goIdle() {
+  clearTimeout(app.backTimer);
+  clearTimeout(app.endFallback);
+  leaveCall();
+  app.call = null;
+  byId('service-search').value = '';
+  selectService(null);
+  filterCatalog();
+  setState('idle');
+}
+
+// ---- queue -------------------------------------------------------------------
+
+async function onCall() {
+  if (!app.selected || !app.signal) return;
+  const btn = byId('call-button');
+  btn.disabled = true;
+  hideError(byId('call-error'));
+  startLocalMedia(); // while we wait: the citizen sees themselves
+  try {
+    const reply = await app.signal.request('call.start', { service_code: app.selected.code });
+    onQueued(reply);
+  } catch (err) {
+    stopLocalMedia();
+    showError(byId('call-error'), err, err.code === 'disconnected' ? 'err.disconnected' : 'kiosk.idle.callFailed');
+  } finally {
+    btn.disabled = !app.selected;
+  }
+}
+
+function onQueued(msg) {
+  if (!msg.call || (app.call && app.call.call_id === msg.call.call_id && state() !== 'idle')) return;
+  app.call = msg.call;
+  byId('call-service').textContent = msg.call.service ? msg.call.service.name : '';
+  showPosition(msg.position);
+  setState('queued');
+  startLocalMedia();
+}
+
+function showPosition(position) {
+  const el = byId('queue-status');
+  el.dataset.position = String(position);
+  setText(el, 'kiosk.queue.position', { n: position });
+}
+
+async function onCancel() {
+  if (!app.call) return goIdle();
+  const btn = byId('cancel-call');
+  btn.disabled = true;
+  try {
+    await app.signal.request('call.cancel', { call_id: app.call.call_id });
+    goIdle();
+  } catch (err) {
+    // Answered in the meantime: `call.answered` takes us live; otherwise just go back.
+    if (err.code !== 'invalid_state' && err.code !== 'conflict') goIdle();
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// ---- live --------------------------------------------------------------------
+
+function startLocalMedia() {
+  if (!app.localPromise) {
+    const gen = app.mediaGen;
+    app.localPromise = (async () => {
+      const { stream, warning } = await getLocalMedia(
+        { width: { ideal: 1280 }, height: { ideal: 720 } },
+        { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      );
+      if (gen !== app.mediaGen) {
+        // The call was cancelled or ended while the camera was opening.
+        stopStream(stream);
+        return null;
+      }
+      const warn = byId('media-warning');
+      if (warning) showError(warn, null, warning);
+      else hideError(warn);
+      app.localStream = stream;
+      const video = byId('local-camera');
+      video.srcObject = stream;
+      if (stream) video.play().catch(() => {});
+      return stream;
+    })();
+  }
+  return app.localPromise;
+}
+
+function stopLocalMedia() {
+  app.mediaGen += 1;
+  app.localPromise = null;
+  stopStream(app.localStream);
+  app.localStream = null;
+  byId('local-camera').srcObject = null;
+  hideError(byId('media-warning'));
+}
+
+async function enterLive(call) {
+  if (state() === 'live' && app.call && app.call.call_id === call.call_id) return;
+  clearTimeout(app.backTimer);
+  app.call = call;
+  byId('call-service').textContent = call.service ? call.service.name : '';
+  byId('agent-name').textContent = call.agent ? call.agent.name : '';
+  capture.reset();
+  materials.clear();
+  app.chat.start(call.call_id);
+  setState('live');
+  api.get(`/cases/${encodeURIComponent(call.case_id)}`)
+    .then((c) => materials.addAll(c && c.materials))
+    .catch(() => { /* pushes still arrive; nothing to show the citizen */ });
+  const stream = await startLocalMedia();
+  if (state() !== 'live' || !app.call || app.call.call_id !== call.call_id) return;
+  const tracks = {};
+  if (stream) {
+    const v = stream.getVideoTracks()[0];
+    const a = stream.getAudioTracks()[0];
+    if (v) tracks.camera = v;
+    if (a) tracks.mic = a;
+  }
+  app.media.start(call.call_id, tracks);
+}
+
+async function onCapture() {
+  if (!app.call) return;
+  const btn = byId('capture-button');
+  btn.disabled = true;
+  capture.requested();
+  try {
+    await app.signal.request('device.capture', { call_id: app.call.call_id });
+  } catch (err) {
+    capture.update({ stage: 'failed', message: t(errorKey(err)) });
+  } finally {
+    setTimeout(() => { btn.disabled = false; }, 1500);
+  }
+}
+
+async function onEndCall() {
+  if (!app.call) return;
+  const callId = app.call.call_id;
+  byId('end-call').disabled = true;
+  try {
+    await app.signal.request('call.end', { call_id: callId });
+  } catch {
+    // Socket down or call already over: end locally anyway.
+  } finally {
+    byId('end-call').disabled = false;
+  }
+  // `call.ended` normally follows; do not leave the citizen waiting if it does not.
+  clearTimeout(app.endFallback);
+  app.endFallback = setTimeout(() => onEnded({ call_id: callId, ended_by: 'kiosk' }), 4000);
+}
+
+function leaveCall() {
+  if (app.media) app.media.stop();
+  stopLocalMedia();
+  byId('remote-agent-camera').srcObject = null;
+  byId('remote-audio').replaceChildren();
+  if (app.chat) app.chat.clear();
+  materials.clear();
+  capture.reset();
+  conn.set('media', false);
+}
+
+// ---- ended / rating ----------------------------------------------------------
+
+function onEnded(msg) {
+  if (!app.call || msg.call_id !== app.call.call_id) return;
+  clearTimeout(app.endFallback);
+  const wasQueued = state() === 'queued';
+  leaveCall();
+  if (wasQueued) {
+    // Never answered: no one to rate.
+    app.call = null;
+    goIdle();
+    showError(byId('call-error'), null, 'kiosk.endedUnanswered');
+    return;
+  }
+  if (state() === 'ended' || state() === 'rated') return;
+  setText(byId('ended-reason'), `kiosk.ended.${msg.ended_by || 'system'}`);
+  setStars(0);
+  byId('rating-comment').value = '';
+  hideError(byId('rating-error'));
+  setState('ended');
+  app.backTimer = setTimeout(goIdle, ENDED_BACK_MS);
+  byId('ended-title').focus();
+}
+
+function setStars(n) {
+  app.stars = n;
+  for (const btn of document.querySelectorAll('#rating button[data-stars]')) {
+    const v = Number(btn.dataset.stars);
+    btn.setAttribute('aria-pressed', String(v === n));
+    btn.classList.toggle('filled', v <= n);
+  }
+  byId('rating-submit').disabled = n === 0;
+  const chosen = byId('rating-chosen');
+  if (n) setText(chosen, 'rating.chosen', { n });
+  else chosen.textContent = '';
+}
+
+function onStarKey(ev) {
+  const n = Number(ev.currentTarget.dataset.stars);
+  let next = null;
+  if (ev.key === 'ArrowRight' || ev.key === 'ArrowUp') next = Math.min(5, n + 1);
+  if (ev.key === 'ArrowLeft' || ev.key === 'ArrowDown') next = Math.max(1, n - 1);
+  if (next === null) return;
+  ev.preventDefault();
+  setStars(next);
+  document.querySelector(`#rating button[data-stars="${next}"]`).focus();
+}
+
+async function onRatingSubmit() {
+  if (!app.stars || !app.call) return;
+  const btn = byId('rating-submit');
+  btn.disabled = true;
+  hideError(byId('rating-error'));
+  const body = { stars: app.stars };
+  const comment = byId('rating-comment').value.trim();
+  if (comment) body.comment = comment;
+  try {
+    await api.post(`/calls/${encodeURIComponent(app.call.call_id)}/rating`, body);
+    onRated();
+  } catch (err) {
+    if (err.code === 'conflict') return onRated(); // already rated
+    showError(byId('rating-error'), err, err.code === 'network' ? 'err.network' : 'rating.failed');
+    btn.disabled = false;
+  }
+}
+
+function onRated() {
+  clearTimeout(app.backTimer);
+  setState('rated');
+  app.backTimer = setTimeout(goIdle, RATED_BACK_MS);
+  byId('new-call').focus();
+}
+
+// ---- wiring ------------------------------------------------------------------
+
+function init() {
+  initI18n();
+  initElderly();
+  for (const btn of document.querySelectorAll('#rating button[data-stars]')) {
+    setAttr(btn, 'aria-label', 'rating.star', { n: Number(btn.dataset.stars) });
+    btn.addEventListener('click', () => setStars(Number(btn.dataset.stars)));
+    btn.addEventListener('keydown', onStarKey);
+  }
+  byId('login-form').addEventListener('submit', onLogin);
+  byId('service-search').addEventListener('input', filterCatalog);
+  byId('catalog-retry').addEventListener('click', loadCatalog);
+  byId('call-button').addEventListener('click', onCall);
+  byId('cancel-call').addEventListener('click', onCancel);
+  byId('capture-button').addEventListener('click', onCapture);
+  byId('end-call').addEventListener('click', onEndCall);
+  byId('rating-submit').addEventListener('click', onRatingSubmit);
+  byId('new-call').addEventListener('click', goIdle);
+  byId('logout').addEventListener('click', () => logout());
+  onLangChange(() => filterCatalog());
+  if (api.session) {
+    setState('idle');
+    startSession();
+  } else {
+    setState('login');
+    byId('login-code').focus();
+  }
+}
+
+init();

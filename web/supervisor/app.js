@@ -1,0 +1,168 @@
+// Supervisor dashboard: queue, live sessions and agents, re-rendered on every
+// `dashboard.snapshot` the server pushes (no polling).
+// body[data-state]: login | dashboard
+
+import { Api } from '/common/api.js';
+import { SignalClient } from '/common/signal.js';
+import { initI18n, onLangChange } from '/common/i18n.js';
+import {
+  byId, h, setState, setText, t, ConnectionIndicator, showError, hideError, errorKey, startTicker,
+  formatClock, kindKey,
+} from '/common/ui.js';
+
+const api = new Api({ key: 'vw.supervisor.session' });
+const conn = new ConnectionIndicator();
+const app = { signal: null, snapshot: null };
+
+// ---- login -------------------------------------------------------------------
+
+async function onLogin(ev) {
+  ev.preventDefault();
+  const errEl = byId('login-error');
+  hideError(errEl);
+  const username = byId('login-username').value.trim();
+  const password = byId('login-password').value;
+  if (!username) return showError(errEl, null, 'login.needUsername');
+  if (!password) return showError(errEl, null, 'login.needPassword');
+  const btn = byId('login-submit');
+  btn.disabled = true;
+  try {
+    const answer = await api.login('/auth/login', { username, password });
+    if (answer.role !== 'supervisor') {
+      api.clear();
+      return showError(errEl, null, 'supervisor.login.notSupervisor');
+    }
+    byId('login-password').value = '';
+    await startSession();
+  } catch (err) {
+    const bad = ['unauthenticated', 'forbidden', 'not_found', 'invalid_message'].includes(err.code);
+    showError(errEl, err, bad ? 'login.bad' : errorKey(err));
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function logout(reasonKey = null) {
+  if (app.signal) app.signal.close();
+  app.signal = null;
+  app.snapshot = null;
+  api.clear();
+  conn.clear();
+  setState('login');
+  if (reasonKey) showError(byId('login-error'), null, reasonKey);
+  byId('login-username').focus();
+}
+
+// ---- session -----------------------------------------------------------------
+
+async function startSession() {
+  const signal = new SignalClient(api.token);
+  app.signal = signal;
+  signal.on('reconnecting', () => conn.set('socket', true));
+  signal.on('reconnected', () => {
+    conn.set('socket', false);
+    subscribe();
+  });
+  signal.on('unauthenticated', () => logout('err.sessionExpired'));
+  signal.on('dashboard.snapshot', (msg) => render(msg));
+  signal.on('error', (msg) => console.warn('signalling error:', msg.code));
+  setState('dashboard');
+  setText(byId('dashboard-status'), 'supervisor.loading');
+  let welcome;
+  try {
+    welcome = await signal.connect();
+  } catch {
+    return logout('err.sessionExpired');
+  }
+  byId('supervisor-name').textContent = welcome.principal ? welcome.principal.name : '';
+  subscribe();
+}
+
+async function subscribe() {
+  try {
+    // The reply is itself a snapshot; the 'dashboard.snapshot' handler renders it.
+    await app.signal.request('dashboard.subscribe', {});
+  } catch (err) {
+    if (err.code === 'forbidden') return logout('supervisor.login.notSupervisor');
+    setText(byId('dashboard-status'), errorKey(err));
+  }
+}
+
+// ---- rendering ---------------------------------------------------------------
+
+const kioskText = (k) => (k ? [k.township, k.name].filter(Boolean).join(' · ') : '');
+
+function render(snapshot) {
+  app.snapshot = snapshot;
+  byId('dashboard-status').textContent = '';
+  setText(byId('updated-at'), 'supervisor.updatedAt', { time: formatClock(new Date().toISOString()) });
+  renderQueue(snapshot.queue || []);
+  renderSessions(snapshot.sessions || []);
+  renderAgents(snapshot.agents || []);
+}
+
+function renderQueue(queue) {
+  const rows = [...queue]
+    .sort((a, b) => String(a.queued_at).localeCompare(String(b.queued_at)))
+    .map((c) => h('tr', { dataset: { callId: c.call_id } },
+      h('td', {}, c.service ? c.service.name : ''),
+      h('td', {}, kioskText(c.kiosk)),
+      h('td', {}, h('time', { datetime: c.queued_at || '' }, formatClock(c.queued_at))),
+      h('td', { class: 'num' }, h('span', { dataset: { since: c.queued_at || '' } }, '00:00'))));
+  byId('queue').tBodies[0].replaceChildren(...rows);
+  byId('queue-count').textContent = String(rows.length);
+  byId('queue-empty').hidden = rows.length > 0;
+}
+
+function participantsText(list) {
+  return (list || []).map((p) => `${p.name || '?'}（${t(kindKey(p.kind))}）`).join(', ');
+}
+
+function renderSessions(sessions) {
+  const rows = sessions.map((s) => h('tr', { dataset: { callId: s.call_id } },
+    h('td', {}, s.case_number || ''),
+    h('td', {}, s.service ? s.service.name : ''),
+    h('td', {}, kioskText(s.kiosk)),
+    h('td', {}, s.agent ? s.agent.name : ''),
+    h('td', { class: 'participants' }, participantsText(s.participants)),
+    h('td', { class: 'num' }, h('span', { dataset: { since: s.answered_at || s.queued_at || '' } }, '00:00'))));
+  byId('sessions').tBodies[0].replaceChildren(...rows);
+  byId('sessions-count').textContent = String(rows.length);
+  byId('sessions-empty').hidden = rows.length > 0;
+}
+
+function renderAgents(agents) {
+  const order = { ready: 0, busy: 1, away: 2, offline: 3 };
+  const items = [...agents]
+    .sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || String(a.name).localeCompare(String(b.name)))
+    .map((a) => {
+      const known = ['ready', 'away', 'offline', 'busy'].includes(a.state);
+      const badge = h('span', { class: 'badge', dataset: { state: a.state || '' } });
+      if (known) setText(badge, `agentState.${a.state}`);
+      else badge.textContent = a.state || '';
+      return h('li', { dataset: { agentId: a.id, state: a.state || '' } }, h('span', { class: 'agent-name' }, a.name || ''), ' ', badge);
+    });
+  byId('agents').replaceChildren(...items);
+  byId('agents-count').textContent = String(items.length);
+  const ready = agents.filter((a) => a.state === 'ready').length;
+  setText(byId('agents-ready'), 'supervisor.agents.ready', { n: ready });
+  byId('agents-empty').hidden = items.length > 0;
+}
+
+// ---- wiring ------------------------------------------------------------------
+
+function init() {
+  initI18n();
+  byId('login-form').addEventListener('submit', onLogin);
+  byId('logout').addEventListener('click', () => logout());
+  onLangChange(() => { if (app.snapshot) render(app.snapshot); });
+  startTicker();
+  if (api.session) {
+    startSession();
+  } else {
+    setState('login');
+    byId('login-username').focus();
+  }
+}
+
+init();
