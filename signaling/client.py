@@ -61,6 +61,7 @@ class SignalClient:
         self._reader: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         self.received: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def on(self, msg_type: str, handler: Handler) -> None:
         self._handlers[msg_type].append(handler)
@@ -117,17 +118,31 @@ class SignalClient:
                 for handler in list(self._handlers.get(data.get("type", ""), ())):
                     try:
                         result = handler(data)
-                        if asyncio.iscoroutine(result):
-                            await result
                     except Exception:
                         logger.exception("handler for %s failed", data.get("type"))
+                        continue
+                    if asyncio.iscoroutine(result):
+                        # A handler may itself make requests, whose replies this loop
+                        # must go on reading: run it beside the loop.
+                        task = asyncio.create_task(self._guard(result, data.get("type")))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
         finally:
             self.closed.set()
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(ClientError("disconnected", "socket closed"))
 
+    @staticmethod
+    async def _guard(coro: Awaitable[None], msg_type: object) -> None:
+        try:
+            await coro
+        except Exception:
+            logger.exception("handler for %s failed", msg_type)
+
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:

@@ -154,7 +154,6 @@ async def _dispatch(services: Services, conn: Connection,
             return await sb.request_capture(conn, call_id)
         case p.DeviceProgress(request_id=rid, stage=stage, percent=pct, message=text):
             await sb.capture_progress(conn, rid, stage, pct, text)
-            return None
         case p.ChatSend(call_id=call_id, text=text):
             await sb.chat(conn, call_id, text)
         case p.DashboardSubscribe():

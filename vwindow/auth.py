@@ -47,8 +47,10 @@ class TokenIssuer:
     """
 
     def __init__(self, secret: str, previous: tuple[str, ...] = ()) -> None:
-        if not secret:
-            raise ConfigError("auth secret must not be empty", field="auth.secret")
+        for key in (secret, *previous):
+            if len(key.encode()) < 32:
+                raise ConfigError("auth secrets must be at least 32 bytes long",
+                                  field="auth.secret")
         self._current = secret
         self._keys = {self._kid(k): k for k in (secret, *previous)}
 

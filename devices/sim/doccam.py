@@ -319,13 +319,16 @@ def _stamp(page: BgrImage, center: tuple[int, int], rng: np.random.Generator) ->
     for text, dy, scale in (("OFFICIAL SEAL", 60, 0.7), ("SERVICE HALL", -62, 0.6)):
         (tw, _), _ = cv2.getTextSize(text, _FONT, scale, 2)
         cv2.putText(mask, text, (cx - tw // 2, cy + dy), _FONT, scale, 255, 2, cv2.LINE_AA)
+    # Only the seal's box is blended; the rest of the page is untouched.
+    x0, y0 = max(cx - radius - 8, 0), max(cy - radius - 8, 0)
+    x1, y1 = min(cx + radius + 8, page.shape[1]), min(cy + radius + 8, page.shape[0])
+    box = page[y0:y1, x0:x1]
     # Uneven ink: thin the seal in random spots.
-    speckle = rng.uniform(0.55, 1.0, size=(16, 16)).astype(np.float32)
-    coverage = cv2.resize(speckle, (page.shape[1], page.shape[0]), interpolation=cv2.INTER_CUBIC)
-    a = (mask.astype(np.float32) / 255.0 * np.clip(coverage, 0, 1))[:, :, None]
+    speckle = rng.uniform(0.55, 1.0, size=(6, 6)).astype(np.float32)
+    coverage = _f32(cv2.resize(speckle, (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC))
+    a = (mask[y0:y1, x0:x1].astype(np.float32) / 255.0 * np.clip(coverage, 0, 1))[:, :, None]
     ink = np.array(_STAMP_BGR, np.float32) / 255.0
-    blended = page.astype(np.float32) * (1.0 - a + a * ink)
-    page[:] = np.clip(blended, 0, 255).astype(np.uint8)
+    box[:] = np.clip(box.astype(np.float32) * (1.0 - a + a * ink), 0, 255).astype(np.uint8)
 
 
 def _page_matrix(rng: np.random.Generator, still: Size) -> npt.NDArray[np.float64]:
@@ -357,15 +360,17 @@ def _page_matrix(rng: np.random.Generator, still: Size) -> npt.NDArray[np.float6
 
 def _render_desk(rng: np.random.Generator, still: Size) -> BgrImage:
     w, h = still
+    # Rendered at quarter area and scaled up: wood grain has no fine detail to lose.
+    sw, sh = max(16, w // 2), max(12, h // 2)
     base = np.array([62, 104, 146], np.float32)  # warm wood, BGR
     low = rng.normal(0, 1, size=(9, 12)).astype(np.float32)
-    low = _f32(cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC))
-    xs = np.arange(w, dtype=np.float32)[None, :]
-    ys = np.arange(h, dtype=np.float32)[:, None]
+    low = _f32(cv2.resize(low, (sw, sh), interpolation=cv2.INTER_CUBIC))
+    xs = np.arange(sw, dtype=np.float32)[None, :] * (w / sw)
+    ys = np.arange(sh, dtype=np.float32)[:, None] * (h / sh)
     grain = np.sin(ys / 9.0 + 3.0 * np.sin(xs / 260.0) + low * 2.0).astype(np.float32)
     tone = 1.0 + 0.08 * low + 0.05 * grain
-    desk = base[None, None, :] * tone[:, :, None]
-    return _u8(np.clip(desk, 0, 255))
+    desk = _u8(np.clip(base[None, None, :] * tone[:, :, None], 0, 255))
+    return _u8(cv2.resize(desk, (w, h), interpolation=cv2.INTER_LINEAR))
 
 
 def _shadow_map(rng: np.random.Generator, still: Size) -> FloatImage:

@@ -9,7 +9,7 @@ import { initI18n } from '/common/i18n.js';
 import {
   byId, h, setState, setText, t, ConnectionIndicator, Chat, CaptureProgress, MaterialList, RingTone,
   attachTrack, getLocalMedia, stopStream, showError, hideError, errorKey, captionKey, startTicker,
-  formatClock,
+  formatClock, kindKey,
 } from '/common/ui.js';
 
 const api = new Api({ key: 'vw.agent.session' });
@@ -229,18 +229,26 @@ function wireMedia(media) {
 
 function addTile(track, info) {
   const p = info.participant || {};
+  // One participant sends one track per role: a newer one (after their rejoin) replaces it.
+  for (const el of [...byId('tiles').querySelectorAll('[data-participant-id]')]) {
+    if (el.dataset.participantId === (p.id || '') && el.dataset.tileRole === info.role && el.dataset.tileKind === track.kind) {
+      removeTile(el);
+    }
+  }
   const attrs = { dataset: { role: info.role, participantKind: p.kind || '' } };
   if (track.kind === 'audio') {
     const audio = h('audio', { ...attrs, autoplay: true, hidden: true });
-    audio.dataset.trackId = track.id;
-    audio.dataset.participantId = p.id || '';
+    Object.assign(audio.dataset, { trackId: track.id, participantId: p.id || '', tileRole: info.role, tileKind: 'audio' });
     byId('tiles').append(audio);
     attachTrack(audio, track);
     return;
   }
   const video = h('video', { ...attrs, autoplay: true, playsInline: true, muted: true });
   const caption = h('figcaption', {}, h('span', { i18n: [captionKey(info)] }), p.name ? ` · ${p.name}` : '');
-  const tile = h('figure', { class: `tile role-${info.role}`, dataset: { trackId: track.id, participantId: p.id || '' } },
+  const tile = h('figure', {
+    class: `tile role-${info.role}`,
+    dataset: { trackId: track.id, participantId: p.id || '', tileRole: info.role, tileKind: 'video' },
+  },
     video, caption);
   byId('tiles').append(tile);
   attachTrack(video, track);
@@ -259,7 +267,7 @@ function updateTilesEmpty() {
 
 function participantNote(msg, key) {
   if (!isThisCall(msg) || !msg.participant) return;
-  setText(byId('participants-note'), key, { name: msg.participant.name || '', kind: t(`kind.${msg.participant.kind}`) });
+  setText(byId('participants-note'), key, { name: msg.participant.name || '', kind: t(kindKey(msg.participant.kind)) });
 }
 
 async function enterLive(call) {
@@ -429,6 +437,8 @@ function init() {
   byId('end-call').addEventListener('click', onEndCall);
   byId('surveyor-link-button').addEventListener('click', onSurveyorLink);
   byId('surveyor-copy').addEventListener('click', onCopyLink);
+  // After a reload there was no click yet; the first one lets the ring tone play.
+  for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => ring.unlock(), { once: true });
   startTicker();
   updateRinging();
   if (api.session) {

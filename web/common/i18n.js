@@ -28,6 +28,10 @@ export function t(key, args = null) {
   return text;
 }
 
+export function has(key) {
+  return messages['zh-CN'][key] !== undefined;
+}
+
 /** Set an element's text from a key and remember it so a language switch re-renders it. */
 export function setText(el, key, args = null) {
   if (!el) return;

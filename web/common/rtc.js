@@ -7,6 +7,7 @@
 import { Emitter } from '/common/emitter.js';
 
 const MAX_REJOIN_BACKOFF_S = 5;
+const DISCONNECTED_GRACE_MS = 6000;
 
 function trackKey(info, track) {
   const p = info.participant || {};
@@ -184,6 +185,7 @@ export class CallMedia extends Emitter {
     this.active = false;
     this._attempt = 0;
     this._timer = null;
+    this._disconnectTimer = null;
     this._joining = false;
   }
 
@@ -213,6 +215,7 @@ export class CallMedia extends Emitter {
   /** Stop media. With `leave`, tell the server first (`rtc.leave`). */
   stop({ leave = false } = {}) {
     clearTimeout(this._timer);
+    clearTimeout(this._disconnectTimer);
     const wasActive = this.active;
     this.active = false;
     if (leave && wasActive && this.callId && this.signal.connected) {
@@ -223,6 +226,7 @@ export class CallMedia extends Emitter {
   }
 
   _closeHub() {
+    clearTimeout(this._disconnectTimer);
     if (this.hub) {
       const hub = this.hub;
       this.hub = null;
@@ -241,11 +245,16 @@ export class CallMedia extends Emitter {
     hub.on('trackremoved', (track, info) => this.emit('trackremoved', track, info));
     hub.on('state', (state) => {
       if (hub !== this.hub) return;
+      clearTimeout(this._disconnectTimer);
       if (state === 'connected') {
         this._attempt = 0;
         this.emit('status', 'connected');
       } else if (state === 'disconnected') {
         this.emit('status', 'reconnecting');
+        // Browsers wait ~30 s before 'failed'; the hub cannot ICE-restart anyway.
+        this._disconnectTimer = setTimeout(() => {
+          if (hub === this.hub && hub.pc.connectionState !== 'connected') this._retry();
+        }, DISCONNECTED_GRACE_MS);
       }
     });
     hub.on('failed', () => {

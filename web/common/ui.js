@@ -1,7 +1,7 @@
 // Page helpers shared by the four pages: state switching, elderly mode, connection
 // indicator, chat, capture progress, materials list, media elements, timers.
 
-import { t, setText, setAttr } from '/common/i18n.js';
+import { t, has, setText, setAttr } from '/common/i18n.js';
 
 export const byId = (id) => document.getElementById(id);
 
@@ -212,7 +212,7 @@ export function captionKey(info) {
 }
 
 export function kindKey(kind) {
-  return `kind.${kind || 'other'}`;
+  return has(`kind.${kind}`) ? `kind.${kind}` : 'kind.other';
 }
 
 /** The chat box: `#chat-log`, `#chat-form` with `#chat-input` and `#chat-send`. */
@@ -328,8 +328,9 @@ export class MaterialList {
     this.ids.add(m.id);
     const isImage = (m.content_type || '').startsWith('image/');
     const name = m.filename || m.id;
+    const srcKey = `source.${m.source || 'other'}`;
     const meta = h('span', { class: 'material-meta' }, formatClock(m.created_at), ' · ',
-      h('span', { i18n: [`source.${m.source || 'other'}`] }));
+      has(srcKey) ? h('span', { i18n: [srcKey] }) : h('span', {}, m.source));
     const li = h('li', { class: 'material', dataset: { sha256: m.sha256 || '', materialId: m.id } });
     if (isImage) {
       const img = h('img', { alt: name, class: 'thumb', loading: 'lazy' });

@@ -92,7 +92,14 @@ async function startSession() {
   }
   app.chat.self.name = welcome.principal ? welcome.principal.name : '';
   byId('kiosk-name').textContent = app.chat.self.name;
-  if (welcome.active_call) enterLive(welcome.active_call);
+  resumeCall(welcome.active_call);
+}
+
+/** After a reload or reconnect: a live call is re-joined; a queued one (if the server
+ * reports it) shows the queue again; none at all means idle. */
+function resumeCall(call) {
+  if (call && call.status === 'queued') onQueued({ call, position: null });
+  else if (call) enterLive(call);
   else goIdle();
 }
 
@@ -104,7 +111,7 @@ function wireSignal(signal) {
     if (active && app.call && active.call_id === app.call.call_id && state() === 'live') {
       app.media.rejoin();
     } else if (active) {
-      enterLive(active);
+      resumeCall(active);
     } else if (state() === 'live') {
       // The call ended while we were away.
       onEnded({ call_id: app.call.call_id, ended_by: 'system' });
@@ -261,6 +268,11 @@ function onQueued(msg) {
 
 function showPosition(position) {
   const el = byId('queue-status');
+  if (typeof position !== 'number') {
+    el.dataset.position = '';
+    setText(el, 'kiosk.queue.waiting');
+    return;
+  }
   el.dataset.position = String(position);
   setText(el, 'kiosk.queue.position', { n: position });
 }
@@ -475,7 +487,9 @@ function init() {
   byId('end-call').addEventListener('click', onEndCall);
   byId('rating-submit').addEventListener('click', onRatingSubmit);
   byId('new-call').addEventListener('click', goIdle);
-  byId('logout').addEventListener('click', () => logout());
+  byId('logout').addEventListener('click', () => {
+    if (window.confirm(t('kiosk.logoutConfirm'))) logout();
+  });
   onLangChange(() => filterCatalog());
   if (api.session) {
     setState('idle');

@@ -91,8 +91,9 @@ def test_duplicate_registration_is_refused() -> None:
     registry = DeviceRegistry.default()
     with pytest.raises(DeviceConfigError, match="already registered"):
         registry.register("doccam", "sim", "x", "Y")
-    registry.register("doccam", "sim", "devices.sim.doccam", "SimulatedDocumentCamera",
-                      replace=True)
+    registry.register(
+        "doccam", "sim", "devices.sim.doccam", "SimulatedDocumentCamera", replace=True
+    )
 
 
 def test_registries_do_not_share_state() -> None:

@@ -1,0 +1,59 @@
+"""Test helpers: synthetic media tracks and waiting for pushed messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack
+
+from media.tracks import FrameSourceTrack
+from signaling.client import HubPeer, SignalClient
+
+
+def color_track(width: int, height: int, bgr: tuple[int, int, int], fps: float = 15) -> \
+        FrameSourceTrack:
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[:] = bgr
+
+    async def source() -> np.ndarray:
+        return image
+
+    return FrameSourceTrack(source, fps=fps)
+
+
+def camera_and_mic(width: int = 320, height: int = 240,
+                   bgr: tuple[int, int, int] = (0, 128, 255)) -> dict[str, MediaStreamTrack]:
+    return {"camera": color_track(width, height, bgr), "mic": AudioStreamTrack()}
+
+
+async def wait_for(client: SignalClient, msg_type: str, timeout: float = 10.0,
+                   pred: Callable[[dict[str, Any]], bool] = lambda m: True) -> dict[str, Any]:
+    """The first message of ``msg_type`` received so far or arriving within ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    seen = 0
+    while True:
+        for msg in client.received[seen:]:
+            if msg.get("type") == msg_type and pred(msg):
+                client.received.remove(msg)
+                return msg
+        seen = 0
+        if asyncio.get_running_loop().time() > deadline:
+            types = [m.get("type") for m in client.received]
+            raise TimeoutError(f"no {msg_type!r} within {timeout}s (got {types})")
+        await asyncio.sleep(0.02)
+
+
+async def first_frame(peer: HubPeer, role: str, kind: str, timeout: float = 15.0) -> Any:
+    """Receive the first frame of the remote track with ``role`` from a participant ``kind``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        for info, track in list(peer.remote.values()):
+            if info["role"] == role and info["participant"]["kind"] == kind:
+                remaining = deadline - asyncio.get_running_loop().time()
+                return await asyncio.wait_for(track.recv(), max(remaining, 0.1))
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"no {kind} {role} track (have {list(peer.remote)})")
+        await asyncio.sleep(0.05)
