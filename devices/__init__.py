@@ -2,10 +2,13 @@
 
 Modules: ``base`` (the interface), ``registry`` (lazy driver table, ``create_device``),
 ``errors``, ``doccam`` (document camera interface), ``uvc`` (real camera),
-``idcard`` (SAM ID-card reader), ``idnumber`` (GB 11643 checks, masking),
-``qr`` (QR/barcode decoding) and ``sim`` (simulators). Importing this package imports
+``idcard`` (SAM ID-card reader driver) with ``idcard_protocol`` (frames, statuses) and
+``idcard_text`` (card text layouts), ``idnumber`` (GB 11643 checks, masking),
+``qr`` (QR/barcode decoding) and ``sim`` (simulators: ``sim.doccam``, ``sim.idcard``). Importing this package imports
 no driver and no vendor library. ``devices`` imports only ``vwindow``.
 """
+
+from __future__ import annotations
 
 from devices.base import Device, DeviceState
 from devices.errors import DeviceError

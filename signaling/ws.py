@@ -138,6 +138,8 @@ async def _dispatch(services: Services, conn: Connection,
         case p.CallEnd(call_id=call_id):
             await sb.end_call(conn, call_id, conn.principal.role.value)
         case p.RtcJoin(call_id=call_id, publish=publish):
+            await sb.require_member(conn, call_id)
+            # Ack first: the offer that follows must find the client ready for it.
             await conn.send({"type": "ack", "ref": message.id})
             await sb.join_media(conn, call_id, [TrackRole(x.role, x.kind) for x in publish])
             return None

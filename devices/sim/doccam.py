@@ -42,13 +42,15 @@ PAGE_SIZE: Final = Size(1240, 1754)  # A4 at 150 dpi
 _FONT: Final = cv2.FONT_HERSHEY_SIMPLEX
 _INK: Final = (38, 34, 30)
 _STAMP_BGR: Final = (52, 40, 205)
-_WORDS: Final = (
-    "the applicant hereby declares that information provided in this form is true "
-    "complete and correct township service hall county approval document number "
-    "residence permit business licence material review date of birth address contact "
-    "telephone household register agricultural subsidy pension medical insurance "
-    "social security certificate attached copy original verified signature"
-).split()
+_WORDS: Final = tuple(
+    (
+        "the applicant hereby declares that information provided in this form is true "
+        "complete and correct township service hall county approval document number "
+        "residence permit business licence material review date of birth address contact "
+        "telephone household register agricultural subsidy pension medical insurance "
+        "social security certificate attached copy original verified signature"
+    ).split()
+)
 
 
 def _clock_utc() -> datetime:

@@ -90,13 +90,9 @@ const zh = {
   'home.heading': '远程虚拟窗口 · 视频办',
   'home.intro': '乡镇群众在家门口通过视频办理县、市政务服务事项。',
   'home.kiosk': '乡镇自助终端',
-  'home.kioskDesc': '群众选择事项、呼叫工作人员、视频办理并评价。',
   'home.agent': '坐席工作台',
-  'home.agentDesc': '县、市工作人员接听来电、查看材料、远程拍摄、邀请现场踏勘。',
   'home.supervisor': '监督大屏',
-  'home.supervisorDesc': '实时查看排队、通话和坐席状态。',
   'home.surveyor': '现场踏勘',
-  'home.surveyorDesc': '踏勘人员用手机扫码加入，直播现场画面（需工作人员生成的链接）。',
 
   // kiosk
   'kiosk.title': '远程视频办 · 自助终端',
@@ -297,13 +293,9 @@ const en = {
   'home.heading': 'Remote virtual window',
   'home.intro': 'Township residents get county and city services over video, close to home.',
   'home.kiosk': 'Township kiosk',
-  'home.kioskDesc': 'Citizens choose a service, call an officer, are served over video, and rate it.',
   'home.agent': 'Agent console',
-  'home.agentDesc': 'County and city officers answer calls, see documents, capture pages remotely and invite a site surveyor.',
   'home.supervisor': 'Supervisor dashboard',
-  'home.supervisorDesc': 'Live view of the queue, calls in progress and agents.',
   'home.surveyor': 'Site survey',
-  'home.surveyorDesc': 'A field surveyor joins from a phone by QR code and streams the site (needs a link from the officer).',
 
   'kiosk.title': 'Remote service · Kiosk',
   'kiosk.heading': 'Remote service',
