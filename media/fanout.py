@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
@@ -36,12 +37,12 @@ class ForwardTrack(MediaStreamTrack):
         super().__init__()
         self.kind = publication.kind
         self.publication = publication
-        self._frame: Frame | Packet | None = None
+        self._frame: Frame | Packet[Any] | None = None
         self._ready = asyncio.Event()
         self._ended = False
         self.dropped = 0
 
-    def offer(self, frame: Frame | Packet) -> None:
+    def offer(self, frame: Frame | Packet[Any]) -> None:
         if self._frame is not None:
             self.dropped += 1
         self._frame = frame
@@ -51,7 +52,7 @@ class ForwardTrack(MediaStreamTrack):
         self._ended = True
         self._ready.set()
 
-    async def recv(self) -> Frame | Packet:
+    async def recv(self) -> Frame | Packet[Any]:
         while self._frame is None:
             if self._ended or self.readyState != "live":
                 raise MediaStreamError

@@ -65,7 +65,7 @@ class KioskAgent:
                 delay = 1.0
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, ClientError, OSError, asyncio.TimeoutError) as err:
+            except (TimeoutError, aiohttp.ClientError, ClientError, OSError) as err:
                 logger.warning("kiosk agent: connection problem (%s); retrying in %.0f s",
                                err, delay)
             self.connected.clear()
@@ -123,11 +123,12 @@ class KioskAgent:
             fields["message"] = message
         try:
             await self._signal.request("device.progress", **fields)
-        except (ClientError, asyncio.TimeoutError) as err:
+        except (TimeoutError, ClientError) as err:
             logger.info("progress report not delivered: %s", err)
 
     async def _on_capture(self, msg: dict[str, Any]) -> None:
-        asyncio.create_task(self._capture(msg))
+        # Already run beside the socket reader by SignalClient.
+        await self._capture(msg)
 
     async def _capture(self, msg: dict[str, Any]) -> None:
         request_id = str(msg["request_id"])

@@ -92,9 +92,9 @@ class RtcAnswer(_Message):
 class IceCandidate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     candidate: str = Field(max_length=1024)
-    sdpMid: str | None = Field(default=None, max_length=32)  # noqa: N815 (browser API)
-    sdpMLineIndex: int | None = Field(default=None, ge=0, le=64)  # noqa: N815
-    usernameFragment: str | None = Field(default=None, max_length=256)  # noqa: N815
+    sdpMid: str | None = Field(default=None, max_length=32)
+    sdpMLineIndex: int | None = Field(default=None, ge=0, le=64)
+    usernameFragment: str | None = Field(default=None, max_length=256)
 
 
 class RtcCandidate(_Message):

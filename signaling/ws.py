@@ -121,8 +121,8 @@ async def _dispatch(services: Services, conn: Connection,
     if allowed is None:
         raise ForbiddenError("already authenticated")
     if conn.principal.role not in allowed:
-        raise ForbiddenError(f"a {conn.principal.role.value} may not send {message_type(message)!r}",
-                             field="type")
+        raise ForbiddenError(
+            f"a {conn.principal.role.value} may not send {message_type(message)!r}", field="type")
     sb = services.switchboard
     match message:
         case p.Ping():

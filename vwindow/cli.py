@@ -70,16 +70,15 @@ async def _wait_for_signal() -> None:
 async def _serve(config: Config, *, demo: bool, devices: str | None) -> None:
     from aiohttp import web
 
-    from signaling.app import SERVICES, make_app
+    from signaling.app import make_app
+    from signaling.services import SERVICES
 
     app = make_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
-    port = config.server.port
-    if port == 0 and site._server is not None:  # the OS picked the port
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])  # the real port, also when 0 asked the OS to pick
     base = f"http://{config.server.host}:{port}"
     agent = None
     try:

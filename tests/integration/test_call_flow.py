@@ -58,7 +58,7 @@ async def test_kiosk_calls_agent_answers_page_lands_in_case(server: Server) -> N
     assert (seen_by_agent.width, seen_by_agent.height) == (320, 240)
     assert (seen_by_kiosk.width, seen_by_kiosk.height) == (480, 360)
     # The colours survived the trip (red for the kiosk, blue for the agent).
-    b, g, r = seen_by_agent.to_ndarray(format="bgr24").reshape(-1, 3).mean(axis=0)
+    b, _g, r = seen_by_agent.to_ndarray(format="bgr24").reshape(-1, 3).mean(axis=0)
     assert r > 200 and b < 60
     doc = await first_frame(agent_peer, "doccam", "devices")
     assert (doc.width, doc.height) == (640, 480)

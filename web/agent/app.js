@@ -9,7 +9,7 @@ import { initI18n } from '/common/i18n.js';
 import {
   byId, h, setState, setText, t, ConnectionIndicator, Chat, CaptureProgress, MaterialList, RingTone,
   attachTrack, getLocalMedia, stopStream, showError, hideError, errorKey, captionKey, startTicker,
-  formatClock, kindKey,
+  formatClock, kindKey, sinceText,
 } from '/common/ui.js';
 
 const api = new Api({ key: 'vw.agent.session' });
@@ -118,7 +118,7 @@ function wireSignal(signal) {
   signal.on('participant.left', (msg) => {
     if (!isThisCall(msg)) return;
     for (const tile of [...byId('tiles').querySelectorAll('[data-participant-id]')]) {
-      if (tile.dataset.participantId === msg.participant.id) removeTile(tile);
+      if (tile.dataset.participantId === String(msg.participant.id)) removeTile(tile);
     }
     participantNote(msg, 'agent.participant.left');
   });
@@ -149,7 +149,7 @@ function showAgentState(s) {
   app.agentState = s;
   const el = byId('agent-state');
   el.dataset.state = s;
-  const known = ['ready', 'away', 'offline', 'busy'];
+  const known = ['ready', 'away', 'offline', 'busy', 'in_call'];
   if (known.includes(s)) setText(el, `agentState.${s}`);
   else { delete el.dataset.i18n; el.textContent = s; }
   byId('state-ready').setAttribute('aria-pressed', String(s === 'ready'));
@@ -172,7 +172,7 @@ function addRinging(call) {
       h('strong', { class: 'ring-service' }, call.service ? call.service.name : ''),
       h('span', { class: 'ring-kiosk' }, [kiosk.township, kiosk.name].filter(Boolean).join(' · ')),
       h('span', { class: 'ring-wait' }, h('span', { i18n: ['agent.ringing.waiting'] }), ' ',
-        h('span', { dataset: { since: call.queued_at || new Date().toISOString() } }, '00:00'))),
+        h('span', { dataset: { since: call.queued_at || new Date().toISOString() } }, sinceText(call.queued_at)))),
     accept);
   list.append(li);
   updateRinging();
@@ -229,16 +229,17 @@ function wireMedia(media) {
 
 function addTile(track, info) {
   const p = info.participant || {};
+  const pid = p.id == null ? '' : String(p.id);
   // One participant sends one track per role: a newer one (after their rejoin) replaces it.
   for (const el of [...byId('tiles').querySelectorAll('[data-participant-id]')]) {
-    if (el.dataset.participantId === (p.id || '') && el.dataset.tileRole === info.role && el.dataset.tileKind === track.kind) {
+    if (el.dataset.participantId === pid && el.dataset.tileRole === info.role && el.dataset.tileKind === track.kind) {
       removeTile(el);
     }
   }
   const attrs = { dataset: { role: info.role, participantKind: p.kind || '' } };
   if (track.kind === 'audio') {
     const audio = h('audio', { ...attrs, autoplay: true, hidden: true });
-    Object.assign(audio.dataset, { trackId: track.id, participantId: p.id || '', tileRole: info.role, tileKind: 'audio' });
+    Object.assign(audio.dataset, { trackId: track.id, participantId: pid, tileRole: info.role, tileKind: 'audio' });
     byId('tiles').append(audio);
     attachTrack(audio, track);
     return;
@@ -247,7 +248,7 @@ function addTile(track, info) {
   const caption = h('figcaption', {}, h('span', { i18n: [captionKey(info)] }), p.name ? ` · ${p.name}` : '');
   const tile = h('figure', {
     class: `tile role-${info.role}`,
-    dataset: { trackId: track.id, participantId: p.id || '', tileRole: info.role, tileKind: 'video' },
+    dataset: { trackId: track.id, participantId: pid, tileRole: info.role, tileKind: 'video' },
   },
     video, caption);
   byId('tiles').append(tile);
@@ -281,6 +282,7 @@ async function enterLive(call) {
   const kiosk = call.kiosk || {};
   byId('case-kiosk').textContent = [kiosk.township, kiosk.name].filter(Boolean).join(' · ');
   byId('case-duration').dataset.since = call.answered_at || new Date().toISOString();
+  byId('case-duration').textContent = sinceText(byId('case-duration').dataset.since);
   byId('participants-note').textContent = '';
   resetSurveyor();
   capture.reset();

@@ -108,14 +108,16 @@ export function formatClock(iso) {
   return `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
 }
 
+/** Time elapsed since an ISO timestamp, e.g. "03:12"; "—" when unknown. */
+export function sinceText(iso) {
+  const since = Date.parse(iso);
+  return Number.isNaN(since) ? '—' : formatDuration(Date.now() - since);
+}
+
 /** Once a second, every `[data-since]` element shows the time elapsed since then. */
 export function startTicker() {
   const tick = () => {
-    const now = Date.now();
-    for (const el of document.querySelectorAll('[data-since]')) {
-      const since = Date.parse(el.dataset.since);
-      el.textContent = Number.isNaN(since) ? '—' : formatDuration(now - since);
-    }
+    for (const el of document.querySelectorAll('[data-since]')) el.textContent = sinceText(el.dataset.since);
   };
   tick();
   return setInterval(tick, 1000);

@@ -7,7 +7,7 @@ import { SignalClient } from '/common/signal.js';
 import { initI18n, onLangChange } from '/common/i18n.js';
 import {
   byId, h, setState, setText, t, ConnectionIndicator, showError, hideError, errorKey, startTicker,
-  formatClock, kindKey,
+  formatClock, kindKey, sinceText,
 } from '/common/ui.js';
 
 const api = new Api({ key: 'vw.supervisor.session' });
@@ -108,7 +108,7 @@ function renderQueue(queue) {
       h('td', {}, c.service ? c.service.name : ''),
       h('td', {}, kioskText(c.kiosk)),
       h('td', {}, h('time', { datetime: c.queued_at || '' }, formatClock(c.queued_at))),
-      h('td', { class: 'num' }, h('span', { dataset: { since: c.queued_at || '' } }, '00:00'))));
+      h('td', { class: 'num' }, h('span', { dataset: { since: c.queued_at || '' } }, sinceText(c.queued_at)))));
   byId('queue').tBodies[0].replaceChildren(...rows);
   byId('queue-count').textContent = String(rows.length);
   byId('queue-empty').hidden = rows.length > 0;
@@ -125,18 +125,19 @@ function renderSessions(sessions) {
     h('td', {}, kioskText(s.kiosk)),
     h('td', {}, s.agent ? s.agent.name : ''),
     h('td', { class: 'participants' }, participantsText(s.participants)),
-    h('td', { class: 'num' }, h('span', { dataset: { since: s.answered_at || s.queued_at || '' } }, '00:00'))));
+    h('td', { class: 'num' }, h('span', { dataset: { since: s.answered_at || s.queued_at || '' } },
+      sinceText(s.answered_at || s.queued_at)))));
   byId('sessions').tBodies[0].replaceChildren(...rows);
   byId('sessions-count').textContent = String(rows.length);
   byId('sessions-empty').hidden = rows.length > 0;
 }
 
 function renderAgents(agents) {
-  const order = { ready: 0, busy: 1, away: 2, offline: 3 };
+  const order = { ready: 0, in_call: 1, busy: 1, away: 2, offline: 3 };
   const items = [...agents]
     .sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || String(a.name).localeCompare(String(b.name)))
     .map((a) => {
-      const known = ['ready', 'away', 'offline', 'busy'].includes(a.state);
+      const known = ['ready', 'away', 'offline', 'busy', 'in_call'].includes(a.state);
       const badge = h('span', { class: 'badge', dataset: { state: a.state || '' } });
       if (known) setText(badge, `agentState.${a.state}`);
       else badge.textContent = a.state || '';

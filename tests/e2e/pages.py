@@ -1,0 +1,55 @@
+"""Page helpers for the e2e tests: log in, wait for decoded video frames."""
+
+from __future__ import annotations
+
+from playwright.async_api import Page
+
+FRAME_JS = """
+async ([selector, timeoutMs]) => {
+  const deadline = Date.now() + timeoutMs;
+  let v = null;
+  while (Date.now() < deadline) {
+    v = document.querySelector(selector);
+    if (v && v.srcObject) break;
+    await new Promise(r => setTimeout(r, 10));
+  }
+  if (!v || !v.srcObject) throw new Error('no video for ' + selector);
+  // Wait for real decoded frames: two frame callbacks with a known size.
+  const meta = await new Promise((resolve, reject) => {
+    let n = 0;
+    const t = setTimeout(() => reject(new Error('no frames on ' + selector)),
+                         Math.max(deadline - Date.now(), 100));
+    const cb = (now, m) => {
+      n += 1;
+      if (n === 1) window.__firstFrameAt = window.__firstFrameAt || {};
+      if (n === 1) window.__firstFrameAt[selector] = Date.now();
+      if (n >= 2) { clearTimeout(t); resolve(m); } else v.requestVideoFrameCallback(cb);
+    };
+    v.requestVideoFrameCallback(cb);
+  });
+  return {width: meta.width, height: meta.height, videoWidth: v.videoWidth,
+          videoHeight: v.videoHeight, firstAt: window.__firstFrameAt[selector],
+          presented: meta.presentedFrames};
+}
+"""
+
+
+async def video_frames(page: Page, selector: str, timeout_s: float = 20) -> dict[str, int]:
+    """Wait until ``selector`` (a <video>) renders decoded frames; return their size."""
+    result: dict[str, int] = await page.evaluate(FRAME_JS, [selector, int(timeout_s * 1000)])
+    return result
+
+
+async def login_staff(page: Page, base: str, path: str, username: str,
+                      password: str = "demo1234") -> None:
+    await page.goto(f"{base}{path}")
+    await page.fill("#login-username", username)
+    await page.fill("#login-password", password)
+    await page.click("#login-submit")
+
+
+async def login_kiosk(page: Page, base: str) -> None:
+    await page.goto(f"{base}/kiosk/")
+    await page.fill("#login-code", "kiosk-tx01")
+    await page.fill("#login-key", "demo-kiosk-key")
+    await page.click("#login-submit")
