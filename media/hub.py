@@ -155,7 +155,7 @@ class SessionHub:
                     transceiver.direction = "inactive"
                     changed = True
             if changed:
-                await self._negotiate(other)
+                self._spawn(self._negotiate(other))
         logger.info("session %s: %s left", self.session_id, participant_id)
 
     async def stop(self) -> None:
@@ -191,7 +191,7 @@ class SessionHub:
 
     async def _negotiate(self, member: _Member) -> None:
         async with member.lock:
-            if member.closed:
+            if member.closed or member.pc.signalingState == "closed":
                 return
             if member.awaiting_answer:
                 member.pending = True

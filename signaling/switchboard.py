@@ -152,6 +152,7 @@ class Switchboard:
         view = await self.cases.claim_call(agent_id, call_id, self.node_id)
         await self._remember_kiosk(view)
         self.presence.agent_states[agent_id] = "in_call"
+        await conn.send({"type": "agent.state", "state": "in_call"})
         room = self._room_for(view)
         self.media.hub(call_id)
         name = view.agent.name if view.agent else ""

@@ -14,6 +14,9 @@ async ([selector, timeoutMs]) => {
     await new Promise(r => setTimeout(r, 10));
   }
   if (!v || !v.srcObject) throw new Error('no video for ' + selector);
+  // Only frames composited on screen get callbacks: bring the tile into view.
+  v.scrollIntoView({block: 'center'});
+  if (v.paused) { try { await v.play(); } catch (e) { /* autoplay policy: muted below */ } }
   // Wait for real decoded frames: two frame callbacks with a known size.
   const meta = await new Promise((resolve, reject) => {
     let n = 0;
@@ -38,6 +41,14 @@ async def video_frames(page: Page, selector: str, timeout_s: float = 20) -> dict
     """Wait until ``selector`` (a <video>) renders decoded frames; return their size."""
     result: dict[str, int] = await page.evaluate(FRAME_JS, [selector, int(timeout_s * 1000)])
     return result
+
+
+async def captured_size(page: Page) -> tuple[int, int]:
+    """Width and height of the page's own camera track, as captured."""
+    size: list[int] = await page.evaluate(
+        """() => { const s = document.querySelector('#local-camera').srcObject
+                     .getVideoTracks()[0].getSettings(); return [s.width, s.height]; }""")
+    return size[0], size[1]
 
 
 async def login_staff(page: Page, base: str, path: str, username: str,

@@ -297,7 +297,7 @@ async function enterLive(call) {
 
   const gen = app.mediaGen;
   const { stream, warning } = await getLocalMedia(
-    { width: { ideal: 1280 }, height: { ideal: 720 } },
+    { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15, max: 20 } },
     { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
   );
   if (gen !== app.mediaGen || !app.call || app.call.call_id !== call.call_id) {

@@ -299,7 +299,7 @@ function startLocalMedia() {
     const gen = app.mediaGen;
     app.localPromise = (async () => {
       const { stream, warning } = await getLocalMedia(
-        { width: { ideal: 1280 }, height: { ideal: 720 } },
+        { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15, max: 20 } },
         { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
       );
       if (gen !== app.mediaGen) {

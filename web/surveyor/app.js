@@ -68,7 +68,7 @@ async function join() {
   setState('joining');
   byId('retry').hidden = true;
   status('surveyor.status.camera');
-  const { stream, warning } = await getLocalMedia({ facingMode: { ideal: app.facing } }, true);
+  const { stream, warning } = await getLocalMedia({ facingMode: { ideal: app.facing }, width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15, max: 20 } }, true);
   if (!stream) return fail(warning, join);
   if (warning) showError(byId('media-warning'), null, warning);
   else hideError(byId('media-warning'));
@@ -174,7 +174,7 @@ async function switchCamera() {
   let track = null;
   for (const facing of [next, app.facing]) {
     try {
-      const s = await navigator.mediaDevices.getUserMedia({ video: { facingMode: { ideal: facing } } });
+      const s = await navigator.mediaDevices.getUserMedia({ video: { facingMode: { ideal: facing }, width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15, max: 20 } } });
       track = s.getVideoTracks()[0];
       app.facing = facing;
       break;

@@ -1,0 +1,121 @@
+"""Every private aiortc/aioice name the media package relies on, in one place.
+
+aiortc 1.16 has no public API for forwarding encoded frames or for choosing ICE host
+addresses, so ``media.forwarding`` and ``media.ice`` reach into a few internals. Each is
+listed here with the signature we call it with and, where we depend on *how* aiortc uses
+it, the names its body must mention. ``tests/unit/media/test_private_hooks.py`` checks
+every entry, so an upgrade that renames or reshapes one fails with the entry's ``why``
+instead of a hub that silently decodes, re-encodes or ignores PLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class PrivateHook:
+    module: str
+    qualname: str
+    kind: Literal["function", "class", "attribute"]
+    why: str
+    params: tuple[str, ...] | None = None
+    """Parameter names, in order: a function or method (``self`` included), a class's
+    constructor (``self`` excluded)."""
+    references: tuple[str, ...] = ()
+    """Names the function's body must mention (attribute or variable names)."""
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}.{self.qualname}"
+
+    @property
+    def name(self) -> str:
+        return self.qualname.rsplit(".", 1)[-1]
+
+    def resolve(self) -> object:
+        """The object named, for a module-level or class-level name (not an instance one)."""
+        obj: object = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+DECODER_WORKER = PrivateHook(
+    "aiortc.rtcrtpreceiver", "decoder_worker", "function",
+    "ForwardingHook replaces it (while started) to emit av.Packet instead of frames",
+    params=("loop", "input_q", "output_q", "decode_error"),
+)
+RECEIVER_STARTS_WORKER = PrivateHook(
+    "aiortc.rtcrtpreceiver", "RTCRtpReceiver.receive", "function",
+    "the worker must be looked up by its module-level name when the receiver starts, "
+    "with the track's queue as output_q (the forwarding registry key)",
+    params=("self", "parameters"),
+    references=("decoder_worker", "_track", "_queue"),
+)
+RECEIVER_QUEUES_FRAMES = PrivateHook(
+    "aiortc.rtcrtpreceiver", "RTCRtpReceiver._handle_rtp_packet", "function",
+    "the worker's input is (codec, JitterFrame) with the RTP timestamp already unwrapped "
+    "by the receiver's TimestampMapper: forwarded pts rely on it",
+    params=("self", "packet", "arrival_time_ms"),
+    references=("__decoder_queue", "__timestamp_mapper", "depayload"),
+)
+REMOTE_TRACK_QUEUE = PrivateHook(
+    "aiortc.rtcrtpreceiver", "RemoteStreamTrack._queue", "attribute",
+    "the remote track's asyncio.Queue is the worker's output_q: forwarding is registered "
+    "under it, and recv() returns whatever the worker put there",
+)
+JITTER_FRAME = PrivateHook(
+    "aiortc.jitterbuffer", "JitterFrame", "class",
+    "the reassembled encoded frame handed to the worker (.data payload, .timestamp)",
+    params=("data", "timestamp"),
+)
+RECEIVER_SEND_PLI = PrivateHook(
+    "aiortc.rtcrtpreceiver", "RTCRtpReceiver._send_rtcp_pli", "function",
+    "a subscriber's PLI/FIR is forwarded to the publisher through the hub's receiver",
+    params=("self", "media_ssrc"),
+)
+SENDER_SEND_KEYFRAME = PrivateHook(
+    "aiortc.rtcrtpsender", "RTCRtpSender._send_keyframe", "function",
+    "overridden per sender instance to route the subscriber's PLI/FIR to the source "
+    "(the sender only sets a flag its encoder reads, and a forwarding sender has none)",
+    params=("self",),
+)
+SENDER_HANDLES_PLI = PrivateHook(
+    "aiortc.rtcrtpsender", "RTCRtpSender._handle_rtcp_packet", "function",
+    "PLI and FIR must reach the sender through self._send_keyframe",
+    params=("self", "packet"),
+    references=("_send_keyframe", "RTCP_PSFB_PLI", "RTCP_PSFB_FIR"),
+)
+SENDER_PACKS_PACKETS = PrivateHook(
+    "aiortc.rtcrtpsender", "RTCRtpSender._next_encoded_frame", "function",
+    "a track's av.Packet must be packetized with the codec's pack(), not encoded",
+    params=("self", "codec"),
+    references=("recv", "pack", "encode"),
+)
+ENCODER_PACK = PrivateHook(
+    "aiortc.codecs.base", "Encoder.pack", "function",
+    "packetizes one encoded frame (pts and time_base give the RTP timestamp)",
+    params=("self", "packet"),
+)
+ICE_HOST_ADDRESSES = PrivateHook(
+    "aioice.ice", "get_host_addresses", "function",
+    "media.ice.HostAddresses replaces it to choose the hub's ICE host candidates",
+    params=("use_ipv4", "use_ipv6"),
+)
+
+PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
+    DECODER_WORKER,
+    RECEIVER_STARTS_WORKER,
+    RECEIVER_QUEUES_FRAMES,
+    REMOTE_TRACK_QUEUE,
+    JITTER_FRAME,
+    RECEIVER_SEND_PLI,
+    SENDER_SEND_KEYFRAME,
+    SENDER_HANDLES_PLI,
+    SENDER_PACKS_PACKETS,
+    ENCODER_PACK,
+    ICE_HOST_ADDRESSES,
+)

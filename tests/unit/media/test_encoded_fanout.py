@@ -1,0 +1,314 @@
+"""Fan-out of encoded packets: keyframe gating, bounds, stop and hand-over, PLI routing,
+and the receive-path hook's worker, on real VP8 packets from libvpx."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import queue
+import threading
+from typing import Any
+
+import aiortc.rtcrtpreceiver
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from av import VideoFrame
+from av.packet import Packet
+from av.video.frame import PictureType
+
+from media.encoded_fanout import EncodedSource, ForwardingError, ForwardingTrack, WorkerStats
+from media.forwarding import ForwardingHook, _forward_frames, encoded_packet
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
+
+
+def vp8_frames(count: int, keyframes: set[int]) -> list[bytes]:
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 64, 48, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 15)
+    encoder.gop_size = 1000
+    encoder.options = {"deadline": "realtime", "lag-in-frames": "0"}
+    out: list[bytes] = []
+    for i in range(count):
+        image = np.full((48, 64, 3), (i * 20) % 255, np.uint8)
+        frame = VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+        frame.pts = i
+        if i in keyframes:
+            frame.pict_type = PictureType.I
+        out += [bytes(p) for p in encoder.encode(frame)]
+    return out
+
+
+FRAMES = vp8_frames(12, keyframes={0, 6})  # K D D D D D K D D D D D
+KEY, DELTA = FRAMES[0], FRAMES[1]
+
+
+class PacketTrack(MediaStreamTrack):
+    """A remote track as a forwarding receiver's looks: it yields av.Packet."""
+
+    def __init__(self, kind: str = "video") -> None:
+        super().__init__()
+        self.kind = kind
+        self.queue: asyncio.Queue[Packet[Any] | VideoFrame | None] = asyncio.Queue()
+        self.pts = 0
+
+    def push(self, data: bytes, *, clock: int = 90000, step: int = 6000) -> None:
+        name = "VP8" if self.kind == "video" else "opus"
+        self.queue.put_nowait(encoded_packet(name, clock, data, self.pts))
+        self.pts += step
+
+    async def recv(self) -> Packet[Any] | VideoFrame:
+        item = await self.queue.get()
+        if item is None:
+            self.stop()
+            raise MediaStreamError
+        return item
+
+
+class Publisher:
+    """Counts the keyframe requests that reach the publisher."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    async def send(self) -> bool:
+        self.requests += 1
+        return True
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def make_source(kind: str = "video") -> tuple[EncodedSource, PacketTrack, Publisher]:
+    track, publisher = PacketTrack(kind), Publisher()
+    source = EncodedSource(track, request_keyframe=publisher.send, keyframe_interval=0.0,
+                           label="unit")
+    source.start()
+    return source, track, publisher
+
+
+async def test_late_subscriber_starts_at_the_next_keyframe() -> None:
+    source, track, publisher = make_source()
+    early = source.subscribe()
+    track.push(KEY)
+    track.push(DELTA)
+    await settle()
+    assert publisher.requests == 1  # on subscribe
+    late = source.subscribe()
+    await settle()
+    assert publisher.requests == 2
+    track.push(DELTA)
+    track.push(KEY)
+    track.push(DELTA)
+    await settle()
+    assert (early.depth, late.depth) == (5, 2)
+    first = await late.recv()
+    assert first.is_keyframe and bytes(first) == KEY
+    assert late.dropped == 1
+    await source.stop()
+
+
+async def test_unread_video_track_stays_bounded_and_resumes_at_a_keyframe() -> None:
+    source, track, publisher = make_source()
+    sub = source.subscribe(max_queue=4)
+    for data in FRAMES[:5]:  # K D D D | D overflows: dropped to wait for a keyframe
+        track.push(data)
+    await settle()
+    assert sub.max_depth == 4 and sub.depth == 0
+    assert sub.overflows == 1 and sub.dropped == 5 and sub.waiting_for_keyframe
+    requests = publisher.requests
+    for _ in range(20):
+        track.push(DELTA)
+    await settle()
+    assert sub.depth == 0 and publisher.requests == requests  # a stalled reader is quiet
+
+    reader = asyncio.ensure_future(sub.recv())
+    await settle()
+    assert publisher.requests == requests + 1  # the reader is back: ask for a keyframe
+    track.push(KEY)
+    packet = await asyncio.wait_for(reader, 1)
+    assert packet.is_keyframe
+    await source.stop()
+
+
+async def test_keyframe_into_a_full_queue_replaces_it() -> None:
+    source, track, _ = make_source()
+    sub = source.subscribe(max_queue=3)
+    for data in (KEY, DELTA, DELTA, KEY):
+        track.push(data)
+    await settle()
+    assert sub.depth == 1 and not sub.waiting_for_keyframe
+    assert (await sub.recv()).is_keyframe
+    await source.stop()
+
+
+async def test_unread_audio_track_drops_the_oldest() -> None:
+    source, track, _ = make_source("audio")
+    sub = source.subscribe(max_queue=3)
+    for i in range(5):
+        track.push(bytes([0xFC, i]), clock=48000, step=960)
+    await settle()
+    assert sub.depth == 3 and sub.dropped == 2
+    assert [bytes(await sub.recv())[1] for _ in range(3)] == [2, 3, 4]
+    await source.stop()
+
+
+async def test_packets_carry_a_forward_pts_and_time_base() -> None:
+    source, track, _ = make_source()
+    sub = source.subscribe()
+    track.pts = 777_000
+    for data in FRAMES[:3]:
+        track.push(data)
+    await settle()
+    packets = [await sub.recv() for _ in range(3)]
+    assert [p.pts for p in packets] == [0, 6000, 12000]
+    assert {p.time_base for p in packets} == {fractions.Fraction(1, 90000)}
+    await source.stop()
+
+
+async def test_stop_ends_subscribers() -> None:
+    source, _, _ = make_source()
+    sub = source.subscribe()
+    await source.stop()
+    with pytest.raises(MediaStreamError):
+        await sub.recv()
+    await source.stop()  # twice is fine
+    with pytest.raises(ForwardingError, match="stopped"):
+        source.subscribe()
+
+
+async def test_parked_subscribers_move_to_a_new_source() -> None:
+    old, old_track, _ = make_source()
+    sub = old.subscribe()
+    old_track.push(KEY)
+    await settle()
+    assert (await sub.recv()).pts == 0
+    parked = await old.stop(keep_subscribers=True)
+    assert parked == [sub] and sub.source is None and sub.readyState == "live"
+
+    new, new_track, publisher = make_source()
+    new.adopt(sub)
+    await settle()
+    assert publisher.requests == 1 and sub.waiting_for_keyframe
+    new_track.push(DELTA)  # not decodable after a change of source
+    new_track.push(KEY)
+    await settle()
+    packet = await sub.recv()
+    assert packet.is_keyframe and packet.pts is not None and packet.pts > 0
+    assert sub.timeline.rebased == 1
+    await new.stop()
+
+
+async def test_source_that_ends_by_itself_parks_its_subscribers() -> None:
+    source, track, _ = make_source()
+    sub = source.subscribe()
+    track.queue.put_nowait(None)
+    await settle()
+    assert source.ended and sub.source is source and sub.readyState == "live"
+    await source.stop()
+    with pytest.raises(MediaStreamError):
+        await sub.recv()
+
+
+async def test_decoded_frames_are_not_forwarded() -> None:
+    source, track, _ = make_source()
+    sub = source.subscribe()
+    track.queue.put_nowait(VideoFrame(64, 48))
+    await settle()
+    assert source.unexpected == 1 and sub.depth == 0
+    await source.stop()
+
+
+async def test_kind_mismatch_is_refused() -> None:
+    source, _, _ = make_source("audio")
+    with pytest.raises(ForwardingError, match="video track from a audio source"):
+        source.adopt(ForwardingTrack("video"))
+    await source.stop()
+
+
+async def test_subscriber_pli_reaches_the_publisher_through_the_sender() -> None:
+    source, _, publisher = make_source()
+    sub = source.subscribe()
+    await settle()
+    pc = RTCPeerConnection()
+    try:
+        sender = pc.addTransceiver(sub, direction="sendonly").sender
+        sub.bind_sender(sender)
+        before = publisher.requests
+        sender._send_keyframe()  # what RTCRtpSender does on PLI or FIR
+        await settle()
+        assert sub.subscriber_keyframe_requests == 1
+        assert publisher.requests == before + 1
+        sub.stop()
+        assert "_send_keyframe" not in vars(sender)  # the class method is back
+    finally:
+        await pc.close()
+        await source.stop()
+
+
+def run_worker(hook: ForwardingHook, output_q: asyncio.Queue[Any],
+               frames: list[bytes]) -> threading.Thread:
+    input_q: queue.Queue[Any] = queue.Queue()
+    for i, data in enumerate(frames):
+        input_q.put((VP8, JitterFrame(data=data, timestamp=i * 6000)))
+    input_q.put(None)
+    thread = threading.Thread(target=aiortc.rtcrtpreceiver.decoder_worker,
+                              args=(asyncio.get_running_loop(), input_q, output_q,
+                                    threading.Event()))
+    thread.start()
+    return thread
+
+
+async def drain(output_q: asyncio.Queue[Any]) -> list[Any]:
+    items = []
+    while (item := await asyncio.wait_for(output_q.get(), 5)) is not None:
+        items.append(item)
+    return items
+
+
+async def test_hook_leaves_unregistered_receivers_decoding() -> None:
+    original = aiortc.rtcrtpreceiver.decoder_worker
+    hook = ForwardingHook()
+    hook.start()
+    try:
+        assert aiortc.rtcrtpreceiver.decoder_worker is not original
+        output_q: asyncio.Queue[Any] = asyncio.Queue()
+        thread = run_worker(hook, output_q, FRAMES[:3])
+        frames = await drain(output_q)
+        thread.join()
+        assert [type(f) for f in frames] == [VideoFrame] * 3
+        assert hook.decoding_workers == 1 and hook.forwarding_workers == 0
+    finally:
+        hook.stop()
+    assert aiortc.rtcrtpreceiver.decoder_worker is original
+    hook.stop()  # twice is fine
+
+
+async def test_forwarding_worker_emits_packets() -> None:
+    output_q: asyncio.Queue[Any] = asyncio.Queue()
+    input_q: queue.Queue[Any] = queue.Queue()
+    for i, data in enumerate(FRAMES):
+        input_q.put((VP8, JitterFrame(data=data, timestamp=i * 6000)))
+    input_q.put(None)
+    stats = WorkerStats(label="unit")
+    await asyncio.to_thread(_forward_frames, asyncio.get_running_loop(), input_q, output_q,
+                            stats)
+    packets = await drain(output_q)
+    assert [bytes(p) for p in packets] == FRAMES
+    assert [p.pts for p in packets] == [i * 6000 for i in range(len(FRAMES))]
+    assert [i for i, p in enumerate(packets) if p.is_keyframe] == [0, 6]
+    assert {p.time_base for p in packets} == {fractions.Fraction(1, 90000)}
+    assert (stats.mode, stats.codec, stats.frames, stats.keyframes) == (
+        "forward", "video/VP8", 12, 2)
+
+
+def test_forward_needs_a_started_hook() -> None:
+    with pytest.raises(ForwardingError, match="not started"):
+        ForwardingHook().forward(None, label="x")  # type: ignore[arg-type]
