@@ -7,11 +7,12 @@ with ``ForwardingHook.forward`` the thread emits ``av.Packet``s (the encoded fra
 pts = unwrapped RTP timestamp, time base 1/clock rate, keyframe flag) into the remote
 track's queue instead of decoded frames; every other receiver decodes as before.
 
-An ``EncodedSource`` drains that track and fans the packets out to ``ForwardingTrack``s,
-one per subscriber. aiortc's ``RTCRtpSender`` packetizes an ``av.Packet`` from its
-track without encoding it (the ``MediaPlayer(decode=False)`` path). A forwarding sender
-has no encoder to honour PLI/FIR, so ``ForwardingTrack.bind_sender`` routes them, like
-the track's own needs (subscribe, overflow, a new source), to a throttled PLI from the
+An ``EncodedSource`` (``media.encoded_fanout``, re-exported here) drains that track and
+fans the packets out to ``ForwardingTrack``s, one per subscriber. aiortc's
+``RTCRtpSender`` packetizes an ``av.Packet`` from its track without encoding it (the
+``MediaPlayer(decode=False)`` path). A forwarding sender has no encoder to honour
+PLI/FIR, so ``ForwardingTrack.bind_sender`` routes them, like the track's own needs
+(subscribe, a reader back after an overflow, a new source), to a throttled PLI from the
 hub's receiver to the publisher.
 
 Usage by the hub (all on the event loop)::
@@ -186,6 +187,7 @@ class ForwardingHook:
         if not isinstance(output_q, asyncio.Queue):
             raise ForwardingError(f"{REMOTE_TRACK_QUEUE.target} is not an asyncio.Queue "
                                   f"(got {type(output_q).__name__}): update the hook")
+        request_keyframe = _pli_sender(receiver, label)
         stats = WorkerStats(label=label)
         with self._lock:
             if output_q in self._decoding:
@@ -201,7 +203,7 @@ class ForwardingHook:
                 if self._registry.get(output_q) is stats:
                     del self._registry[output_q]
 
-        source = EncodedSource(track, request_keyframe=_pli_sender(receiver),
+        source = EncodedSource(track, request_keyframe=request_keyframe,
                                keyframe_interval=keyframe_interval, label=label,
                                worker=stats, on_stop=release)
         source.start()
@@ -217,13 +219,21 @@ class ForwardingHook:
             else:
                 self.forwarding_workers += 1
         if stats is not None:
-            _forward_frames(loop, input_q, output_q, stats)
+            try:
+                _forward_frames(loop, input_q, output_q, stats)
+            finally:  # the receiver stopped: its queue is no longer a key worth keeping
+                with self._lock:
+                    if self._registry.get(output_q) is stats:
+                        del self._registry[output_q]
         elif self._original is not None:
             self._original(loop, input_q, output_q, decode_error)
 
 
-def _pli_sender(receiver: RTCRtpReceiver) -> SendRequest:
-    send_pli = getattr(receiver, RECEIVER_SEND_PLI.name)
+def _pli_sender(receiver: RTCRtpReceiver, label: str) -> SendRequest:
+    send_pli = getattr(receiver, RECEIVER_SEND_PLI.name, None)
+    if send_pli is None:
+        raise ForwardingError(f"{label}: {RECEIVER_SEND_PLI.target} is gone: keyframe "
+                              "requests cannot reach the publisher")
 
     async def send() -> bool:
         # The hub's receiver knows the publisher's SSRCs only from packets it received.

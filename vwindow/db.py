@@ -46,8 +46,10 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # One connection: SQLite has one writer anyway, and a single connection keeps
         # read-then-write transactions (the audit chain's tail) from racing.
-        engine = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0,
-                                     pool_timeout=60)
+        in_memory = parsed.database in (None, "", ":memory:")
+        pool: dict[str, Any] = {} if in_memory else {"pool_size": 1, "max_overflow": 0,
+                                                      "pool_timeout": 60}
+        engine = create_async_engine(url, echo=echo, **pool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.drivername == "postgresql+asyncpg":

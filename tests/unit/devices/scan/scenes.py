@@ -86,16 +86,18 @@ def render_page(
 
 def desk(size: tuple[int, int], *, seed: int = 0, color: tuple[int, int, int] = (62, 104, 146),
          grain: float = 0.06) -> Image:
+    """Wood-like texture; rendered at half size and scaled up (grain has no fine detail)."""
     w, h = size
+    sw, sh = max(16, w // 2), max(12, h // 2)
     rng = np.random.default_rng(seed + 1000)
-    low = cv2.resize(rng.normal(0, 1, (9, 12)).astype(np.float32), (w, h),
+    low = cv2.resize(rng.normal(0, 1, (9, 12)).astype(np.float32), (sw, sh),
                      interpolation=cv2.INTER_CUBIC)
-    ys = np.arange(h, dtype=np.float32)[:, None]
-    xs = np.arange(w, dtype=np.float32)[None, :]
+    ys = np.arange(sh, dtype=np.float32)[:, None] * (h / sh)
+    xs = np.arange(sw, dtype=np.float32)[None, :] * (w / sw)
     stripes = np.sin(ys / 7.0 + 3.0 * np.sin(xs / 230.0) + 2.0 * low)
-    tone = 1.0 + 0.08 * low + grain * stripes
-    base = np.array(color, np.float32)[None, None, :]
-    return np.clip(base * tone[:, :, None], 0, 255).astype(np.uint8)
+    tone = (1.0 + 0.08 * low + grain * stripes).astype(np.float32)
+    small = cv2.merge([np.clip(c * tone, 0, 255).astype(np.uint8) for c in color])
+    return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), np.uint8)
 
 
 def a4_quad(size: tuple[int, int], *, fill: float = 0.85, angle: float = 3.0,
@@ -138,14 +140,19 @@ def render_scene(
     warped = cv2.warpPerspective(page, matrix, (w, h), flags=cv2.INTER_LINEAR)
     alpha = cv2.warpPerspective(np.ones((ph, pw), np.float32), matrix, (w, h),
                                 flags=cv2.INTER_LINEAR)
-    alpha = np.clip(alpha, 0, 1)[:, :, None]
-    image = warped * alpha + desk((w, h), seed=seed, color=desk_color) * (1 - alpha)
+    alpha = np.clip(alpha, 0, 1)
+    background = desk((w, h), seed=seed, color=desk_color)
+    image = cv2.blendLinear(warped, background, alpha, 1.0 - alpha)
     if shadow:
         ramp = np.clip(1.0 - np.arange(w, dtype=np.float32) / (0.35 * w), 0, 1)
         shade = 1.0 - shadow * cv2.GaussianBlur(ramp[None, :].repeat(8, 0), (0, 0), 3)[0]
-        image = image * shade[None, :, None]
+        shade_map = cv2.merge([np.repeat(shade[None, :], h, axis=0)] * 3)
+        image = cv2.multiply(image, shade_map, dtype=cv2.CV_8U)
     if blur:
         image = cv2.GaussianBlur(image, (0, 0), blur)
-    rng = np.random.default_rng(seed)
-    image = image + rng.integers(-noise, noise + 1, size=(h, w, 1))
-    return Scene(np.clip(image, 0, 255).astype(np.uint8), corners)
+    if noise:
+        rng = np.random.default_rng(seed)
+        grain_map = rng.integers(0, 2 * noise + 1, size=(h, w), dtype=np.uint8)
+        image = cv2.subtract(cv2.add(image, cv2.merge([grain_map] * 3)),
+                             np.full_like(image, noise))
+    return Scene(np.asarray(image, np.uint8), corners)
