@@ -113,13 +113,7 @@ async def test_kiosk_agent_supervisor_surveyor(server: Server, browser: Browser)
         await expect(phone.locator("body")).to_have_attribute("data-state", "live",
                                                                timeout=20000)
         assert "#code=" not in phone.url
-        try:
-            surveyor_view = await video_frames(agent, 'video[data-participant-kind="surveyor"]')
-        except Exception:
-            print("DEBUG tiles", await agent.evaluate("""() => [...document.querySelectorAll('#tiles video')].map(v => ({role: v.dataset.role, kind: v.dataset.participantKind, w: v.videoWidth, tracks: v.srcObject ? v.srcObject.getTracks().map(t => t.readyState + '/' + t.muted) : null}))"""))
-            await agent.screenshot(path="/tmp/agent-fail.png")
-            await phone.screenshot(path="/tmp/phone-fail.png")
-            raise
+        surveyor_view = await video_frames(agent, 'video[data-participant-kind="surveyor"]')
         assert surveyor_view["width"] > 0
         await expect(session_row).to_contain_text("surveyor")
         # The link is one-time: a second phone is refused with a readable reason.

@@ -20,7 +20,7 @@ def test_defaults_then_toml_then_env(tmp_path: Path) -> None:
 def test_unknown_toml_key_named(tmp_path: Path) -> None:
     toml = tmp_path / "vw.toml"
     toml.write_text("[server]\nprot = 9000\n")
-    with pytest.raises(ConfigError, match="unknown config key 'server.prot'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'server\.prot'"):
         load_config(toml, environ={})
 
 

@@ -19,8 +19,7 @@ async def test_put_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
     assert await store.put(data) == digest
     assert await store.get(digest) == data
     assert await store.verify(digest)
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) == 1 and files[0].name == digest
+    assert store.path_for(digest).read_bytes() == data
 
 
 async def test_leftover_temp_files_are_cleared_on_start(tmp_path: Path) -> None:
