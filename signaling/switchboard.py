@@ -180,6 +180,7 @@ class Switchboard:
         await self.presence.send_room(call_id, {"type": "call.ended", "call_id": call_id,
                                                 "case_id": view.case_id, "ended_by": ended_by})
         await self.media.close_hub(call_id)
+        await self.cases.participants_left(call_id)
         self.presence.rooms.pop(call_id, None)
         if view.agent is not None:
             agent_key = f"agent:{view.agent.id}"
@@ -229,6 +230,7 @@ class Switchboard:
         rejoin = hub.has(info.id)
         await hub.join(info, publish, subscribe=conn.client != "devices")
         if not rejoin:
+            await self.cases.participant_joined(call_id, info.kind, info.id, info.name)
             await self.presence.send_room(call_id, {"type": "participant.joined",
                                                     "call_id": call_id,
                                                     "participant": info.as_dict()})
@@ -239,6 +241,7 @@ class Switchboard:
         hub = self.media.find(call_id)
         if hub is not None and hub.has(conn.participant_id):
             await hub.leave(conn.participant_id)
+            await self.cases.participants_left(call_id, conn.participant_id)
             await self.presence.send_room(call_id, {
                 "type": "participant.left", "call_id": call_id,
                 "participant": {"id": conn.participant_id, "kind": self._kind(conn),

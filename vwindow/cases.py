@@ -34,6 +34,7 @@ from vwindow.models import (
     CaseStatus,
     Kiosk,
     Material,
+    Participant,
     Rating,
     Role,
     ServiceItem,
@@ -319,6 +320,36 @@ class Cases:
                                detail={"call_id": call_id, "by": ended_by})
             logger.info("call %s ended by %s", call_id, ended_by)
             return await self._call_view(s, call)
+
+    # -- participants ----------------------------------------------------------------
+
+    async def participant_joined(self, call_id: int, kind: str, principal: str,
+                                 name: str) -> int:
+        """Record that someone joined a call's media; returns the participant row id."""
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            row = Participant(call_id=call_id, kind=kind, principal=principal, name=name)
+            s.add(row)
+            await s.flush()
+            await audit.append(s, actor=principal, action="participant.joined",
+                               case_id=call.case_id, detail={"call_id": call_id, "kind": kind})
+            return row.id
+
+    async def participants_left(self, call_id: int, principal: str | None = None) -> None:
+        """Close the open participant rows of a call (of one principal, or all)."""
+        async with self.db.session() as s:
+            query = update(Participant).where(Participant.call_id == call_id,
+                                              Participant.left_at.is_(None))
+            if principal is not None:
+                query = query.where(Participant.principal == principal)
+            await s.execute(query.values(left_at=utcnow()))
+
+    async def participants(self, call_id: int) -> list[Participant]:
+        async with self.db.session() as s:
+            return list((await s.scalars(select(Participant).where(
+                Participant.call_id == call_id).order_by(Participant.id))).all())
 
     # -- materials -----------------------------------------------------------------
 

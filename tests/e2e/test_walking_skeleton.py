@@ -115,7 +115,7 @@ async def test_kiosk_agent_supervisor_surveyor(server: Server, browser: Browser)
         assert "#code=" not in phone.url
         surveyor_view = await video_frames(agent, 'video[data-participant-kind="surveyor"]')
         assert surveyor_view["width"] > 0
-        await expect(session_row).to_contain_text("surveyor")
+        await expect(session_row).to_contain_text("踏勘人员")
         # The link is one-time: a second phone is refused with a readable reason.
         other = await phone_ctx.new_page()
         await other.goto(href)

@@ -88,6 +88,9 @@ async def test_kiosk_calls_agent_answers_page_lands_in_case(server: Server) -> N
                          json={"stars": 4}) as resp:
         assert resp.status == 409
 
+    people = await server.services.cases.participants(call_id)
+    assert sorted(p.kind for p in people) == ["agent", "devices", "kiosk"]
+    assert all(p.left_at is not None for p in people)
     async with server.services.db.session() as s:
         report = await verify_chain(s)
     assert report.ok and report.rows >= 5

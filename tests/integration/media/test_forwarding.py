@@ -12,17 +12,20 @@ import time
 
 import av
 import pytest
+from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.mediastreams import MediaStreamTrack
 
-from media.forwarding import ForwardingHook
+from media.forwarding import EncodedSource, ForwardingError, ForwardingHook
 from tests.integration.media.peers import (
     Middle,
     Publisher,
     Subscriber,
     ToneTrack,
     moving_pattern,
+    negotiate,
 )
 
 logger = logging.getLogger(__name__)
@@ -217,4 +220,38 @@ async def test_subscriber_pli_brings_a_keyframe_from_the_publisher(
     finally:
         await sub.close()
         await middle.close()
+        await publisher.close()
+
+
+async def test_forwarding_and_decoding_receivers_side_by_side(hook: ForwardingHook) -> None:
+    publisher = Publisher({"video": moving_pattern(320, 240, 15), "audio": ToneTrack()})
+    pc = RTCPeerConnection()
+    found: dict[str, tuple[RTCRtpReceiver, MediaStreamTrack]] = {}
+    sources: list[EncodedSource] = []
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        receiver = next(t.receiver for t in pc.getTransceivers() if t.receiver.track is track)
+        found[track.kind] = (receiver, track)
+        if track.kind == "video":  # audio stays on aiortc's decoder
+            sources.append(hook.forward(receiver, label="side-by-side video"))
+
+    try:
+        await negotiate(publisher.pc, pc)
+        audio_receiver, audio = found["audio"]
+        frames = [await asyncio.wait_for(audio.recv(), 10) for _ in range(10)]
+        assert all(isinstance(f, av.AudioFrame) for f in frames)
+        await asyncio.sleep(0.5)
+        (video,) = sources
+        assert video.frames > 0 and video.unexpected == 0
+        assert video.worker is not None and video.worker.mode == "forward"
+        assert hook.decoding_workers == 1 and hook.forwarding_workers == 1
+
+        # Too late for the audio receiver: its thread already decodes. Said, not ignored.
+        with pytest.raises(ForwardingError, match="already decodes"):
+            hook.forward(audio_receiver, label="late audio")
+    finally:
+        for source in sources:
+            await source.stop()
+        await pc.close()
         await publisher.close()
