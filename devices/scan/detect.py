@@ -137,10 +137,10 @@ class PageDetector:
                 if best is None or verdict[0] > best[0]:
                     best = verdict
         if best is None:
-            reason = rejected[0] if rejected else "no outline at all"
+            reason = rejected[0] if rejected else "there is no outline at all"
             raise PageNotFoundError(
-                f"no page found in the {width}x{height} still ({len(rejected)} outlines "
-                f"rejected, e.g. {reason})"
+                f"no page found in the {width}x{height} still: {reason} "
+                f"({len(rejected)} outlines checked)"
             )
         found = best[1]
         refined = _refine(image, found.quad.scaled(1.0 / scale))
@@ -270,12 +270,14 @@ def _refine(image: BgrImage, quad: Quad) -> Quad:
     for side in range(4):
         line = _fit_side(half, corners, side)
         if line is None:
+            logger.debug("corner refinement: side %d shows no edge, keeping coarse corners", side)
             return quad  # keep the coarse corners rather than guess
         lines.append(line)
     refined = []
     for i in range(4):
         point = _intersect(lines[i - 1], lines[i])
         if point is None or float(np.linalg.norm(point - corners[i])) > 12.0:
+            logger.debug("corner refinement: corner %d moved too far, keeping coarse corners", i)
             return quad
         refined.append(point * 2.0)
     return order_corners(np.array(refined))

@@ -66,6 +66,8 @@ def _describe_start(data: bytes) -> str:
 
 def read_jpeg_info(data: bytes) -> JpegInfo:
     """Dimensions from the JPEG frame header; :class:`InvalidImageError` if there is none."""
+    if not isinstance(data, bytes | bytearray):
+        raise InvalidImageError(f"expected JPEG bytes, got {type(data).__name__}")
     if not data:
         raise InvalidImageError("image is empty (0 bytes), expected a JPEG")
     if not data.startswith(_SOI):

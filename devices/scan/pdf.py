@@ -71,17 +71,22 @@ def assemble_pdf(
         PAGE_SIZES[page_size], fit=img2pdf.FitMode.into, auto_orient=True
     )
     laid_out = 0
+    callback_error: BaseException | None = None
 
     def layout(
         width_px: int, height_px: int, dpi: tuple[float, float]
     ) -> tuple[float, float, float, float]:
         # img2pdf lays out each page once, in order, right after reading it: the
         # honest place to count progress. The last page is reported when the bytes exist.
-        nonlocal laid_out
+        nonlocal laid_out, callback_error
         result: tuple[float, float, float, float] = fit_into_page(width_px, height_px, dpi)
         laid_out += 1
         if laid_out < total:
-            report(laid_out, total)
+            try:
+                report(laid_out, total)
+            except BaseException as err:  # the caller's bug, not img2pdf's: re-raised below
+                callback_error = err
+                raise
         return result
 
     try:
@@ -93,6 +98,8 @@ def assemble_pdf(
             producer="vwindow (img2pdf)",
         )
     except Exception as err:  # img2pdf and Pillow raise many types; name the failure
+        if callback_error is not None:
+            raise callback_error from None
         raise PdfAssemblyError(f"img2pdf could not assemble {total} pages: {err}") from err
     if not isinstance(pdf, bytes):  # pragma: no cover - convert() returns bytes w/o stream
         raise PdfAssemblyError(f"img2pdf returned {type(pdf).__name__}, expected bytes")

@@ -4,11 +4,11 @@ API
 ---
 ``ScanPipeline(*, mode="color", blur_threshold=DEFAULT_BLUR_THRESHOLD,
 max_glare_fraction=0.01, glare_level=250, dpi=200, jpeg_quality=85, deskew=True,
-detector=None, rectifier=None)``
+detector=None, rectifier=None)``   (a ``rectifier`` given brings its own dpi and deskew)
     ``process(jpeg: bytes, *, label="") -> ScanResult``           CPU-bound, blocking
     ``async process_async(jpeg: bytes, *, label="") -> ScanResult`` same, in a worker thread
     ``measure(jpeg: bytes) -> QualityReport``   detection + rectification + gates only
-    ``calibrate(sharp_stills: Iterable[bytes], *, fraction=0.35) -> BlurCalibration``
+    ``calibrate(sharp_stills: Iterable[bytes], *, fraction=0.25) -> BlurCalibration``
     ``async calibrate_async(...)``   the same in a worker thread
 ``ScanResult`` frozen dataclass:
     ``jpeg`` (processed page), ``original`` (the input bytes, untouched), ``corners``
@@ -196,7 +196,7 @@ class ScanPipeline:
         return self.gate.assess(rectified.image)
 
     def calibrate(
-        self, sharp_stills: Iterable[bytes], *, fraction: float = 0.35
+        self, sharp_stills: Iterable[bytes], *, fraction: float = 0.25
     ) -> BlurCalibration:
         """Blur threshold for this device from stills known to be sharp.
 
@@ -216,7 +216,7 @@ class ScanPipeline:
         return result
 
     async def calibrate_async(
-        self, sharp_stills: Iterable[bytes], *, fraction: float = 0.35
+        self, sharp_stills: Iterable[bytes], *, fraction: float = 0.25
     ) -> BlurCalibration:
         stills = list(sharp_stills)
         return await asyncio.to_thread(self.calibrate, stills, fraction=fraction)

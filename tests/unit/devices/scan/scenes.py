@@ -39,9 +39,7 @@ def encode(image: Image, quality: int = 92) -> bytes:
     return bytes(buf.tobytes())
 
 
-def render_page(
-    size: tuple[int, int] = PAGE, *, seed: int = 0, skew_degrees: float = 0.0
-) -> Image:
+def render_page(size: tuple[int, int] = PAGE, *, seed: int = 0, skew_degrees: float = 0.0) -> Image:
     """A white form with ``skew_degrees`` of print rotation (clockwise on screen)."""
     w, h = size
     rng = np.random.default_rng(seed)
@@ -49,8 +47,16 @@ def render_page(
     font = cv2.FONT_HERSHEY_SIMPLEX
     scale = w / 1240
     margin = int(100 * scale)
-    cv2.putText(page, "TOWNSHIP SERVICE FORM", (margin, int(160 * scale)), font,
-                1.5 * scale, INK, max(1, int(3 * scale)), cv2.LINE_AA)
+    cv2.putText(
+        page,
+        "TOWNSHIP SERVICE FORM",
+        (margin, int(160 * scale)),
+        font,
+        1.5 * scale,
+        INK,
+        max(1, int(3 * scale)),
+        cv2.LINE_AA,
+    )
     y = int(260 * scale)
     thickness = max(1, int(2 * scale))
     while y < h * 0.55:
@@ -66,32 +72,45 @@ def render_page(
         y += int(46 * scale)
     top = y
     for r in range(6):
-        cv2.line(page, (margin, top + r * int(60 * scale)),
-                 (w - margin, top + r * int(60 * scale)), INK, max(1, int(2 * scale)))
+        cv2.line(
+            page,
+            (margin, top + r * int(60 * scale)),
+            (w - margin, top + r * int(60 * scale)),
+            INK,
+            max(1, int(2 * scale)),
+        )
     for x in (margin, w // 2, w - margin):
         cv2.line(page, (x, top), (x, top + 5 * int(60 * scale)), INK, max(1, int(2 * scale)))
     center = (int(w * 0.7), int(h * 0.82))
     radius = int(110 * scale)
     cv2.circle(page, center, radius, SEAL, max(2, int(9 * scale)), cv2.LINE_AA)
     angles = np.deg2rad(np.arange(5) * 144 - 90)
-    star = np.stack([center[0] + 40 * scale * np.cos(angles),
-                     center[1] + 40 * scale * np.sin(angles)], axis=1)
+    star = np.stack(
+        [center[0] + 40 * scale * np.cos(angles), center[1] + 40 * scale * np.sin(angles)], axis=1
+    )
     cv2.fillPoly(page, [star.astype(np.int32)], SEAL, cv2.LINE_AA)
     if skew_degrees:
         rotation = cv2.getRotationMatrix2D((w / 2, h / 2), -skew_degrees, 1.0)
-        page = cv2.warpAffine(page, rotation, (w, h), flags=cv2.INTER_LINEAR,
-                              borderValue=(247, 247, 247))
+        page = cv2.warpAffine(
+            page, rotation, (w, h), flags=cv2.INTER_LINEAR, borderValue=(247, 247, 247)
+        )
     return page
 
 
-def desk(size: tuple[int, int], *, seed: int = 0, color: tuple[int, int, int] = (62, 104, 146),
-         grain: float = 0.06) -> Image:
+def desk(
+    size: tuple[int, int],
+    *,
+    seed: int = 0,
+    color: tuple[int, int, int] = (62, 104, 146),
+    grain: float = 0.06,
+) -> Image:
     """Wood-like texture; rendered at half size and scaled up (grain has no fine detail)."""
     w, h = size
     sw, sh = max(16, w // 2), max(12, h // 2)
     rng = np.random.default_rng(seed + 1000)
-    low = cv2.resize(rng.normal(0, 1, (9, 12)).astype(np.float32), (sw, sh),
-                     interpolation=cv2.INTER_CUBIC)
+    low = cv2.resize(
+        rng.normal(0, 1, (9, 12)).astype(np.float32), (sw, sh), interpolation=cv2.INTER_CUBIC
+    )
     ys = np.arange(sh, dtype=np.float32)[:, None] * (h / sh)
     xs = np.arange(sw, dtype=np.float32)[None, :] * (w / sw)
     stripes = np.sin(ys / 7.0 + 3.0 * np.sin(xs / 230.0) + 2.0 * low)
@@ -100,9 +119,15 @@ def desk(size: tuple[int, int], *, seed: int = 0, color: tuple[int, int, int] = 
     return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), np.uint8)
 
 
-def a4_quad(size: tuple[int, int], *, fill: float = 0.85, angle: float = 3.0,
-            shrink: float = 0.05, shift: tuple[float, float] = (0.0, 0.0),
-            landscape: bool = False) -> Corners:
+def a4_quad(
+    size: tuple[int, int],
+    *,
+    fill: float = 0.85,
+    angle: float = 3.0,
+    shrink: float = 0.05,
+    shift: tuple[float, float] = (0.0, 0.0),
+    landscape: bool = False,
+) -> Corners:
     """A perspective A4 outline centred in an image of ``size = (w, h)``."""
     w, h = size
     ph = fill * h
@@ -111,8 +136,14 @@ def a4_quad(size: tuple[int, int], *, fill: float = 0.85, angle: float = 3.0,
         pw, ph = fill * h * math.sqrt(2.0) * 0.9, fill * h * 0.9
     cx, cy = w / 2 + shift[0] * w, h / 2 + shift[1] * h
     s = shrink * pw
-    corners = np.array([[cx - pw / 2 + s, cy - ph / 2], [cx + pw / 2 - s, cy - ph / 2],
-                        [cx + pw / 2, cy + ph / 2], [cx - pw / 2, cy + ph / 2]])
+    corners = np.array(
+        [
+            [cx - pw / 2 + s, cy - ph / 2],
+            [cx + pw / 2 - s, cy - ph / 2],
+            [cx + pw / 2, cy + ph / 2],
+            [cx - pw / 2, cy + ph / 2],
+        ]
+    )
     t = math.radians(angle)
     rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
     return np.asarray((corners - [cx, cy]) @ rot.T + [cx, cy], dtype=np.float64)
@@ -134,12 +165,14 @@ def render_scene(
     page = render_page(seed=seed) if page is None else page
     ph, pw = page.shape[:2]
     # Pixel centres sit at integer coordinates: the outer edge is half a pixel out.
-    src = np.array([[-0.5, -0.5], [pw - 0.5, -0.5], [pw - 0.5, ph - 0.5], [-0.5, ph - 0.5]],
-                   np.float32)
+    src = np.array(
+        [[-0.5, -0.5], [pw - 0.5, -0.5], [pw - 0.5, ph - 0.5], [-0.5, ph - 0.5]], np.float32
+    )
     matrix = cv2.getPerspectiveTransform(src, corners.astype(np.float32))
     warped = cv2.warpPerspective(page, matrix, (w, h), flags=cv2.INTER_LINEAR)
-    alpha = cv2.warpPerspective(np.ones((ph, pw), np.float32), matrix, (w, h),
-                                flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpPerspective(
+        np.ones((ph, pw), np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR
+    )
     alpha = np.clip(alpha, 0, 1)
     background = desk((w, h), seed=seed, color=desk_color)
     image = cv2.blendLinear(warped, background, alpha, 1.0 - alpha)
@@ -153,6 +186,5 @@ def render_scene(
     if noise:
         rng = np.random.default_rng(seed)
         grain_map = rng.integers(0, 2 * noise + 1, size=(h, w), dtype=np.uint8)
-        image = cv2.subtract(cv2.add(image, cv2.merge([grain_map] * 3)),
-                             np.full_like(image, noise))
+        image = cv2.subtract(cv2.add(image, cv2.merge([grain_map] * 3)), np.full_like(image, noise))
     return Scene(np.asarray(image, np.uint8), corners)

@@ -63,7 +63,7 @@ def test_simulator_pages_are_found_whole(sim_stills: SimStills) -> None:
         assert 0.25 < detection.area_fraction < 0.6
         page = rectifier.rectify(image, detection.quad).image
         hsv = cv2.cvtColor(page, cv2.COLOR_BGR2HSV)
-        h, w = page.shape[:2]
+        w = page.shape[1]
         band = max(3, w // 200)  # about 1 mm of paper on each side
         ring = np.concatenate(
             [

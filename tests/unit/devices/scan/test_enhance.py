@@ -22,7 +22,9 @@ def lit(page: np.ndarray, *, shadow: float = 0.4, cast: tuple[float, float, floa
 
 def paper_level(image: np.ndarray, xs: slice) -> np.ndarray:
     """Per-channel paper brightness in a column band (rows of the empty bottom margin)."""
-    region = image[PAGE_H - 120 : PAGE_H - 40, xs].reshape(-1, image.shape[2] if image.ndim == 3 else 1)
+    region = image[PAGE_H - 120 : PAGE_H - 40, xs].reshape(
+        -1, image.shape[2] if image.ndim == 3 else 1
+    )
     return np.median(region, axis=0)
 
 

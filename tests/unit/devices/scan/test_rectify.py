@@ -34,11 +34,13 @@ def rotated(corners: np.ndarray, degrees: float) -> np.ndarray:
 def pinhole_view(tilt: float, yaw: float, ratio: float = A4_ASPECT) -> Quad:
     """Corners of a ``1 x ratio`` page photographed by a 2592x1944 pinhole camera."""
     w, h = 0.21, 0.21 * ratio
-    page = np.array([[-w / 2, -h / 2, 0], [w / 2, -h / 2, 0], [w / 2, h / 2, 0], [-w / 2, h / 2, 0]])
+    page = np.array(
+        [[-w / 2, -h / 2, 0], [w / 2, -h / 2, 0], [w / 2, h / 2, 0], [-w / 2, h / 2, 0]]
+    )
     t, y = math.radians(tilt), math.radians(yaw)
     rx = np.array([[1, 0, 0], [0, math.cos(t), -math.sin(t)], [0, math.sin(t), math.cos(t)]])
     rz = np.array([[math.cos(y), -math.sin(y), 0], [math.sin(y), math.cos(y), 0], [0, 0, 1]])
-    points = (rx @ rz @ page.T).T + [0.01, 0.0, 0.55]
+    points = (rx @ rz @ page.T).T + np.array([0.01, 0.0, 0.55])
     return order_corners(points[:, :2] / points[:, 2:] * 2200 + [1296, 972])
 
 
@@ -65,7 +67,9 @@ def test_landscape_page_comes_out_landscape() -> None:
 def test_other_paper_keeps_its_own_aspect() -> None:
     # An ID-card-sized document (85.6 x 54 mm) seen straight down is not A4.
     ratio = 85.6 / 54.0
-    quad = order_corners([(1000, 500), (1400, 500), (1400, 500 + 400 * ratio), (1000, 500 + 400 * ratio)])
+    quad = order_corners(
+        [(1000, 500), (1400, 500), (1400, 500 + 400 * ratio), (1000, 500 + 400 * ratio)]
+    )
     width, height, aspect, a4 = Rectifier().output_size(quad, STILL)
     assert not a4
     assert aspect == pytest.approx(ratio, rel=0.01)
@@ -86,7 +90,7 @@ def test_perspective_aspect_is_recovered(tilt: float, yaw: float) -> None:
 
 def test_letter_paper_in_perspective_is_not_taken_for_a4() -> None:
     quad = pinhole_view(25, 15, ratio=11 / 8.5)
-    width, height, aspect, a4 = Rectifier().output_size(quad, STILL)
+    _, _, aspect, a4 = Rectifier().output_size(quad, STILL)
     assert not a4
     assert aspect == pytest.approx(11 / 8.5, rel=0.015)
 
