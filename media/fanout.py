@@ -13,9 +13,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 from av.packet import Packet
+
+from media.encoded_fanout import EncodedSource, ForwardingTrack
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ class ParticipantInfo:
 class ForwardTrack(MediaStreamTrack):
     """What one subscriber's sender reads: the newest frame of the publication."""
 
-    def __init__(self, publication: Publication) -> None:
+    def __init__(self, publication: DecodedPublication) -> None:
         super().__init__()
         self.kind = publication.kind
         self.publication = publication
@@ -69,6 +72,51 @@ class ForwardTrack(MediaStreamTrack):
 
 class Publication:
     """One participant's published track (camera, mic, doccam, screen)."""
+
+    id: str
+    owner: ParticipantInfo
+    role: str
+    kind: str
+
+    def subscribe(self) -> MediaStreamTrack:
+        raise NotImplementedError
+
+    def bind(self, track: MediaStreamTrack, sender: RTCRtpSender) -> None:
+        """Called once the subscriber's track has its sender (for keyframe requests)."""
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+
+class EncodedPublication(Publication):
+    """Forwards the publisher's encoded frames: no decode, no encode on the hub."""
+
+    def __init__(self, pub_id: str, owner: ParticipantInfo, role: str,
+                 source: EncodedSource) -> None:
+        self.id = pub_id
+        self.owner = owner
+        self.role = role
+        self.kind = source.kind
+        self.source = source
+
+    @property
+    def frames(self) -> int:
+        return self.source.frames
+
+    def subscribe(self) -> MediaStreamTrack:
+        return self.source.subscribe()
+
+    def bind(self, track: MediaStreamTrack, sender: RTCRtpSender) -> None:
+        if isinstance(track, ForwardingTrack):
+            track.bind_sender(sender)
+
+    async def stop(self) -> None:
+        await self.source.stop()
+
+
+class DecodedPublication(Publication):
+    """Fans out decoded frames; each subscriber's sender re-encodes (the slow mode, kept
+    for comparison in benchmarks and for tracks that must be decoded anyway)."""
 
     def __init__(self, pub_id: str, owner: ParticipantInfo, role: str,
                  source: MediaStreamTrack, session_id: int) -> None:

@@ -35,7 +35,8 @@ from media.errors import (
     InvalidSdpError,
     ParticipantNotFoundError,
 )
-from media.fanout import ParticipantInfo, Publication
+from media.fanout import DecodedPublication, EncodedPublication, ParticipantInfo, Publication
+from media.forwarding import ForwardingHook
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,10 @@ class _Member:
 class SessionHub:
     """The media star of one live session (``session_id`` is the call id)."""
 
-    def __init__(self, session_id: int, notify: Notify, *, video_codec: str = "VP8") -> None:
+    def __init__(self, session_id: int, notify: Notify, *, video_codec: str = "VP8",
+                 forwarding: ForwardingHook | None = None) -> None:
         self.session_id = session_id
+        self._forwarding = forwarding
         self._notify = notify
         self.video_codec = video_codec.upper()
         self._members: dict[str, _Member] = {}
@@ -256,17 +259,29 @@ class SessionHub:
     # -- tracks ------------------------------------------------------------------------
 
     def _on_track(self, member: _Member, track: MediaStreamTrack) -> None:
-        role = next((tr for t, tr in member.publish_transceivers if t.receiver.track is track),
-                    None)
-        if role is None:
+        found = next(((t, tr) for t, tr in member.publish_transceivers
+                      if t.receiver.track is track), None)
+        if found is None:
             logger.warning("session %s: unexpected %s track from %s, dropped",
                            self.session_id, track.kind, member.info.id)
             track.stop()
             return
-        pub = Publication(f"p{next(self._pub_seq)}", member.info, role.role, track,
-                          self.session_id)
+        transceiver, role = found
+        pub_id = f"p{next(self._pub_seq)}"
+        pub: Publication
+        if self._forwarding is not None:
+            # Synchronously, inside the "track" event: the receiver starts its worker
+            # thread right after, and must pick the forwarding one.
+            source = self._forwarding.forward(
+                transceiver.receiver,
+                label=f"session {self.session_id} {member.info.id} {role.role}")
+            pub = EncodedPublication(pub_id, member.info, role.role, source)
+        else:
+            decoded = DecodedPublication(pub_id, member.info, role.role, track,
+                                         self.session_id)
+            decoded.start()
+            pub = decoded
         self._publications[pub.id] = pub
-        pub.start()
         logger.info("session %s: %s publishes %s", self.session_id, member.info.id, role.role)
         for other in list(self._members.values()):
             if other is not member and other.subscribe:
@@ -274,7 +289,9 @@ class SessionHub:
                 self._spawn(self._negotiate(other))
 
     def _add_subscription(self, member: _Member, pub: Publication) -> None:
-        transceiver = member.pc.addTransceiver(pub.subscribe(), direction="sendonly")
+        track = pub.subscribe()
+        transceiver = member.pc.addTransceiver(track, direction="sendonly")
+        pub.bind(track, transceiver.sender)
         self._pin_codec(transceiver)
         member.subscriptions[pub.id] = transceiver
 

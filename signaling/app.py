@@ -44,7 +44,7 @@ def build_services(config: Config) -> Services:
         await holder[0].notify_participant(participant_id, dict(message))
 
     media = MediaService(notify, ice_addresses=config.media.ice_addresses,
-                         video_codec=config.media.video_codec)
+                         video_codec=config.media.video_codec, forward=config.media.forward)
     switchboard = Switchboard(db, cases, presence, media, config.server.node_id)
     holder.append(switchboard)
     return Services(config=config, db=db, store=store, tokens=tokens, cases=cases,

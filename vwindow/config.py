@@ -62,6 +62,8 @@ class MediaConfig(_Section):
     ice_addresses: tuple[str, ...] = ("127.0.0.1",)
     """Host addresses the hub offers as ICE candidates (the server's reachable IPs)."""
     video_codec: str = "VP8"
+    forward: bool = True
+    """Forward encoded frames (no transcoding); false: decode and re-encode (slow)."""
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
     turn_ttl_s: int = Field(default=6 * 3600, gt=0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from devices.registry import create_device
+from media.fanout import EncodedPublication
 from signaling.client import ClientError, HubPeer, SignalClient
 from signaling.kioskagent import KioskAgent
 from tests.conftest import Server
@@ -62,6 +63,15 @@ async def test_kiosk_calls_agent_answers_page_lands_in_case(server: Server) -> N
     assert r > 200 and b < 60
     doc = await first_frame(agent_peer, "doccam", "devices")
     assert (doc.width, doc.height) == (640, 480)
+
+    # The hub forwarded encoded frames: nothing arrived decoded at a publication.
+    hub = server.services.media.find(call_id)
+    assert hub is not None
+    pubs = hub.publications()
+    assert {p.role for p in pubs} == {"camera", "mic", "doccam"}
+    for pub in pubs:
+        assert isinstance(pub, EncodedPublication)
+        assert pub.source.frames > 0 and pub.source.unexpected == 0
 
     capture = await agent1.request("device.capture", call_id=call_id)
     pushed = await wait_for(agent1, "case.material", timeout=20)
