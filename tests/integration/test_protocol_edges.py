@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import aiohttp
 import jwt
@@ -107,18 +108,20 @@ def _claims(**over: object) -> dict[str, object]:
     return base
 
 
-@pytest.mark.parametrize(
-    ("token", "words"),
-    [
-        (_forge(_claims(exp=int(time.time()) - 10)), "expired"),
-        (_forge(_claims(), key="another-secret-that-is-long-enough-000",
-                kid=None), "unknown key"),
-        (_forge(_claims(aud="vwindow:kiosk")), "disagree"),
-        (_forge(_claims(aud="someone-else")), "not for this service"),
-        ("not.a.jwt", "malformed"),
-    ],
-)
-async def test_bad_tokens_refused(server: Server, token: str, words: str) -> None:
+BAD_TOKENS: dict[str, tuple[Callable[[], str], str]] = {
+    "expired": (lambda: _forge(_claims(exp=int(time.time()) - 10)), "expired"),
+    "other-key": (lambda: _forge(_claims(), key="another-secret-that-is-long-enough-000"),
+                  "unknown key"),
+    "role-audience-mismatch": (lambda: _forge(_claims(aud="vwindow:kiosk")), "disagree"),
+    "foreign-audience": (lambda: _forge(_claims(aud="someone-else")), "not for this service"),
+    "garbage": (lambda: "not.a.jwt", "malformed"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TOKENS))
+async def test_bad_tokens_refused(server: Server, case: str) -> None:
+    make, words = BAD_TOKENS[case]
+    token = make()
     ws = await _raw_ws(server)
     await ws.send_json({"v": 1, "type": "auth", "id": "1", "token": token})
     err = await _recv(ws)
