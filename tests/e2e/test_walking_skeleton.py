@@ -123,6 +123,8 @@ async def test_kiosk_agent_supervisor_surveyor(server: Server, browser: Browser)
         await expect(other.locator("#status")).not_to_be_empty()
 
         ARTIFACTS.mkdir(exist_ok=True)
+        for page in (agent, kiosk):
+            await page.evaluate("window.scrollTo(0, 0)")
         await agent.screenshot(path=str(ARTIFACTS / "agent-console.png"))
         await kiosk.screenshot(path=str(ARTIFACTS / "kiosk.png"))
 
