@@ -21,5 +21,9 @@ class HubClosedError(InvalidStateError):
     pass
 
 
+class HubStateError(InvalidStateError):
+    """A media request that does not fit the participant's current state."""
+
+
 class ParticipantNotFoundError(NotFoundError):
     pass

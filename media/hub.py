@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
@@ -31,6 +32,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from media.errors import (
     HubClosedError,
+    HubStateError,
     InvalidCandidateError,
     InvalidSdpError,
     ParticipantNotFoundError,
@@ -52,16 +54,23 @@ class TrackRole:
     kind: str
 
 
+AUDIENCES = ("all", "agents", "none")
+"""Who receives a publication: everyone else, only agents (a supervisor's whisper), no one."""
+
+
 @dataclass
 class _Member:
     info: ParticipantInfo
     pc: RTCPeerConnection
     publish: list[TrackRole]
     subscribe: bool
+    hidden: bool = False
+    audience: dict[str, str] = field(default_factory=dict)  # role -> one of AUDIENCES
     publish_transceivers: list[tuple[RTCRtpTransceiver, TrackRole]] = field(default_factory=list)
     subscriptions: dict[str, RTCRtpTransceiver] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     awaiting_answer: bool = False
+    negotiated: bool = False
     pending: bool = False
     closed: bool = False
 
@@ -101,20 +110,31 @@ class SessionHub:
     def has(self, participant_id: str) -> bool:
         return participant_id in self._members
 
+    def is_hidden(self, participant_id: str) -> bool:
+        member = self._members.get(participant_id)
+        return member is not None and member.hidden
+
     async def join(
         self,
         info: ParticipantInfo,
         publish: list[TrackRole],
         *,
         subscribe: bool = True,
+        hidden: bool = False,
+        audience: dict[str, str] | None = None,
     ) -> None:
         """Add (or re-add, after a lost connection) a participant and send it an offer."""
         if self._closed:
             raise HubClosedError(f"session {self.session_id} has ended")
         if info.id in self._members:
             await self.leave(info.id)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        member = _Member(info=info, pc=pc, publish=publish, subscribe=subscribe)
+        # max-bundle: with aiortc's default (balanced) policy a second video m-line keeps
+        # a transport of its own that the answer's BUNDLE never replaces, so its sender
+        # never starts (seen as a supervisor receiving one camera but not the other).
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        member = _Member(info=info, pc=pc, publish=list(publish), subscribe=subscribe,
+                         hidden=hidden, audience=dict(audience or {}))
         self._members[info.id] = member
 
         @pc.on("track")
@@ -127,13 +147,15 @@ class SessionHub:
                         pc.connectionState)
             if pc.connectionState == "failed" and self._members.get(info.id) is member:
                 await self.leave(info.id)
+            elif pc.connectionState == "connected" and member.pending:
+                await self._negotiate(member)
 
         for tr in publish:
             transceiver = pc.addTransceiver(tr.kind, direction="recvonly")
             self._pin_codec(transceiver)
             member.publish_transceivers.append((transceiver, tr))
-        if subscribe:
-            for pub in self._publications.values():
+        for pub in self._publications.values():
+            if self._eligible(member, pub):
                 self._add_subscription(member, pub)
         logger.info("session %s: %s (%s) joins, publishing %s", self.session_id, info.id,
                     info.kind, ",".join(t.role for t in publish) or "nothing")
@@ -149,17 +171,88 @@ class SessionHub:
             del self._publications[pub.id]
             await pub.stop()
         await member.pc.close()
+        self._drop_subscriptions(ended)
+        logger.info("session %s: %s left", self.session_id, participant_id)
+
+    def _drop_subscriptions(self, ended: list[Publication]) -> None:
         for other in list(self._members.values()):
             changed = False
             for pub in ended:
-                transceiver = other.subscriptions.pop(pub.id, None)
-                if transceiver is not None:
-                    transceiver.sender.replaceTrack(None)
-                    transceiver.direction = "inactive"
-                    changed = True
+                changed |= self._remove_subscription(other, pub.id)
             if changed:
                 self._spawn(self._negotiate(other))
-        logger.info("session %s: %s left", self.session_id, participant_id)
+
+    @staticmethod
+    def _remove_subscription(member: _Member, pub_id: str) -> bool:
+        transceiver = member.subscriptions.pop(pub_id, None)
+        if transceiver is None:
+            return False
+        transceiver.sender.replaceTrack(None)
+        transceiver.direction = "inactive"
+        return True
+
+    # -- publishing more or less mid-call (screen share on / off) ------------------------
+
+    async def publish(self, participant_id: str, role: TrackRole) -> None:
+        """Add a publication slot (e.g. a screen share) and renegotiate."""
+        member = self._member(participant_id)
+        if any(tr.role == role.role for t, tr in member.publish_transceivers
+               if t.direction != "inactive"):
+            raise HubStateError(f"{participant_id!r} already publishes {role.role!r}")
+        transceiver = member.pc.addTransceiver(role.kind, direction="recvonly")
+        self._pin_codec(transceiver)
+        member.publish_transceivers.append((transceiver, role))
+        member.publish.append(role)
+        logger.info("session %s: %s adds %s", self.session_id, participant_id, role.role)
+        await self._negotiate(member)
+
+    async def unpublish(self, participant_id: str, role: str) -> None:
+        """Stop one publication (e.g. the screen share ends) and renegotiate."""
+        member = self._member(participant_id)
+        slots = [t for t, tr in member.publish_transceivers
+                 if tr.role == role and t.direction != "inactive"]
+        if not slots:
+            raise HubStateError(f"{participant_id!r} does not publish {role!r}")
+        for transceiver in slots:
+            transceiver.direction = "inactive"
+        member.publish = [tr for tr in member.publish if tr.role != role]
+        ended = [p for p in self._publications.values()
+                 if p.owner.id == participant_id and p.role == role]
+        for pub in ended:
+            del self._publications[pub.id]
+            await pub.stop()
+        self._drop_subscriptions(ended)
+        logger.info("session %s: %s stops %s", self.session_id, participant_id, role)
+        await self._negotiate(member)
+
+    async def set_audience(self, participant_id: str, role: str, audience: str) -> None:
+        """Change who receives ``participant_id``'s ``role`` (whisper ↔ barge)."""
+        if audience not in AUDIENCES:
+            raise HubStateError(f"audience must be one of {AUDIENCES}, got {audience!r}")
+        member = self._member(participant_id)
+        member.audience[role] = audience
+        for pub in [p for p in self._publications.values()
+                    if p.owner.id == participant_id and p.role == role]:
+            for other in list(self._members.values()):
+                wanted = self._eligible(other, pub)
+                has = pub.id in other.subscriptions
+                if wanted and not has:
+                    self._add_subscription(other, pub)
+                    self._spawn(self._negotiate(other))
+                elif has and not wanted:
+                    self._remove_subscription(other, pub.id)
+                    self._spawn(self._negotiate(other))
+
+    def _eligible(self, member: _Member, pub: Publication) -> bool:
+        if not member.subscribe or pub.owner.id == member.info.id:
+            return False
+        owner = self._members.get(pub.owner.id)
+        audience = owner.audience.get(pub.role, "all") if owner else "all"
+        if audience == "none":
+            return False
+        if audience == "agents":
+            return member.info.kind in ("agent", "expert")
+        return True
 
     async def stop(self) -> None:
         self._closed = True
@@ -196,7 +289,11 @@ class SessionHub:
         async with member.lock:
             if member.closed or member.pc.signalingState == "closed":
                 return
-            if member.awaiting_answer:
+            if member.awaiting_answer or (
+                    member.negotiated and member.pc.connectionState != "connected"):
+                # aiortc starts the senders and receivers of new m-lines only once DTLS is
+                # up; a renegotiation while it is still connecting leaves them unstarted.
+                # So wait for the answer, or for "connected", then offer again.
                 member.pending = True
                 return
             member.pending = False
@@ -213,6 +310,8 @@ class SessionHub:
     def _track_infos(self, member: _Member) -> list[dict[str, Any]]:
         infos: list[dict[str, Any]] = []
         for transceiver, tr in member.publish_transceivers:
+            if transceiver.direction == "inactive":
+                continue
             infos.append({"mid": transceiver.mid, "kind": tr.kind, "role": tr.role,
                           "direction": "publish", "participant": member.info.as_dict()})
         for pub_id, transceiver in member.subscriptions.items():
@@ -235,7 +334,8 @@ class SessionHub:
                     OperationError, InvalidAccessError, AiortcInvalidStateError) as err:
                 raise InvalidSdpError(f"answer SDP was refused: {err}", field="sdp") from err
             member.awaiting_answer = False
-            again = member.pending
+            member.negotiated = True
+            again = member.pending and member.pc.connectionState == "connected"
         if again:
             await self._negotiate(member)
 
@@ -284,7 +384,7 @@ class SessionHub:
         self._publications[pub.id] = pub
         logger.info("session %s: %s publishes %s", self.session_id, member.info.id, role.role)
         for other in list(self._members.values()):
-            if other is not member and other.subscribe:
+            if self._eligible(other, pub):
                 self._add_subscription(other, pub)
                 self._spawn(self._negotiate(other))
 

@@ -15,7 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamTrack
 
 from vwindow.errors import VWindowError
@@ -157,12 +162,14 @@ class HubPeer:
         self.signal = signal
         self.call_id = call_id
         self.tracks = tracks  # role -> local track
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                                     bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.remote: dict[str, tuple[dict[str, Any], MediaStreamTrack]] = {}
         self.on_track: Callable[[dict[str, Any], MediaStreamTrack], None] | None = None
         self._offers: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=16)
         self._worker: asyncio.Task[None] | None = None
         self._track_infos: dict[str, dict[str, Any]] = {}
+        self._current_mids: set[str] = set()
         self.negotiated = asyncio.Event()
 
         @self.pc.on("track")
@@ -187,6 +194,7 @@ class HubPeer:
     async def _answer_offers(self) -> None:
         while True:
             offer = await self._offers.get()
+            self._current_mids = {info["mid"] for info in offer["tracks"]}
             for info in offer["tracks"]:
                 self._track_infos[info["mid"]] = info
             await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
@@ -200,6 +208,23 @@ class HubPeer:
             await self.signal.request("rtc.answer", call_id=self.call_id,
                                       sdp=self.pc.localDescription.sdp)
             self.negotiated.set()
+
+    async def publish(self, role: str, track: MediaStreamTrack) -> None:
+        """Add a track mid-call (a screen share); the hub re-offers with its slot."""
+        self.tracks[role] = track
+        await self.signal.request("rtc.publish", call_id=self.call_id, role=role,
+                                  kind=track.kind)
+
+    async def unpublish(self, role: str) -> None:
+        track = self.tracks.pop(role, None)
+        await self.signal.request("rtc.unpublish", call_id=self.call_id, role=role)
+        if track is not None:
+            track.stop()
+
+    def remote_roles(self) -> set[tuple[str, str]]:
+        """(participant kind, role) of the tracks the latest offer says we receive."""
+        return {(i["participant"]["kind"], i["role"]) for i in self._track_infos.values()
+                if i["direction"] == "subscribe" and i["mid"] in self._current_mids}
 
     async def close(self) -> None:
         self.signal.off("rtc.offer", self._queue_offer)

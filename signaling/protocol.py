@@ -108,6 +108,44 @@ class RtcLeave(_Message):
     call_id: CallId
 
 
+class RtcPublish(_Message):
+    """Start publishing one more track mid-call (a screen share)."""
+
+    type: Literal["rtc.publish"]
+    call_id: CallId
+    role: Literal["camera", "mic", "doccam", "screen"]
+    kind: Literal["audio", "video"]
+
+
+class RtcUnpublish(_Message):
+    type: Literal["rtc.unpublish"]
+    call_id: CallId
+    role: Literal["camera", "mic", "doccam", "screen"]
+
+
+class SessionMonitor(_Message):
+    """A supervisor listens silently, whispers to the agent, or barges in."""
+
+    type: Literal["session.monitor"]
+    call_id: CallId
+    mode: Literal["listen", "whisper", "barge"]
+
+
+class CallInvite(_Message):
+    """The agent on a call invites another agent (an expert) into it."""
+
+    type: Literal["call.invite"]
+    call_id: CallId
+    username: str = Field(min_length=1, max_length=64)
+
+
+class CallJoin(_Message):
+    """An invited agent joins the call."""
+
+    type: Literal["call.join"]
+    call_id: CallId
+
+
 class DeviceCapture(_Message):
     type: Literal["device.capture"]
     call_id: CallId
@@ -131,17 +169,15 @@ class DashboardSubscribe(_Message):
     type: Literal["dashboard.subscribe"]
 
 
-ClientMessage = (
-    Auth | Ping | AgentState | CallStart | CallCancel | CallAccept | CallEnd | RtcJoin
-    | RtcAnswer | RtcCandidate | RtcLeave | DeviceCapture | DeviceProgress | ChatSend
-    | DashboardSubscribe
+ALL_MESSAGES: tuple[type[_Message], ...] = (
+    Auth, Ping, AgentState, CallStart, CallCancel, CallAccept, CallEnd, CallInvite, CallJoin,
+    RtcJoin, RtcAnswer, RtcCandidate, RtcLeave, RtcPublish, RtcUnpublish, SessionMonitor,
+    DeviceCapture, DeviceProgress, ChatSend, DashboardSubscribe,
 )
 
 MESSAGE_TYPES: dict[str, type[_Message]] = {
     model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
-    for model in (Auth, Ping, AgentState, CallStart, CallCancel, CallAccept, CallEnd, RtcJoin,
-                  RtcAnswer, RtcCandidate, RtcLeave, DeviceCapture, DeviceProgress, ChatSend,
-                  DashboardSubscribe)
+    for model in ALL_MESSAGES
 }
 
 

@@ -28,6 +28,10 @@ from vwindow.views import CallView, MaterialView
 logger = logging.getLogger(__name__)
 
 
+MONITOR_AUDIENCE = {"listen": "none", "whisper": "agents", "barge": "all"}
+"""Who hears a monitoring supervisor's microphone in each mode."""
+
+
 def _dump(view: CallView) -> dict[str, Any]:
     return view.model_dump(mode="json")
 
@@ -44,6 +48,7 @@ class Switchboard:
         self._dashboard_task: asyncio.Task[None] | None = None
         self._dashboard_dirty = asyncio.Event()
         self._kiosk_ids: dict[int, int] = {}  # call id -> kiosk id
+        self._monitors: dict[tuple[int, str], str] = {}  # (call id, supervisor key) -> mode
 
     async def start(self) -> None:
         for view in await self.cases.live():
@@ -173,6 +178,11 @@ class Switchboard:
     async def end_call(self, conn: Connection | None, call_id: int, ended_by: str) -> None:
         if conn is not None:
             await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK))
+            if conn.principal.role is Role.AGENT:
+                call = await self.cases.get_call(call_id)
+                if call.agent_id != int(conn.principal.subject):
+                    raise ForbiddenError("only the agent who took the call can end it; "
+                                         "an invited expert leaves with rtc.leave")
         actor = conn.principal.key if conn else "system"
         view = await self.cases.end_call(call_id, ended_by, actor)
         if view is None:
@@ -181,18 +191,27 @@ class Switchboard:
                                                 "case_id": view.case_id, "ended_by": ended_by})
         await self.media.close_hub(call_id)
         await self.cases.participants_left(call_id)
-        self.presence.rooms.pop(call_id, None)
+        room = self.presence.rooms.pop(call_id, None)
+        for key in [k for k in self._monitors if k[0] == call_id]:
+            del self._monitors[key]
+        for member in room.members if room else ():
+            role, _, subject = member.partition(":")
+            if role == "agent" and view.agent is not None and int(subject) != view.agent.id:
+                # An expert who joined: free again.
+                await self._agent_free(int(subject))
         if view.agent is not None:
-            agent_key = f"agent:{view.agent.id}"
-            self.presence.agent_states[view.agent.id] = (
-                "ready" if self.presence.connected(agent_key) else "offline")
-            for agent_conn in self.presence.connections(agent_key):
-                await agent_conn.send({"type": "agent.state",
-                                       "state": self.agent_state(view.agent.id)})
-                if self.agent_state(view.agent.id) == "ready":
-                    for queued in await self.cases.queued():
-                        await agent_conn.send({"type": "call.ringing", "call": _dump(queued)})
+            await self._agent_free(view.agent.id)
         self.changed()
+
+    async def _agent_free(self, agent_id: int) -> None:
+        agent_key = f"agent:{agent_id}"
+        self.presence.agent_states[agent_id] = (
+            "ready" if self.presence.connected(agent_key) else "offline")
+        for agent_conn in self.presence.connections(agent_key):
+            await agent_conn.send({"type": "agent.state", "state": self.agent_state(agent_id)})
+            if self.agent_state(agent_id) == "ready":
+                for queued in await self.cases.queued():
+                    await agent_conn.send({"type": "call.ringing", "call": _dump(queued)})
 
     async def require_member(self, conn: Connection, call_id: int,
                              roles: tuple[Role, ...] | None = None) -> Room:
@@ -219,33 +238,104 @@ class Switchboard:
 
     # -- media -------------------------------------------------------------------------
 
+    async def check_join(self, conn: Connection, call_id: int) -> None:
+        """Everything ``join_media`` would refuse, checked before the join is acked."""
+        await self.require_member(conn, call_id)
+        if (conn.principal.role is Role.SUPERVISOR
+                and (call_id, conn.principal.key) not in self._monitors):
+            raise InvalidStateError("send session.monitor with a mode before joining")
+
     async def join_media(self, conn: Connection, call_id: int,
                          publish: list[TrackRole]) -> None:
-        room = await self.require_member(conn, call_id)
-        room.members.add(conn.principal.key)
+        call = await self.cases.check_call_member(conn.principal, call_id)
+        room = self.presence.rooms.get(call_id)
+        if room is None:
+            raise InvalidStateError(f"call {call_id} is not live")
         hub = self.media.find(call_id)
         if hub is None:
             raise InvalidStateError(f"call {call_id} has no media hub on this node")
-        info = ParticipantInfo(conn.participant_id, self._kind(conn), conn.principal.name)
+        kind = self._kind(conn)
+        hidden = False
+        audience: dict[str, str] = {}
+        if conn.principal.role is Role.SUPERVISOR:
+            mode = self._monitors.get((call_id, conn.principal.key))
+            if mode is None:
+                raise InvalidStateError("send session.monitor with a mode before joining")
+            hidden = True
+            audience = {"mic": MONITOR_AUDIENCE[mode]}
+        elif conn.principal.role is Role.AGENT and call.agent_id != int(conn.principal.subject):
+            kind = "expert"
+        room.members.add(conn.principal.key)
+        info = ParticipantInfo(conn.participant_id, kind, conn.principal.name)
         rejoin = hub.has(info.id)
-        await hub.join(info, publish, subscribe=conn.client != "devices")
+        await hub.join(info, publish, subscribe=conn.client != "devices", hidden=hidden,
+                       audience=audience)
         if not rejoin:
             await self.cases.participant_joined(call_id, info.kind, info.id, info.name)
-            await self.presence.send_room(call_id, {"type": "participant.joined",
-                                                    "call_id": call_id,
-                                                    "participant": info.as_dict()})
+            await self._announce(call_id, {"type": "participant.joined", "call_id": call_id,
+                                           "participant": info.as_dict()}, hidden)
         self.changed()
+
+    async def _announce(self, call_id: int, message: dict[str, Any], hidden: bool) -> None:
+        """Tell the room; a hidden participant (a monitoring supervisor) only to staff."""
+        if not hidden:
+            await self.presence.send_room(call_id, message)
+            return
+        room = self.presence.rooms.get(call_id)
+        for key in tuple(room.members if room else ()):
+            if key.startswith(("agent:", "supervisor:")):
+                await self.presence.send_to(key, message)
+
+    # -- supervision and experts -------------------------------------------------------
+
+    async def monitor(self, conn: Connection, call_id: int, mode: str) -> dict[str, Any]:
+        await self.require_member(conn, call_id)
+        key = (call_id, conn.principal.key)
+        previous = self._monitors.get(key)
+        self._monitors[key] = mode
+        hub = self.media.find(call_id)
+        if hub is not None and hub.has(conn.participant_id):
+            await hub.set_audience(conn.participant_id, "mic", MONITOR_AUDIENCE[mode])
+        if previous != mode:
+            await self._announce(call_id, {"type": "monitor.state", "call_id": call_id,
+                                           "supervisor": conn.principal.name, "mode": mode},
+                                 hidden=True)
+        logger.info("call %s: supervisor %s %s", call_id, conn.principal.subject, mode)
+        return {"type": "monitor.state", "call_id": call_id, "mode": mode}
+
+    async def invite(self, conn: Connection, call_id: int, username: str) -> dict[str, Any]:
+        await self.require_member(conn, call_id, roles=(Role.AGENT,))
+        invitee = await self.cases.invite(conn.principal, call_id, username)
+        view = await self.cases.call_view(call_id)
+        sent = await self.presence.send_to(f"agent:{invitee.id}", {
+            "type": "call.invited", "call": _dump(view), "from": conn.principal.name})
+        if not sent:
+            raise NotFoundError(f"{invitee.display_name} is not online", field="username")
+        return {"type": "call.invite.sent", "call_id": call_id, "agent": invitee.display_name}
+
+    async def join_as_expert(self, conn: Connection, call_id: int) -> dict[str, Any]:
+        view = await self.cases.accept_invitation(conn.principal, call_id)
+        room = self.presence.rooms.get(call_id)
+        if room is None:
+            raise InvalidStateError(f"call {call_id} is not live")
+        room.members.add(conn.principal.key)
+        self.presence.agent_states[int(conn.principal.subject)] = "in_call"
+        await conn.send({"type": "agent.state", "state": "in_call"})
+        self.changed()
+        return {"type": "call.joined", "call": _dump(view)}
 
     async def leave_media(self, conn: Connection, call_id: int) -> None:
         await self.require_member(conn, call_id)
         hub = self.media.find(call_id)
         if hub is not None and hub.has(conn.participant_id):
+            hidden = hub.is_hidden(conn.participant_id)
             await hub.leave(conn.participant_id)
             await self.cases.participants_left(call_id, conn.participant_id)
-            await self.presence.send_room(call_id, {
+            await self._announce(call_id, {
                 "type": "participant.left", "call_id": call_id,
                 "participant": {"id": conn.participant_id, "kind": self._kind(conn),
-                                "name": conn.principal.name}})
+                                "name": conn.principal.name}}, hidden)
+            self._monitors.pop((call_id, conn.principal.key), None)
             self.changed()
 
     @staticmethod

@@ -29,10 +29,15 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
     p.CallCancel: (Role.KIOSK,),
     p.CallAccept: (Role.AGENT,),
     p.CallEnd: (Role.AGENT, Role.KIOSK),
-    p.RtcJoin: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
-    p.RtcAnswer: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
-    p.RtcCandidate: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
-    p.RtcLeave: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
+    p.RtcJoin: (Role.KIOSK, Role.AGENT, Role.SURVEYOR, Role.SUPERVISOR),
+    p.RtcAnswer: (Role.KIOSK, Role.AGENT, Role.SURVEYOR, Role.SUPERVISOR),
+    p.RtcCandidate: (Role.KIOSK, Role.AGENT, Role.SURVEYOR, Role.SUPERVISOR),
+    p.RtcLeave: (Role.KIOSK, Role.AGENT, Role.SURVEYOR, Role.SUPERVISOR),
+    p.RtcPublish: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
+    p.RtcUnpublish: (Role.KIOSK, Role.AGENT, Role.SURVEYOR),
+    p.SessionMonitor: (Role.SUPERVISOR,),
+    p.CallInvite: (Role.AGENT,),
+    p.CallJoin: (Role.AGENT,),
     p.DeviceCapture: (Role.AGENT, Role.KIOSK),
     p.DeviceProgress: (Role.KIOSK,),
     p.ChatSend: (Role.AGENT, Role.KIOSK, Role.SURVEYOR),
@@ -106,6 +111,7 @@ async def _authenticate(services: Services, ws: web.WebSocketResponse,
         "principal": {"id": principal.subject, "name": principal.name,
                       "kind": "devices" if message.client == "devices" else principal.role.value},
         "resume_token": conn.resume_token, "resumed": resumed, "ice_servers": ice,
+        "ice_transport_policy": services.config.media.ice_transport_policy,
         "active_call": active,
     })
     if principal.role is Role.AGENT:
@@ -138,7 +144,7 @@ async def _dispatch(services: Services, conn: Connection,
         case p.CallEnd(call_id=call_id):
             await sb.end_call(conn, call_id, conn.principal.role.value)
         case p.RtcJoin(call_id=call_id, publish=publish):
-            await sb.require_member(conn, call_id)
+            await sb.check_join(conn, call_id)
             # Ack first: the offer that follows must find the client ready for it.
             await conn.send({"type": "ack", "ref": message.id})
             await sb.join_media(conn, call_id, [TrackRole(x.role, x.kind) for x in publish])
@@ -152,6 +158,20 @@ async def _dispatch(services: Services, conn: Connection,
             return None
         case p.RtcLeave(call_id=call_id):
             await sb.leave_media(conn, call_id)
+        case p.RtcPublish(call_id=call_id, role=role, kind=kind):
+            # The offer for the new slot may reach the client before this ack.
+            await sb.require_member(conn, call_id)
+            await _hub_for(services, conn, call_id).publish(conn.participant_id,
+                                                            TrackRole(role, kind))
+        case p.RtcUnpublish(call_id=call_id, role=role):
+            await sb.require_member(conn, call_id)
+            await _hub_for(services, conn, call_id).unpublish(conn.participant_id, role)
+        case p.SessionMonitor(call_id=call_id, mode=mode):
+            return await sb.monitor(conn, call_id, mode)
+        case p.CallInvite(call_id=call_id, username=username):
+            return await sb.invite(conn, call_id, username)
+        case p.CallJoin(call_id=call_id):
+            return await sb.join_as_expert(conn, call_id)
         case p.DeviceCapture(call_id=call_id):
             return await sb.request_capture(conn, call_id)
         case p.DeviceProgress(request_id=rid, stage=stage, percent=pct, message=text):

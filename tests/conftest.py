@@ -15,7 +15,8 @@ from aiohttp import web
 from signaling.app import make_app
 from signaling.services import SERVICES, Services
 from tests.pgserver import PgServer
-from vwindow.config import Config, load_config
+from tests.turnserver import TurnServer
+from vwindow.config import Config, MediaConfig, load_config
 from vwindow.seed import seed_demo
 
 _db_counter = itertools.count(1)
@@ -55,6 +56,23 @@ def make_config(db_url: str, tmp_path: Path, **server: object) -> Config:
         "storage": {"root": str(tmp_path / "files")},
         "auth": {"secret": "test-secret-0123456789-abcdefghijklmnop"},
     })
+
+
+def with_media(config: Config, **media: object) -> Config:
+    """``config`` with some ``media`` keys replaced (validated like any config)."""
+    section = MediaConfig.model_validate({**config.media.model_dump(), **media})
+    return config.model_copy(update={"media": section})
+
+
+@pytest.fixture
+def turn_server() -> Iterator[TurnServer]:
+    """A real coturn on 127.0.0.1 (``use-auth-secret``, random secret), stopped after."""
+    turn = TurnServer()
+    turn.start()
+    try:
+        yield turn
+    finally:
+        turn.stop()
 
 
 @dataclass

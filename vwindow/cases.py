@@ -29,6 +29,7 @@ from vwindow.errors import (
 )
 from vwindow.models import (
     Call,
+    CallInvitation,
     CallStatus,
     Case,
     CaseStatus,
@@ -167,8 +168,15 @@ class Cases:
                 return case
             if principal.role is Role.KIOSK and case.kiosk_id == int(principal.subject):
                 return case
-            if principal.role is Role.AGENT and case.assigned_agent_id == int(principal.subject):
-                return case
+            if principal.role is Role.AGENT:
+                agent_id = int(principal.subject)
+                if case.assigned_agent_id == agent_id:
+                    return case
+                invited = (await s.scalars(select(CallInvitation.id).where(
+                    CallInvitation.case_id == case_id, CallInvitation.agent_id == agent_id,
+                    CallInvitation.joined_at.is_not(None)))).first()
+                if invited is not None:
+                    return case
             if principal.role is Role.SURVEYOR and principal.case_id == case_id:
                 return case
         raise ForbiddenError(f"not allowed to use case {case_id}", field="case_id")
@@ -319,6 +327,47 @@ class Cases:
             await audit.append(s, actor=actor, action="call.ended", case_id=call.case_id,
                                detail={"call_id": call_id, "by": ended_by})
             logger.info("call %s ended by %s", call_id, ended_by)
+            return await self._call_view(s, call)
+
+    # -- expert invitations ------------------------------------------------------------
+
+    async def invite(self, principal: Principal, call_id: int, username: str) -> User:
+        """The agent on ``call_id`` invites another agent; returns the invitee."""
+        call = await self.check_call_member(principal, call_id)
+        if call.status != CallStatus.LIVE:
+            raise InvalidStateError(f"call {call_id} is {call.status!r}, not live")
+        async with self.db.session() as s:
+            user = (await s.scalars(select(User).where(User.username == username))).first()
+            if user is None or user.role != Role.AGENT or not user.active:
+                raise NotFoundError(f"no agent named {username!r}", field="username")
+            if user.id == int(principal.subject) or user.id == call.agent_id:
+                raise ValidationError("that agent is already on the call", field="username")
+            existing = (await s.scalars(select(CallInvitation).where(
+                CallInvitation.call_id == call_id, CallInvitation.agent_id == user.id))).first()
+            if existing is None:
+                s.add(CallInvitation(call_id=call_id, case_id=call.case_id, agent_id=user.id,
+                                     invited_by=int(principal.subject)))
+                await audit.append(s, actor=principal.key, action="expert.invited",
+                                   case_id=call.case_id,
+                                   detail={"call_id": call_id, "agent_id": user.id})
+            return user
+
+    async def accept_invitation(self, principal: Principal, call_id: int) -> CallView:
+        agent_id = int(principal.subject)
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            invitation = (await s.scalars(select(CallInvitation).where(
+                CallInvitation.call_id == call_id, CallInvitation.agent_id == agent_id))).first()
+            if invitation is None:
+                raise ForbiddenError(f"you were not invited to call {call_id}", field="call_id")
+            if call.status != CallStatus.LIVE:
+                raise InvalidStateError(f"call {call_id} has ended")
+            if invitation.joined_at is None:
+                invitation.joined_at = utcnow()
+                await audit.append(s, actor=principal.key, action="expert.joined",
+                                   case_id=call.case_id, detail={"call_id": call_id})
             return await self._call_view(s, call)
 
     # -- participants ----------------------------------------------------------------

@@ -12,9 +12,9 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import ConfigError
@@ -67,6 +67,15 @@ class MediaConfig(_Section):
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
     turn_ttl_s: int = Field(default=6 * 3600, gt=0)
+    ice_transport_policy: Literal["all", "relay"] = "all"
+    """Handed to clients: ``"relay"`` makes them reach the hub only through TURN."""
+
+    @field_validator("ice_transport_policy")
+    @classmethod
+    def _relay_needs_turn(cls, value: str, info: ValidationInfo) -> str:
+        if value == "relay" and not (info.data.get("turn_urls") and info.data.get("turn_secret")):
+            raise ValueError("'relay' needs media.turn_urls and media.turn_secret")
+        return value
 
 
 class Config(_Section):

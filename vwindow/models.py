@@ -159,6 +159,20 @@ class Participant(Base):
     left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class CallInvitation(Base):
+    """An agent invited into a live call (the city expert); grants access to the case."""
+
+    __tablename__ = "call_invitations"
+    __table_args__ = (UniqueConstraint("call_id", "agent_id", name="uq_invitation_call_agent"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    invited_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    joined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Material(Base):
     __tablename__ = "materials"
     __table_args__ = (UniqueConstraint("case_id", "sha256", name="uq_material_case_sha"),)

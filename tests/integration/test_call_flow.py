@@ -61,6 +61,10 @@ async def test_kiosk_calls_agent_answers_page_lands_in_case(server: Server) -> N
     # The colours survived the trip (red for the kiosk, blue for the agent).
     b, _g, r = seen_by_agent.to_ndarray(format="bgr24").reshape(-1, 3).mean(axis=0)
     assert r > 200 and b < 60
+    # And each hears the other.
+    heard_by_agent = await first_frame(agent_peer, "mic", "kiosk")
+    heard_by_kiosk = await first_frame(kiosk_peer, "mic", "agent")
+    assert heard_by_agent.sample_rate == heard_by_kiosk.sample_rate == 48000
     doc = await first_frame(agent_peer, "doccam", "devices")
     assert (doc.width, doc.height) == (640, 480)
 

@@ -23,7 +23,8 @@ function isStopped(tr) {
  * 'failed' (reason).  `info` is the TrackInfo of the latest offer for that mid.
  */
 export class HubConnection extends Emitter {
-  constructor(signal, iceServers = [], { onTrack = null, onTrackRemoved = null } = {}) {
+  constructor(signal, iceServers = [],
+    { iceTransportPolicy = 'all', onTrack = null, onTrackRemoved = null } = {}) {
     super();
     this.signal = signal;
     this.callId = null;
@@ -35,7 +36,7 @@ export class HubConnection extends Emitter {
     if (onTrack) this.on('track', onTrack);
     if (onTrackRemoved) this.on('trackremoved', onTrackRemoved);
 
-    const pc = new RTCPeerConnection({ iceServers });
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy });
     this.pc = pc;
     pc.onicecandidate = (ev) => this._sendCandidate(ev.candidate);
     pc.ontrack = (ev) => {
@@ -239,7 +240,9 @@ export class CallMedia extends Emitter {
     this._joining = true;
     this._closeHub();
     this.emit('status', this._attempt === 0 ? 'connecting' : 'reconnecting');
-    const hub = new HubConnection(this.signal, this.signal.iceServers);
+    const hub = new HubConnection(this.signal, this.signal.iceServers, {
+      iceTransportPolicy: this.signal.iceTransportPolicy,
+    });
     this.hub = hub;
     hub.on('track', (track, info) => this.emit('track', track, info));
     hub.on('trackremoved', (track, info) => this.emit('trackremoved', track, info));

@@ -46,6 +46,7 @@ export class SignalClient extends Emitter {
     this.welcome = null;
     this.resumeToken = null;
     this.iceServers = [];
+    this.iceTransportPolicy = 'all';
     this._nextId = 1;
     this._pending = new Map();
     this._closedByUser = false;
@@ -163,6 +164,7 @@ export class SignalClient extends Emitter {
     this.welcome = welcome;
     this.resumeToken = welcome.resume_token || null;
     this.iceServers = Array.isArray(welcome.ice_servers) ? welcome.ice_servers : [];
+    this.iceTransportPolicy = welcome.ice_transport_policy === 'relay' ? 'relay' : 'all';
     this._attempt = 0;
     this._startPing();
     const wasOutage = this._outage;

@@ -1,0 +1,138 @@
+"""Mid-call hub features with real aiortc peers: screen share, supervisor monitor /
+whisper / barge, expert conference."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from signaling.client import ClientError, HubPeer, SignalClient
+from tests.conftest import Server
+from tests.helpers import camera_and_mic, color_track, first_frame, wait_for
+
+
+@dataclass
+class LiveCall:
+    call_id: int
+    case_id: int
+    kiosk: SignalClient
+    agent: SignalClient
+    kiosk_peer: HubPeer
+    agent_peer: HubPeer
+
+
+@pytest.fixture
+async def live_call(server: Server) -> AsyncIterator[LiveCall]:
+    kiosk = SignalClient(server.http, server.url, await server.kiosk_token())
+    agent = SignalClient(server.http, server.url, await server.login("agent1"))
+    await kiosk.connect()
+    await agent.connect()
+    queued = await kiosk.request("call.start", service_code="SB-001")
+    call_id = queued["call"]["call_id"]
+    await agent.request("agent.state", state="ready")
+    await wait_for(agent, "call.ringing")
+    await agent.request("call.accept", call_id=call_id)
+    kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+    agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
+    await kiosk_peer.join()
+    await agent_peer.join()
+    await first_frame(agent_peer, "camera", "kiosk")
+    yield LiveCall(call_id, queued["call"]["case_id"], kiosk, agent, kiosk_peer, agent_peer)
+    for peer in (kiosk_peer, agent_peer):
+        await peer.close()
+    for c in (kiosk, agent):
+        await c.close()
+
+
+async def _eventually(check: object, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_screen_share_on_and_off(live_call: LiveCall) -> None:
+    await live_call.agent_peer.publish("screen", color_track(640, 360, (0, 255, 0)))
+    frame = await first_frame(live_call.kiosk_peer, "screen", "agent")
+    assert (frame.width, frame.height) == (640, 360)
+    # The camera is a separate, still-flowing track: subscribers can tell them apart.
+    cam = await first_frame(live_call.kiosk_peer, "camera", "agent")
+    assert (cam.width, cam.height) == (320, 240)
+    await live_call.agent_peer.unpublish("screen")
+    await _eventually(lambda: ("agent", "screen") not in live_call.kiosk_peer.remote_roles())
+    with pytest.raises(ClientError) as err:
+        await live_call.agent.request("rtc.unpublish", call_id=live_call.call_id, role="screen")
+    assert err.value.code == "invalid_state" and "does not publish 'screen'" in err.value.message
+
+
+async def test_supervisor_listen_whisper_barge(server: Server, live_call: LiveCall) -> None:
+    sup = SignalClient(server.http, server.url, await server.login("super1"))
+    await sup.connect()
+    call_id = live_call.call_id
+    with pytest.raises(ClientError) as err:
+        await sup.request("rtc.join", call_id=call_id, publish=[])
+    assert "session.monitor" in err.value.message
+    await sup.request("session.monitor", call_id=call_id, mode="listen")
+    sup_peer = HubPeer(sup, call_id, {"mic": camera_and_mic()["mic"]})
+    await sup_peer.join()
+    # Silent monitor: sees both sides; nobody receives the supervisor.
+    await first_frame(sup_peer, "camera", "kiosk")
+    await first_frame(sup_peer, "camera", "agent")
+    await asyncio.sleep(0.5)
+    assert ("supervisor", "mic") not in live_call.kiosk_peer.remote_roles()
+    assert ("supervisor", "mic") not in live_call.agent_peer.remote_roles()
+    assert not [m for m in live_call.kiosk.received if m.get("type") == "participant.joined"
+                and m["participant"]["kind"] == "supervisor"]
+
+    await sup.request("session.monitor", call_id=call_id, mode="whisper")
+    await _eventually(lambda: ("supervisor", "mic") in live_call.agent_peer.remote_roles())
+    await first_frame(live_call.agent_peer, "mic", "supervisor")
+    assert ("supervisor", "mic") not in live_call.kiosk_peer.remote_roles()
+
+    await sup.request("session.monitor", call_id=call_id, mode="barge")
+    await _eventually(lambda: ("supervisor", "mic") in live_call.kiosk_peer.remote_roles())
+    await first_frame(live_call.kiosk_peer, "mic", "supervisor")
+
+    await sup.request("session.monitor", call_id=call_id, mode="listen")
+    await _eventually(lambda: ("supervisor", "mic") not in live_call.kiosk_peer.remote_roles())
+    await _eventually(lambda: ("supervisor", "mic") not in live_call.agent_peer.remote_roles())
+    await sup_peer.close()
+    await sup.close()
+
+
+async def test_expert_conference(server: Server, live_call: LiveCall) -> None:
+    expert = SignalClient(server.http, server.url, await server.login("agent2"))
+    await expert.connect()
+    headers = {"Authorization": f"Bearer {expert.token}"}
+    case_url = f"{server.url}/api/v1/cases/{live_call.case_id}"
+    async with server.http.get(case_url, headers=headers) as resp:
+        assert resp.status == 403  # not yet on the case
+    with pytest.raises(ClientError):
+        await expert.request("call.join", call_id=live_call.call_id)
+    with pytest.raises(ClientError) as err:
+        await live_call.agent.request("call.invite", call_id=live_call.call_id,
+                                      username="nobody")
+    assert err.value.field == "username"
+
+    sent = await live_call.agent.request("call.invite", call_id=live_call.call_id,
+                                         username="agent2")
+    assert sent["type"] == "call.invite.sent"
+    invited = await wait_for(expert, "call.invited")
+    assert invited["call"]["call_id"] == live_call.call_id
+    joined = await expert.request("call.join", call_id=live_call.call_id)
+    assert joined["call"]["case_id"] == live_call.case_id
+    async with server.http.get(case_url, headers=headers) as resp:
+        assert resp.status == 200
+    expert_peer = HubPeer(expert, live_call.call_id, camera_and_mic(320, 240, (0, 255, 0)))
+    await expert_peer.join()
+    await first_frame(expert_peer, "camera", "kiosk")
+    await first_frame(live_call.kiosk_peer, "camera", "expert")
+    with pytest.raises(ClientError) as err:
+        await expert.request("call.end", call_id=live_call.call_id)
+    assert err.value.code == "forbidden"
+    await expert_peer.close()
+    await expert.close()
