@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import TooLargeError, VWindowError
+from vwindow.validation import describe, show_value
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 64 * 1024
@@ -181,11 +182,6 @@ MESSAGE_TYPES: dict[str, type[_Message]] = {
 }
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def parse_message(raw: str | bytes, max_frame: int = MAX_FRAME) -> _Message:
     """Parse one frame into its typed message, or raise ProtocolError naming the problem."""
     if len(raw) > max_frame:
@@ -205,19 +201,12 @@ def parse_message(raw: str | bytes, max_frame: int = MAX_FRAME) -> _Message:
                             field="type", ref=ref)
     model = MESSAGE_TYPES.get(msg_type)
     if model is None:
-        raise ProtocolError("unknown_type", f"unknown message type {_show(msg_type)}",
+        raise ProtocolError("unknown_type", f"unknown message type {show_value(msg_type)}",
                             field="type", ref=ref)
     try:
         return model.model_validate(data)
     except PydanticValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        if first["type"] == "missing":
-            text = f"field {where!r} is missing"
-        elif first["type"] == "extra_forbidden":
-            text = f"field {where!r} is not allowed in {msg_type!r}"
-        else:
-            text = f"field {where!r}: {first['msg']} (got {_show(first.get('input'))})"
+        where, text = describe(err, within=msg_type)
         raise ProtocolError("invalid_message", text, field=where, ref=ref) from err
 
 

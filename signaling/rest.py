@@ -17,6 +17,7 @@ from vwindow import accounts
 from vwindow.auth import Principal
 from vwindow.errors import AuthError, TooLargeError, ValidationError, VWindowError
 from vwindow.models import Role
+from vwindow.validation import describe
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +89,7 @@ async def _json_body(request: web.Request, model: type[_B]) -> _B:
     try:
         return model.model_validate(data)
     except PydanticValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "body"
-        if first["type"] == "missing":
-            text = f"field {where!r} is missing"
-        elif first["type"] == "extra_forbidden":
-            text = f"field {where!r} is not allowed"
-        else:
-            text = f"field {where!r}: {first['msg']} (got {first.get('input')!r})"
+        where, text = describe(err, where="body")
         raise ValidationError(text, field=where) from err
 
 
