@@ -21,6 +21,7 @@ from playwright.async_api import async_playwright, expect
 from tests.conftest import make_config, start_server
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.pages import login_kiosk, login_staff, video_frames
+from tests.e2e.test_walking_skeleton import set_ready
 
 
 async def run(calls: int) -> dict[str, object]:
@@ -35,7 +36,7 @@ async def run(calls: int) -> dict[str, object]:
             agent = await (await browser.new_context()).new_page()
             await login_kiosk(kiosk, base)
             await login_staff(agent, base, "/agent/", "agent1")
-            await agent.click("#state-ready")
+            await set_ready(agent)
             for _ in range(calls):
                 await expect(kiosk.locator("body")).to_have_attribute("data-state", "idle")
                 await kiosk.click('[data-service-code="SB-001"]')

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, expect
 from sqlalchemy import select
 
 from devices.registry import create_device
@@ -21,6 +21,19 @@ from vwindow.models import Rating
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+async def set_ready(page: Page) -> None:
+    """Press 就绪 until the server confirms (the socket may still be connecting)."""
+    state = page.locator("#agent-state")
+    for _ in range(20):
+        await page.click("#state-ready")
+        try:
+            await expect(state).to_have_attribute("data-state", "ready", timeout=1000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the agent console never became ready")
 
 
 def _file_log() -> logging.Handler:
@@ -62,7 +75,7 @@ async def test_kiosk_agent_supervisor_surveyor(server: Server, browser: Browser)
         await expect(supervisor.locator("#queue tr[data-call-id]")).to_have_count(1)
 
         await login_staff(agent, base, "/agent/", "agent1")
-        await agent.click("#state-ready")
+        await set_ready(agent)
         ringing = agent.locator("#ringing li[data-call-id]")
         await expect(ringing).to_have_count(1)
         call_id = await ringing.first.get_attribute("data-call-id")
