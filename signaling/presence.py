@@ -17,6 +17,8 @@ from vwindow.models import Role
 
 logger = logging.getLogger(__name__)
 
+SEND_TIMEOUT_S = 10.0
+
 
 @dataclass(eq=False)
 class Connection:
@@ -37,7 +39,13 @@ class Connection:
             return
         message.setdefault("v", 1)
         try:
-            await self.ws.send_str(json.dumps(message, ensure_ascii=False, default=str))
+            # A client that stops reading must not stall whoever is pushing to it (the
+            # dashboard loop, a room broadcast): give up on it and let it reconnect.
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self.ws.send_str(json.dumps(message, ensure_ascii=False, default=str))
+        except TimeoutError:
+            logger.warning("%s stopped reading; closing its socket", self.participant_id)
+            await self.ws.close(code=1011, message=b"not reading")
         except (ConnectionError, RuntimeError) as err:
             logger.info("send to %s failed: %s", self.participant_id, err)
 
