@@ -337,6 +337,14 @@ class Switchboard:
                                 "name": conn.principal.name}}, hidden)
             self._monitors.pop((call_id, conn.principal.key), None)
             self.changed()
+        if conn.principal.role is Role.AGENT:
+            call = await self.cases.get_call(call_id)
+            if call.agent_id != int(conn.principal.subject):
+                # An expert who leaves is done with this call: free for the next one.
+                room = self.presence.rooms.get(call_id)
+                if room is not None:
+                    room.members.discard(conn.principal.key)
+                await self._agent_free(int(conn.principal.subject))
 
     @staticmethod
     def _kind(conn: Connection) -> str:

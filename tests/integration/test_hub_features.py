@@ -134,5 +134,10 @@ async def test_expert_conference(server: Server, live_call: LiveCall) -> None:
     with pytest.raises(ClientError) as err:
         await expert.request("call.end", call_id=live_call.call_id)
     assert err.value.code == "forbidden"
+    # Leaving frees the expert for the next call; the call goes on without them.
+    await expert.request("rtc.leave", call_id=live_call.call_id)
+    state = await wait_for(expert, "agent.state", pred=lambda m: m["state"] == "ready")
+    assert state["state"] == "ready"
+    await first_frame(live_call.agent_peer, "camera", "kiosk")
     await expert_peer.close()
     await expert.close()

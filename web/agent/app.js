@@ -1,32 +1,48 @@
 // County/city agent console: ready/away, ringing calls, live video with the kiosk,
-// case panel (materials, remote capture, surveyor link), chat.
-// body[data-state]: login | idle | ringing | live
+// case panel (materials, remote capture, surveyor link), chat, screen share, expert
+// invitations, and a banner while a supervisor monitors.
+// body[data-state]: login | idle | ringing | live;  body[data-call-role]: agent | expert
 
 import { Api } from '/common/api.js';
 import { SignalClient } from '/common/signal.js';
 import { CallMedia } from '/common/rtc.js';
 import { initI18n } from '/common/i18n.js';
 import {
-  byId, h, setState, setText, t, ConnectionIndicator, Chat, CaptureProgress, MaterialList, RingTone,
-  attachTrack, getLocalMedia, stopStream, showError, hideError, errorKey, captionKey, startTicker,
-  formatClock, kindKey, sinceText,
+  byId, h, setState, setText, t, ConnectionIndicator, Chat, RingTone, getLocalMedia, stopStream,
+  showError, hideError, errorKey, startTicker, kindKey, kioskText, sinceText,
 } from '/common/ui.js';
+import { Tiles } from '/common/tiles.js';
+import { CasePanel } from '/agent/casepanel.js';
+import { ScreenShare } from '/agent/screenshare.js';
+import { InviteForm, InvitationCard } from '/agent/conference.js';
+import { MonitorBanner } from '/agent/monitorbanner.js';
+
+// An expert's call is not in `welcome.active_call` (that names only the call an agent
+// took), so the page remembers it to join again after a reload.
+const EXPERT_KEY = 'vw.agent.expertCall';
 
 const api = new Api({ key: 'vw.agent.session' });
 const conn = new ConnectionIndicator();
-const capture = new CaptureProgress();
-const materials = new MaterialList(api, byId('materials'));
 const ring = new RingTone();
+const tiles = new Tiles();
 
 const app = {
   signal: null,
   media: null,
   chat: null,
   call: null,
+  callRole: null, // 'agent' (took the call) | 'expert' (invited)
+  connecting: null, // the first signal.connect()
   agentState: 'offline',
   localStream: null,
   mediaGen: 0,
 };
+
+const casePanel = new CasePanel(api, () => app);
+const screenShare = new ScreenShare(() => app.media);
+const invite = new InviteForm(() => app);
+const banner = new MonitorBanner();
+const invitation = new InvitationCard({ onAccept: joinAsExpert, onChange: () => updateRinging() });
 
 const state = () => document.body.dataset.state;
 
@@ -65,6 +81,7 @@ async function logout(reasonKey = null) {
   }
   leaveLive();
   clearRinging();
+  invitation.hide();
   if (app.signal) app.signal.close();
   app.signal = null;
   api.clear();
@@ -84,9 +101,10 @@ async function startSession() {
   wireSignal(signal);
   wireMedia(app.media);
   setState('idle');
+  app.connecting = signal.connect();
   let welcome;
   try {
-    welcome = await signal.connect();
+    welcome = await app.connecting;
   } catch {
     return logout('err.sessionExpired');
   }
@@ -94,6 +112,32 @@ async function startSession() {
   app.chat.self.name = name;
   byId('agent-name').textContent = name;
   if (welcome.active_call) enterLive(welcome.active_call);
+  else resumeExpert();
+}
+
+/** After a reload: join again the call this agent was helping in as an expert. */
+async function resumeExpert() {
+  let callId = null;
+  try {
+    callId = Number(sessionStorage.getItem(EXPERT_KEY)) || null;
+  } catch {
+    callId = null;
+  }
+  if (!callId || app.call) return;
+  try {
+    const reply = await app.signal.request('call.join', { call_id: callId });
+    enterLive(reply.call, 'expert');
+  } catch {
+    forgetExpertCall(); // over meanwhile
+  }
+}
+
+function forgetExpertCall() {
+  try {
+    sessionStorage.removeItem(EXPERT_KEY);
+  } catch {
+    // storage disabled: nothing was remembered
+  }
 }
 
 function wireSignal(signal) {
@@ -103,6 +147,9 @@ function wireSignal(signal) {
     const active = welcome.active_call;
     if (active && app.call && active.call_id === app.call.call_id) app.media.rejoin();
     else if (active) enterLive(active);
+    // An expert's call is never reported: join its media again; a call that ended
+    // meanwhile refuses (joinfailed).
+    else if (app.call && app.callRole === 'expert') app.media.rejoin();
     else if (app.call) leaveLive();
   });
   signal.on('unauthenticated', () => logout('err.sessionExpired'));
@@ -116,15 +163,19 @@ function wireSignal(signal) {
   });
   signal.on('participant.joined', (msg) => participantNote(msg, 'agent.participant.joined'));
   signal.on('participant.left', (msg) => {
-    if (!isThisCall(msg)) return;
-    for (const tile of [...byId('tiles').querySelectorAll('[data-participant-id]')]) {
-      if (tile.dataset.participantId === String(msg.participant.id)) removeTile(tile);
-    }
+    if (!isThisCall(msg) || !msg.participant) return;
+    tiles.removeParticipant(msg.participant.id);
+    banner.left(msg.participant);
     participantNote(msg, 'agent.participant.left');
   });
-  signal.on('capture.progress', (msg) => { if (isThisCall(msg)) capture.update(msg); });
+  signal.on('monitor.state', (msg) => { if (isThisCall(msg)) banner.update(msg); });
+  signal.on('call.invited', (msg) => {
+    if (!msg.call || (app.call && msg.call.call_id === app.call.call_id)) return;
+    invitation.show(msg, app.call !== null);
+  });
+  signal.on('capture.progress', (msg) => { if (isThisCall(msg)) casePanel.capture.update(msg); });
   signal.on('case.material', (msg) => {
-    if (app.call && msg.case_id === app.call.case_id) addMaterial(msg.material);
+    if (app.call && msg.case_id === app.call.case_id) casePanel.addMaterial(msg.material);
   });
   signal.on('chat.message', (msg) => app.chat.add(msg));
   signal.on('error', (msg) => console.warn('signalling error:', msg.code));
@@ -138,6 +189,8 @@ async function requestState(next) {
   ring.unlock();
   if (!app.signal) return;
   try {
+    // The controls show right after login, possibly before the socket's first welcome.
+    if (!app.signal.welcome) await app.connecting;
     const reply = await app.signal.request('agent.state', { state: next });
     showAgentState(reply.state || next);
   } catch (err) {
@@ -170,7 +223,7 @@ function addRinging(call) {
   const li = h('li', { class: 'ringing-call', dataset: { callId: call.call_id } },
     h('div', { class: 'ring-info' },
       h('strong', { class: 'ring-service' }, call.service ? call.service.name : ''),
-      h('span', { class: 'ring-kiosk' }, [kiosk.township, kiosk.name].filter(Boolean).join(' · ')),
+      h('span', { class: 'ring-kiosk' }, kioskText(kiosk)),
       h('span', { class: 'ring-wait' }, h('span', { i18n: ['agent.ringing.waiting'] }), ' ',
         h('span', { dataset: { since: call.queued_at || new Date().toISOString() } }, sinceText(call.queued_at)))),
     accept);
@@ -195,7 +248,7 @@ function updateRinging() {
   const n = byId('ringing').children.length;
   byId('ringing-count').textContent = String(n);
   byId('ringing-empty').hidden = n > 0;
-  if (n > 0 && !app.call) ring.start();
+  if ((n > 0 || invitation.open) && !app.call) ring.start();
   else ring.stop();
   if (state() === 'idle' || state() === 'ringing') setState(n > 0 ? 'ringing' : 'idle');
 }
@@ -218,52 +271,18 @@ async function onAccept(callId, btn) {
 
 function wireMedia(media) {
   media.on('status', (s) => conn.set('media', s === 'reconnecting'));
-  media.on('track', (track, info) => addTile(track, info));
-  media.on('trackremoved', (track) => {
-    for (const tile of [...byId('tiles').querySelectorAll('[data-track-id]')]) {
-      if (tile.dataset.trackId === track.id) removeTile(tile);
-    }
+  media.on('track', (track, info) => tiles.add(track, info));
+  media.on('trackremoved', (track) => tiles.removeTrack(track));
+  media.on('joinfailed', (err) => {
+    console.warn('media join refused:', err.code);
+    if (app.callRole !== 'expert') return; // the agent's call ends with call.ended
+    leaveLive();
+    setText(byId('ringing-note'), 'agent.expert.over');
   });
-  media.on('joinfailed', (err) => console.warn('media join refused:', err.code));
-}
-
-function addTile(track, info) {
-  const p = info.participant || {};
-  const pid = p.id == null ? '' : String(p.id);
-  // One participant sends one track per role: a newer one (after their rejoin) replaces it.
-  for (const el of [...byId('tiles').querySelectorAll('[data-participant-id]')]) {
-    if (el.dataset.participantId === pid && el.dataset.tileRole === info.role && el.dataset.tileKind === track.kind) {
-      removeTile(el);
-    }
-  }
-  const attrs = { dataset: { role: info.role, participantKind: p.kind || '' } };
-  if (track.kind === 'audio') {
-    const audio = h('audio', { ...attrs, autoplay: true, hidden: true });
-    Object.assign(audio.dataset, { trackId: track.id, participantId: pid, tileRole: info.role, tileKind: 'audio' });
-    byId('tiles').append(audio);
-    attachTrack(audio, track);
-    return;
-  }
-  const video = h('video', { ...attrs, autoplay: true, playsInline: true, muted: true });
-  const caption = h('figcaption', {}, h('span', { i18n: [captionKey(info)] }), p.name ? ` · ${p.name}` : '');
-  const tile = h('figure', {
-    class: `tile role-${info.role}`,
-    dataset: { trackId: track.id, participantId: pid, tileRole: info.role, tileKind: 'video' },
-  },
-    video, caption);
-  byId('tiles').append(tile);
-  attachTrack(video, track);
-  updateTilesEmpty();
-}
-
-function removeTile(el) {
-  for (const m of el.matches('video, audio') ? [el] : el.querySelectorAll('video, audio')) m.srcObject = null;
-  el.remove();
-  updateTilesEmpty();
-}
-
-function updateTilesEmpty() {
-  byId('tiles-empty').hidden = byId('tiles').querySelector('video') !== null;
+  media.on('publishfailed', (role, err) => {
+    if (role === 'screen') screenShare.reset();
+    console.warn(`publishing ${role} refused:`, err.code);
+  });
 }
 
 function participantNote(msg, key) {
@@ -271,29 +290,36 @@ function participantNote(msg, key) {
   setText(byId('participants-note'), key, { name: msg.participant.name || '', kind: t(kindKey(msg.participant.kind)) });
 }
 
-async function enterLive(call) {
+/** Show `call` live: `role` 'agent' for a call we took, 'expert' when invited into it. */
+async function enterLive(call, role = 'agent') {
   if (!call) return;
   if (app.call && app.call.call_id === call.call_id) return;
   app.call = call;
+  app.callRole = role;
+  document.body.dataset.callRole = role;
+  if (role === 'expert') {
+    try {
+      sessionStorage.setItem(EXPERT_KEY, String(call.call_id));
+    } catch {
+      // not remembered: a reload then leaves the call
+    }
+  }
+  // Whoever took the call ends it; an expert only leaves.
+  byId('end-call').hidden = role === 'expert';
+  byId('leave-call').hidden = role !== 'expert';
+  invite.show(role === 'agent');
+  invite.reset();
+  banner.clear();
+  screenShare.reset();
+  if (invitation.call && invitation.call.call_id === call.call_id) invitation.hide();
+  invitation.setBusy(true);
   clearRinging();
   ring.stop();
-  byId('case-number').textContent = call.case_number || '';
-  byId('case-service').textContent = call.service ? call.service.name : '';
-  const kiosk = call.kiosk || {};
-  byId('case-kiosk').textContent = [kiosk.township, kiosk.name].filter(Boolean).join(' · ');
-  byId('case-duration').dataset.since = call.answered_at || new Date().toISOString();
-  byId('case-duration').textContent = sinceText(byId('case-duration').dataset.since);
   byId('participants-note').textContent = '';
-  resetSurveyor();
-  capture.reset();
-  materials.clear();
-  updateMaterialsEmpty();
+  casePanel.show(call);
   app.chat.start(call.call_id);
-  updateTilesEmpty();
+  tiles.updateEmpty();
   setState('live');
-  api.get(`/cases/${encodeURIComponent(call.case_id)}`)
-    .then((c) => { for (const m of (c && c.materials) || []) addMaterial(m); })
-    .catch((err) => console.warn('case could not be loaded:', err.code));
 
   const gen = app.mediaGen;
   const { stream, warning } = await getLocalMedia(
@@ -320,17 +346,22 @@ async function enterLive(call) {
 function leaveLive() {
   app.mediaGen += 1;
   if (app.media) app.media.stop();
+  screenShare.reset();
   stopStream(app.localStream);
   app.localStream = null;
   byId('local-camera').srcObject = null;
-  for (const el of [...byId('tiles').children]) removeTile(el);
-  delete byId('case-duration').dataset.since;
-  byId('case-duration').textContent = '';
+  tiles.clear();
   if (app.chat) app.chat.clear();
-  materials.clear();
-  capture.reset();
-  resetSurveyor();
+  casePanel.clear();
+  banner.clear();
+  invite.reset();
   conn.set('media', false);
+  forgetExpertCall();
+  app.callRole = null;
+  delete document.body.dataset.callRole;
+  byId('end-call').hidden = false;
+  byId('leave-call').hidden = true;
+  invitation.setBusy(false);
   const wasLive = app.call !== null;
   app.call = null;
   if (wasLive || state() === 'live') {
@@ -355,76 +386,22 @@ async function onEndCall() {
   setTimeout(() => { if (app.call && app.call.call_id === callId) leaveLive(); }, 4000);
 }
 
-// ---- case panel --------------------------------------------------------------
+// ---- expert conference -------------------------------------------------------
 
-function addMaterial(m) {
-  materials.add(m);
-  updateMaterialsEmpty();
+/** #invitation-accept: `call.join`, then the call as for an accepted one. */
+async function joinAsExpert(call) {
+  ring.unlock();
+  if (app.call) throw Object.assign(new Error('busy'), { code: 'busy' });
+  const reply = await app.signal.request('call.join', { call_id: call.call_id });
+  await enterLive(reply.call || call, 'expert');
 }
 
-function updateMaterialsEmpty() {
-  byId('materials-empty').hidden = byId('materials').children.length > 0;
-}
-
-async function onCapture() {
-  if (!app.call) return;
-  const btn = byId('capture-button');
-  btn.disabled = true;
-  capture.requested();
-  try {
-    await app.signal.request('device.capture', { call_id: app.call.call_id });
-  } catch (err) {
-    capture.update({ stage: 'failed', message: t(errorKey(err)) });
-  } finally {
-    setTimeout(() => { btn.disabled = false; }, 1500);
-  }
-}
-
-function resetSurveyor() {
-  byId('surveyor-box').hidden = true;
-  byId('surveyor-link').removeAttribute('href');
-  byId('surveyor-link').textContent = '';
-  byId('surveyor-qr').replaceChildren();
-  byId('surveyor-expiry').textContent = '';
-  hideError(byId('surveyor-error'));
-}
-
-async function onSurveyorLink() {
-  if (!app.call) return;
-  const btn = byId('surveyor-link-button');
-  btn.disabled = true;
-  hideError(byId('surveyor-error'));
-  try {
-    const answer = await api.post(`/cases/${encodeURIComponent(app.call.case_id)}/surveyor-links`,
-      { call_id: app.call.call_id });
-    const link = byId('surveyor-link');
-    const url = location.origin + answer.url;
-    link.href = url;
-    link.textContent = url;
-    // qr_svg is generated by our own server (segno), not user input.
-    byId('surveyor-qr').innerHTML = answer.qr_svg || '';
-    if (answer.expires_at) setText(byId('surveyor-expiry'), 'agent.surveyor.expires', { time: formatClock(answer.expires_at) });
-    byId('surveyor-box').hidden = false;
-  } catch (err) {
-    showError(byId('surveyor-error'), err);
-  } finally {
-    btn.disabled = false;
-  }
-}
-
-async function onCopyLink() {
-  const link = byId('surveyor-link');
-  try {
-    await navigator.clipboard.writeText(link.href);
-    setText(byId('surveyor-expiry'), 'agent.surveyor.copied');
-  } catch {
-    // Clipboard blocked (plain http): select the text so Ctrl+C works.
-    const range = document.createRange();
-    range.selectNodeContents(link);
-    const sel = window.getSelection();
-    sel.removeAllRanges();
-    sel.addRange(range);
-  }
+/** #leave-call (experts): `rtc.leave`; the call goes on without us. */
+function onLeaveCall() {
+  if (!app.call || app.callRole !== 'expert') return;
+  app.media.stop({ leave: true });
+  leaveLive();
+  setText(byId('ringing-note'), 'agent.expert.left');
 }
 
 // ---- wiring ------------------------------------------------------------------
@@ -435,10 +412,8 @@ function init() {
   byId('state-ready').addEventListener('click', () => requestState('ready'));
   byId('state-away').addEventListener('click', () => requestState('away'));
   byId('logout').addEventListener('click', () => logout());
-  byId('capture-button').addEventListener('click', onCapture);
   byId('end-call').addEventListener('click', onEndCall);
-  byId('surveyor-link-button').addEventListener('click', onSurveyorLink);
-  byId('surveyor-copy').addEventListener('click', onCopyLink);
+  byId('leave-call').addEventListener('click', onLeaveCall);
   // After a reload there was no click yet; the first one lets the ring tone play.
   for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => ring.unlock(), { once: true });
   startTicker();

@@ -7,6 +7,8 @@
 import { Emitter } from '/common/emitter.js';
 
 const MAX_REJOIN_BACKOFF_S = 5;
+// Request failures that mean "the socket is down", not "the server said no".
+const RETRYABLE = new Set(['disconnected', 'timeout', 'closed']);
 const DISCONNECTED_GRACE_MS = 6000;
 
 function trackKey(info, track) {
@@ -30,6 +32,7 @@ export class HubConnection extends Emitter {
     this.callId = null;
     this.closed = false;
     this.local = new Map(); // role -> MediaStreamTrack
+    this.published = null; // roles the server knows we send (CallMedia keeps it), null before the join
     this.tracks = new Map(); // mid -> TrackInfo, from the offer being / last applied
     this.announced = new Map(); // mid -> {key, info, track}
     this._queue = Promise.resolve();
@@ -62,6 +65,15 @@ export class HubConnection extends Emitter {
     this.callId = callId;
     this.local = new Map(Object.entries(localTracksByRole).filter(([, t]) => t));
     await this.signal.request('rtc.join', { call_id: callId, publish });
+  }
+
+  /**
+   * Send `track` for `role` from the next offer on (`null`: send nothing for it). For a
+   * slot the server adds mid-call after `rtc.publish` (screen share).
+   */
+  setLocalTrack(role, track) {
+    if (track) this.local.set(role, track);
+    else this.local.delete(role);
   }
 
   /** Swap the track sent for `role` (e.g. front/rear camera) without renegotiating. */
@@ -109,6 +121,12 @@ export class HubConnection extends Emitter {
     for (const tr of pc.getTransceivers()) {
       if (tr.mid == null || isStopped(tr)) continue;
       const info = infos.get(tr.mid);
+      if (!info && tr.sender.track) {
+        // A publish slot the server retired (rtc.unpublish): stop sending into it.
+        await tr.sender.replaceTrack(null);
+        tr.direction = 'inactive';
+        continue;
+      }
       if (!info || info.direction !== 'publish') continue;
       const track = this.local.get(info.role) || null;
       if (track && track.kind === tr.receiver.track.kind) {
@@ -174,7 +192,8 @@ export class HubConnection extends Emitter {
  * One call's media: joins, rejoins on ICE failure with back-off, and on request after
  * the signalling socket came back.  Events: 'track', 'trackremoved' (as HubConnection),
  * 'status' ('connecting' | 'connected' | 'reconnecting' | 'stopped'),
- * 'joinfailed' (err) when the server refuses to join us (call over, not allowed).
+ * 'joinfailed' (err) when the server refuses to join us (call over, not allowed),
+ * 'publishfailed' (role, err) when a track added during a join was refused.
  */
 export class CallMedia extends Emitter {
   constructor(signal) {
@@ -211,6 +230,42 @@ export class CallMedia extends Emitter {
   async replaceTrack(role, track) {
     this.local[role] = track;
     if (this.hub) await this.hub.replaceLocalTrack(role, track);
+  }
+
+  /**
+   * Start sending one more track mid-call (a screen share): `rtc.publish`, and the
+   * offer that follows carries its slot. Kept across rejoins until unpublishTrack().
+   * Rejects with the server's error (the track is then forgotten).
+   */
+  async publishTrack(role, track) {
+    this.local[role] = track;
+    if (this.hub) this.hub.setLocalTrack(role, track);
+    const hub = this.hub;
+    if (!hub || !hub.published || hub.published.has(role)) return; // the join under way sends it
+    hub.published.add(role);
+    try {
+      await this.signal.request('rtc.publish', { call_id: this.callId, role, kind: track.kind });
+    } catch (err) {
+      if (RETRYABLE.has(err.code)) return; // the rejoin after the outage publishes it
+      hub.published.delete(role);
+      if (this.local[role] === track) this.unpublishTrack(role, { tell: false });
+      throw err;
+    }
+  }
+
+  /** Stop sending `role` (`rtc.unpublish`); a rejoin no longer publishes it. */
+  async unpublishTrack(role, { tell = true } = {}) {
+    delete this.local[role];
+    const hub = this.hub;
+    if (hub) hub.setLocalTrack(role, null);
+    if (!tell || !hub || !hub.published || !hub.published.has(role)) return;
+    hub.published.delete(role);
+    try {
+      await this.signal.request('rtc.unpublish', { call_id: this.callId, role });
+    } catch (err) {
+      // Socket down: the rejoin leaves it out. Already gone (or we left the media): fine.
+      if (!RETRYABLE.has(err.code) && err.code !== 'invalid_state' && err.code !== 'forbidden') throw err;
+    }
   }
 
   /** Stop media. With `leave`, tell the server first (`rtc.leave`). */
@@ -268,6 +323,7 @@ export class CallMedia extends Emitter {
       .map(([role, track]) => ({ role, kind: track.kind }));
     try {
       await hub.join(this.callId, publish, this.local);
+      if (hub === this.hub) this._syncPublished(hub, publish.map((p) => p.role));
     } catch (err) {
       if (hub !== this.hub) return;
       if (err.code === 'disconnected' || err.code === 'timeout' || err.code === 'closed') {
@@ -281,6 +337,21 @@ export class CallMedia extends Emitter {
       }
     } finally {
       this._joining = false;
+    }
+  }
+
+  /** Tracks added or dropped while the join was under way: publish / unpublish them now. */
+  _syncPublished(hub, joinedRoles) {
+    hub.published = new Set(joinedRoles);
+    for (const role of joinedRoles) {
+      if (!this.local[role]) {
+        this.unpublishTrack(role).catch((err) => console.warn('rtc.unpublish refused:', err.code));
+      }
+    }
+    for (const [role, track] of Object.entries(this.local)) {
+      if (track && !hub.published.has(role)) {
+        this.publishTrack(role, track).catch((err) => this.emit('publishfailed', role, err));
+      }
     }
   }
 

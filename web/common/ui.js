@@ -201,6 +201,11 @@ export function hideError(el) {
   el.textContent = '';
 }
 
+/** "township · kiosk name" of a CallInfo's `kiosk`. */
+export function kioskText(kiosk) {
+  return kiosk ? [kiosk.township, kiosk.name].filter(Boolean).join(' · ') : '';
+}
+
 /** Caption for a remote track: whose and what. */
 export function captionKey(info) {
   const kind = info.participant && info.participant.kind;
@@ -209,6 +214,7 @@ export function captionKey(info) {
   if (kind === 'surveyor') return 'caption.surveyor';
   if (kind === 'kiosk' || kind === 'devices') return 'caption.citizen';
   if (kind === 'agent') return 'caption.agent';
+  if (kind === 'expert') return 'caption.expert';
   if (kind === 'supervisor') return 'caption.supervisor';
   return 'caption.other';
 }

@@ -6,9 +6,11 @@ import { SignalClient } from '/common/signal.js';
 import { CallMedia } from '/common/rtc.js';
 import { initI18n, onLangChange } from '/common/i18n.js';
 import {
-  byId, h, setState, setText, setAttr, t, initElderly, ConnectionIndicator, Chat, CaptureProgress,
-  MaterialList, attachTrack, getLocalMedia, stopStream, showError, hideError, errorKey,
+  byId, h, setState, setText, t, initElderly, ConnectionIndicator, Chat, CaptureProgress,
+  MaterialList, getLocalMedia, stopStream, showError, hideError, errorKey,
 } from '/common/ui.js';
+import { RemoteView } from '/kiosk/remote.js';
+import { RatingForm } from '/kiosk/rating.js';
 
 const RATED_BACK_MS = 10000;
 const ENDED_BACK_MS = 120000;
@@ -17,6 +19,8 @@ const api = new Api({ storage: window.localStorage, key: 'vw.kiosk.session' });
 const conn = new ConnectionIndicator();
 const capture = new CaptureProgress();
 const materials = new MaterialList(api, byId('materials'), { openable: false });
+const remote = new RemoteView();
+let rating = null; // RatingForm, made in init() once the language is set
 
 const app = {
   signal: null,
@@ -28,7 +32,6 @@ const app = {
   localStream: null,
   localPromise: null,
   mediaGen: 0,
-  stars: 0,
   backTimer: null,
   endFallback: null,
 };
@@ -136,24 +139,8 @@ function wireSignal(signal) {
 
 function wireMedia(media) {
   media.on('status', (s) => conn.set('media', s === 'reconnecting'));
-  media.on('track', (track, info) => {
-    if (info.kind === 'audio' || track.kind === 'audio') {
-      const el = h('audio', { autoplay: true, dataset: { trackId: track.id, role: info.role } });
-      byId('remote-audio').append(el);
-      attachTrack(el, track);
-    } else if (info.role === 'camera' && info.participant && info.participant.kind === 'agent') {
-      const video = byId('remote-agent-camera');
-      video.dataset.trackId = track.id;
-      attachTrack(video, track);
-    }
-  });
-  media.on('trackremoved', (track) => {
-    for (const el of byId('remote-audio').querySelectorAll('audio')) {
-      if (el.dataset.trackId === track.id) { el.srcObject = null; el.remove(); }
-    }
-    const video = byId('remote-agent-camera');
-    if (video.dataset.trackId === track.id) { video.srcObject = null; delete video.dataset.trackId; }
-  });
+  media.on('track', (track, info) => remote.add(track, info));
+  media.on('trackremoved', (track) => remote.remove(track));
   media.on('joinfailed', (err) => console.warn('media join refused:', err.code));
 }
 
@@ -387,8 +374,7 @@ async function onEndCall() {
 function leaveCall() {
   if (app.media) app.media.stop();
   stopLocalMedia();
-  byId('remote-agent-camera').srcObject = null;
-  byId('remote-audio').replaceChildren();
+  remote.clear();
   if (app.chat) app.chat.clear();
   materials.clear();
   capture.reset();
@@ -411,54 +397,10 @@ function onEnded(msg) {
   }
   if (state() === 'ended' || state() === 'rated') return;
   setText(byId('ended-reason'), `kiosk.ended.${msg.ended_by || 'system'}`);
-  setStars(0);
-  byId('rating-comment').value = '';
-  hideError(byId('rating-error'));
+  rating.reset();
   setState('ended');
   app.backTimer = setTimeout(goIdle, ENDED_BACK_MS);
   byId('ended-title').focus();
-}
-
-function setStars(n) {
-  app.stars = n;
-  for (const btn of document.querySelectorAll('#rating button[data-stars]')) {
-    const v = Number(btn.dataset.stars);
-    btn.setAttribute('aria-pressed', String(v === n));
-    btn.classList.toggle('filled', v <= n);
-  }
-  byId('rating-submit').disabled = n === 0;
-  const chosen = byId('rating-chosen');
-  if (n) setText(chosen, 'rating.chosen', { n });
-  else chosen.textContent = '';
-}
-
-function onStarKey(ev) {
-  const n = Number(ev.currentTarget.dataset.stars);
-  let next = null;
-  if (ev.key === 'ArrowRight' || ev.key === 'ArrowUp') next = Math.min(5, n + 1);
-  if (ev.key === 'ArrowLeft' || ev.key === 'ArrowDown') next = Math.max(1, n - 1);
-  if (next === null) return;
-  ev.preventDefault();
-  setStars(next);
-  document.querySelector(`#rating button[data-stars="${next}"]`).focus();
-}
-
-async function onRatingSubmit() {
-  if (!app.stars || !app.call) return;
-  const btn = byId('rating-submit');
-  btn.disabled = true;
-  hideError(byId('rating-error'));
-  const body = { stars: app.stars };
-  const comment = byId('rating-comment').value.trim();
-  if (comment) body.comment = comment;
-  try {
-    await api.post(`/calls/${encodeURIComponent(app.call.call_id)}/rating`, body);
-    onRated();
-  } catch (err) {
-    if (err.code === 'conflict') return onRated(); // already rated
-    showError(byId('rating-error'), err, err.code === 'network' ? 'err.network' : 'rating.failed');
-    btn.disabled = false;
-  }
 }
 
 function onRated() {
@@ -473,11 +415,7 @@ function onRated() {
 function init() {
   initI18n();
   initElderly();
-  for (const btn of document.querySelectorAll('#rating button[data-stars]')) {
-    setAttr(btn, 'aria-label', 'rating.star', { n: Number(btn.dataset.stars) });
-    btn.addEventListener('click', () => setStars(Number(btn.dataset.stars)));
-    btn.addEventListener('keydown', onStarKey);
-  }
+  rating = new RatingForm(api, { getCallId: () => (app.call ? app.call.call_id : null), onRated });
   byId('login-form').addEventListener('submit', onLogin);
   byId('service-search').addEventListener('input', filterCatalog);
   byId('catalog-retry').addEventListener('click', loadCatalog);
@@ -485,7 +423,6 @@ function init() {
   byId('cancel-call').addEventListener('click', onCancel);
   byId('capture-button').addEventListener('click', onCapture);
   byId('end-call').addEventListener('click', onEndCall);
-  byId('rating-submit').addEventListener('click', onRatingSubmit);
   byId('new-call').addEventListener('click', goIdle);
   byId('logout').addEventListener('click', () => {
     if (window.confirm(t('kiosk.logoutConfirm'))) logout();

@@ -1,5 +1,6 @@
 // Supervisor dashboard: queue, live sessions and agents, re-rendered on every
-// `dashboard.snapshot` the server pushes (no polling).
+// `dashboard.snapshot` the server pushes (no polling); each live session can be
+// monitored (listen / whisper / barge) in the #monitor panel.
 // body[data-state]: login | dashboard
 
 import { Api } from '/common/api.js';
@@ -7,12 +8,14 @@ import { SignalClient } from '/common/signal.js';
 import { initI18n, onLangChange } from '/common/i18n.js';
 import {
   byId, h, setState, setText, t, ConnectionIndicator, showError, hideError, errorKey, startTicker,
-  formatClock, kindKey, sinceText,
+  formatClock, kindKey, kioskText, sinceText,
 } from '/common/ui.js';
+import { MonitorPanel, MODES } from '/supervisor/monitor.js';
 
 const api = new Api({ key: 'vw.supervisor.session' });
 const conn = new ConnectionIndicator();
 const app = { signal: null, snapshot: null };
+const monitor = new MonitorPanel({ conn, onChange: () => markMonitored() });
 
 // ---- login -------------------------------------------------------------------
 
@@ -43,6 +46,7 @@ async function onLogin(ev) {
 }
 
 function logout(reasonKey = null) {
+  monitor.stop(null);
   if (app.signal) app.signal.close();
   app.signal = null;
   app.snapshot = null;
@@ -62,9 +66,12 @@ async function startSession() {
   signal.on('reconnected', () => {
     conn.set('socket', false);
     subscribe();
+    monitor.reconnected();
   });
   signal.on('unauthenticated', () => logout('err.sessionExpired'));
   signal.on('dashboard.snapshot', (msg) => render(msg));
+  signal.on('call.ended', (msg) => monitor.callEnded(msg.call_id));
+  monitor.attach(signal);
   signal.on('error', (msg) => console.warn('signalling error:', msg.code));
   setState('dashboard');
   setText(byId('dashboard-status'), 'supervisor.loading');
@@ -90,8 +97,6 @@ async function subscribe() {
 
 // ---- rendering ---------------------------------------------------------------
 
-const kioskText = (k) => (k ? [k.township, k.name].filter(Boolean).join(' · ') : '');
-
 function render(snapshot) {
   app.snapshot = snapshot;
   byId('dashboard-status').textContent = '';
@@ -99,6 +104,9 @@ function render(snapshot) {
   renderQueue(snapshot.queue || []);
   renderSessions(snapshot.sessions || []);
   renderAgents(snapshot.agents || []);
+  // A monitored call no longer live has ended (its call.ended may not reach us).
+  const live = new Set((snapshot.sessions || []).map((s) => String(s.call_id)));
+  if (monitor.callId !== null && !live.has(String(monitor.callId))) monitor.callEnded(monitor.callId);
 }
 
 function renderQueue(queue) {
@@ -118,7 +126,24 @@ function participantsText(list) {
   return (list || []).map((p) => `${p.name || '?'}（${t(kindKey(p.kind))}）`).join(', ');
 }
 
+function monitorButtons(session) {
+  const group = h('div', { class: 'monitor-buttons', role: 'group', 'aria-label': t('supervisor.monitor.modes') });
+  for (const mode of MODES) {
+    const btn = h('button', {
+      type: 'button', class: `monitor-${mode} small`, 'aria-pressed': 'false', dataset: { mode },
+      i18n: [`supervisor.monitor.${mode}`],
+    });
+    btn.addEventListener('click', () => monitor.choose(session, mode));
+    group.append(btn);
+  }
+  return h('td', { class: 'monitor-actions' }, group);
+}
+
 function renderSessions(sessions) {
+  // Every snapshot rebuilds the rows: keep keyboard focus on the same button.
+  const focused = document.activeElement;
+  const keep = focused && byId('sessions').contains(focused) && focused.dataset.mode
+    ? { callId: focused.closest('tr').dataset.callId, mode: focused.dataset.mode } : null;
   const rows = sessions.map((s) => h('tr', { dataset: { callId: s.call_id } },
     h('td', {}, s.case_number || ''),
     h('td', {}, s.service ? s.service.name : ''),
@@ -126,10 +151,29 @@ function renderSessions(sessions) {
     h('td', {}, s.agent ? s.agent.name : ''),
     h('td', { class: 'participants' }, participantsText(s.participants)),
     h('td', { class: 'num' }, h('span', { dataset: { since: s.answered_at || s.queued_at || '' } },
-      sinceText(s.answered_at || s.queued_at)))));
+      sinceText(s.answered_at || s.queued_at))),
+    monitorButtons(s)));
   byId('sessions').tBodies[0].replaceChildren(...rows);
   byId('sessions-count').textContent = String(rows.length);
   byId('sessions-empty').hidden = rows.length > 0;
+  markMonitored();
+  if (keep) {
+    const row = rows.find((r) => r.dataset.callId === keep.callId);
+    const btn = row && row.querySelector(`button[data-mode="${keep.mode}"]`);
+    if (btn) btn.focus();
+  }
+}
+
+/** aria-pressed on the row buttons: which call is monitored, in which mode. */
+function markMonitored() {
+  const callId = monitor.callId === null ? null : String(monitor.callId);
+  for (const row of byId('sessions').tBodies[0].rows) {
+    const on = row.dataset.callId === callId;
+    row.classList.toggle('monitored', on);
+    for (const btn of row.querySelectorAll('button[data-mode]')) {
+      btn.setAttribute('aria-pressed', String(on && btn.dataset.mode === monitor.mode));
+    }
+  }
 }
 
 function renderAgents(agents) {
