@@ -147,6 +147,15 @@ class CallJoin(_Message):
     call_id: CallId
 
 
+class MediaSnapshot(_Message):
+    """The agent takes an evidence still from a live video track into the case."""
+
+    type: Literal["media.snapshot"]
+    call_id: CallId
+    participant_id: str = Field(min_length=1, max_length=128)
+    role: Literal["camera", "doccam", "screen"]
+
+
 class DeviceCapture(_Message):
     type: Literal["device.capture"]
     call_id: CallId
@@ -173,7 +182,7 @@ class DashboardSubscribe(_Message):
 ALL_MESSAGES: tuple[type[_Message], ...] = (
     Auth, Ping, AgentState, CallStart, CallCancel, CallAccept, CallEnd, CallInvite, CallJoin,
     RtcJoin, RtcAnswer, RtcCandidate, RtcLeave, RtcPublish, RtcUnpublish, SessionMonitor,
-    DeviceCapture, DeviceProgress, ChatSend, DashboardSubscribe,
+    MediaSnapshot, DeviceCapture, DeviceProgress, ChatSend, DashboardSubscribe,
 )
 
 MESSAGE_TYPES: dict[str, type[_Message]] = {

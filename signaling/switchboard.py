@@ -15,14 +15,16 @@ from typing import Any
 
 from sqlalchemy import select
 
-from media.fanout import ParticipantInfo
+from media.fanout import EncodedPublication, ParticipantInfo
 from media.hub import TrackRole
 from media.service import MediaService
+from media.snapshot import take_snapshot
 from signaling.presence import Connection, Presence, Room
 from vwindow.cases import Cases
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError
 from vwindow.models import Role, User
+from vwindow.store import FileStore
 from vwindow.views import CallView, MaterialView
 
 logger = logging.getLogger(__name__)
@@ -412,6 +414,30 @@ class Switchboard:
             "type": "chat.message", "call_id": call_id,
             "from": {"kind": conn.principal.role.value, "name": conn.principal.name},
             "text": text, "at": datetime.now(UTC).isoformat()})
+
+    async def snapshot_to_case(self, conn: Connection, call_id: int, participant_id: str,
+                               role: str, store: FileStore) -> dict[str, Any]:
+        """Decode one keyframe of a live track into a JPEG material of the case."""
+        room = await self.require_member(conn, call_id, roles=(Role.AGENT,))
+        hub = self.media.find(call_id)
+        pub = next((p for p in (hub.publications() if hub else [])
+                    if p.owner.id == participant_id and p.role == role), None)
+        if pub is None:
+            raise NotFoundError(f"{participant_id!r} has no live {role!r} track in call "
+                                f"{call_id}", field="participant_id")
+        if not isinstance(pub, EncodedPublication):
+            raise InvalidStateError("snapshots need the hub in forwarding mode")
+        shot = await take_snapshot(pub.source, name=f"{pub.owner.name} {role}")
+        sha = await store.put(shot.jpeg)
+        stamp = shot.taken_at.strftime("%Y%m%d-%H%M%S")
+        material, new = await self.cases.add_material(
+            conn.principal, room.case_id, sha256=sha, size=len(shot.jpeg),
+            content_type="image/jpeg", filename=f"snapshot-{pub.owner.kind}-{role}-{stamp}.jpg",
+            source="snapshot", call_id=call_id)
+        if new:
+            await self.material_added(call_id, material)
+        return {"type": "snapshot.taken", "material": material.model_dump(mode="json"),
+                "width": shot.width, "height": shot.height}
 
     # -- dashboard ---------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
     p.SessionMonitor: (Role.SUPERVISOR,),
     p.CallInvite: (Role.AGENT,),
     p.CallJoin: (Role.AGENT,),
+    p.MediaSnapshot: (Role.AGENT,),
     p.DeviceCapture: (Role.AGENT, Role.KIOSK),
     p.DeviceProgress: (Role.KIOSK,),
     p.ChatSend: (Role.AGENT, Role.KIOSK, Role.SURVEYOR),
@@ -172,6 +173,8 @@ async def _dispatch(services: Services, conn: Connection,
             return await sb.invite(conn, call_id, username)
         case p.CallJoin(call_id=call_id):
             return await sb.join_as_expert(conn, call_id)
+        case p.MediaSnapshot(call_id=call_id, participant_id=pid, role=role):
+            return await sb.snapshot_to_case(conn, call_id, pid, role, services.store)
         case p.DeviceCapture(call_id=call_id):
             return await sb.request_capture(conn, call_id)
         case p.DeviceProgress(request_id=rid, stage=stage, percent=pct, message=text):

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
 import pytest
 
 from signaling.client import ClientError, HubPeer, SignalClient
@@ -141,3 +143,28 @@ async def test_expert_conference(server: Server, live_call: LiveCall) -> None:
     await first_frame(live_call.agent_peer, "camera", "kiosk")
     await expert_peer.close()
     await expert.close()
+
+
+async def test_snapshot_lands_in_the_case(server: Server, live_call: LiveCall) -> None:
+    shot = await live_call.agent.request("media.snapshot", call_id=live_call.call_id,
+                                         participant_id="kiosk:1/page", role="camera")
+    material = shot["material"]
+    assert (shot["width"], shot["height"]) == (320, 240)
+    assert material["source"] == "snapshot" and material["content_type"] == "image/jpeg"
+    pushed = await wait_for(live_call.kiosk, "case.material")
+    assert pushed["material"]["id"] == material["id"]
+    async with server.http.get(server.url + material["url"],
+                               headers={"Authorization": f"Bearer {live_call.agent.token}"}) as r:
+        body = await r.read()
+    image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (240, 320, 3)
+    b, _g, r = image.reshape(-1, 3).mean(axis=0)
+    assert r > 200 and b < 60  # the kiosk's red picture, not someone else's
+    with pytest.raises(ClientError) as err:
+        await live_call.agent.request("media.snapshot", call_id=live_call.call_id,
+                                      participant_id="kiosk:1/page", role="screen")
+    assert err.value.code == "not_found" and "'screen'" in err.value.message
+    with pytest.raises(ClientError) as err:
+        await live_call.kiosk.request("media.snapshot", call_id=live_call.call_id,
+                                      participant_id="agent:1/page", role="camera")
+    assert err.value.code == "forbidden"
