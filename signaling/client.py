@@ -18,6 +18,8 @@ import aiohttp
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -162,8 +164,16 @@ class HubPeer:
         self.signal = signal
         self.call_id = call_id
         self.tracks = tracks  # role -> local track
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
-                                                     bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        welcome = signal.welcome
+        servers = [RTCIceServer(urls=s["urls"], username=s.get("username"),
+                                credential=s.get("credential"))
+                   for s in welcome.get("ice_servers") or []]
+        policy = (RTCIceTransportPolicy.RELAY if welcome.get("ice_transport_policy") == "relay"
+                  else RTCIceTransportPolicy.ALL)
+        # TURN from the welcome, like the browsers; max-bundle as on the hub.
+        self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=servers, iceTransportPolicy=policy,
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.remote: dict[str, tuple[dict[str, Any], MediaStreamTrack]] = {}
         self.on_track: Callable[[dict[str, Any], MediaStreamTrack], None] | None = None
         self._offers: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=16)

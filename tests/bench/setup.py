@@ -20,8 +20,7 @@ from playwright.async_api import async_playwright, expect
 
 from tests.conftest import make_config, start_server
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.pages import login_kiosk, login_staff, video_frames
-from tests.e2e.test_walking_skeleton import set_ready
+from tests.e2e.pages import login_kiosk, login_staff, set_ready, video_frames
 
 
 async def run(calls: int) -> dict[str, object]:

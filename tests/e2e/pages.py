@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from playwright.async_api import Page
+from playwright.async_api import Page, expect
 
 FRAME_JS = """
 async ([selector, timeoutMs]) => {
@@ -64,3 +64,16 @@ async def login_kiosk(page: Page, base: str) -> None:
     await page.fill("#login-code", "kiosk-tx01")
     await page.fill("#login-key", "demo-kiosk-key")
     await page.click("#login-submit")
+
+
+async def set_ready(page: Page) -> None:
+    """Press 就绪 until the server confirms (the socket may still be connecting)."""
+    state = page.locator("#agent-state")
+    for _ in range(20):
+        await page.click("#state-ready")
+        try:
+            await expect(state).to_have_attribute("data-state", "ready", timeout=1000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the agent console never became ready")

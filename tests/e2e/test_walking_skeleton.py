@@ -9,31 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
 from devices.registry import create_device
 from signaling.kioskagent import KioskAgent
 from tests.conftest import Server
-from tests.e2e.pages import captured_size, login_kiosk, login_staff, video_frames
+from tests.e2e.pages import captured_size, login_kiosk, login_staff, set_ready, video_frames
 from vwindow.models import Rating
 
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-async def set_ready(page: Page) -> None:
-    """Press 就绪 until the server confirms (the socket may still be connecting)."""
-    state = page.locator("#agent-state")
-    for _ in range(20):
-        await page.click("#state-ready")
-        try:
-            await expect(state).to_have_attribute("data-state", "ready", timeout=1000)
-            return
-        except AssertionError:
-            continue
-    raise AssertionError("the agent console never became ready")
 
 
 def _file_log() -> logging.Handler:
@@ -112,6 +99,12 @@ async def test_kiosk_agent_supervisor_surveyor(server: Server, browser: Browser)
         # And from the kiosk: a second page.
         await kiosk.click("#capture-button")
         await expect(material).to_have_count(2, timeout=20000)
+        # An evidence snapshot of the citizen's camera, decoded on the hub.
+        kiosk_tile = agent.locator('figure.tile:has(video[data-role="camera"]'
+                                   '[data-participant-kind="kiosk"])')
+        await kiosk_tile.locator(".snapshot-button").click()
+        await expect(material).to_have_count(3, timeout=20000)
+        await expect(agent.locator('#materials .material img').nth(2)).to_be_visible()
 
         # A surveyor joins from a phone with the one-time link.
         await agent.click("#surveyor-link-button")

@@ -24,7 +24,20 @@ const EXPERT_KEY = 'vw.agent.expertCall';
 const api = new Api({ key: 'vw.agent.session' });
 const conn = new ConnectionIndicator();
 const ring = new RingTone();
-const tiles = new Tiles();
+const tiles = new Tiles(undefined, undefined, { onSnapshot: takeSnapshot });
+
+/** An evidence still of one live video into the case; it arrives via `case.material`. */
+async function takeSnapshot(info) {
+  if (!app.call || !app.signal) return;
+  try {
+    await app.signal.request('media.snapshot', {
+      call_id: app.call.call_id, participant_id: info.participant.id, role: info.role,
+    });
+    setText(byId('ringing-note'), 'tile.snapshotDone');
+  } catch (err) {
+    setText(byId('ringing-note'), errorKey(err));
+  }
+}
 
 const app = {
   signal: null,

@@ -4,9 +4,11 @@
 import { byId, h, attachTrack, captionKey } from '/common/ui.js';
 
 export class Tiles {
-  constructor(el = byId('tiles'), emptyEl = byId('tiles-empty')) {
+  /** `onSnapshot(info)`, when given, adds an evidence-snapshot button to each video tile. */
+  constructor(el = byId('tiles'), emptyEl = byId('tiles-empty'), { onSnapshot = null } = {}) {
     this.el = el;
     this.emptyEl = emptyEl;
+    this.onSnapshot = onSnapshot;
   }
 
   /** A `track` event of CallMedia: `info` is its TrackInfo. */
@@ -29,6 +31,14 @@ export class Tiles {
     }
     const video = h('video', { ...attrs, autoplay: true, playsInline: true, muted: true });
     const caption = h('figcaption', {}, h('span', { i18n: [captionKey(info)] }), p.name ? ` · ${p.name}` : '');
+    if (this.onSnapshot) {
+      const shoot = h('button', { type: 'button', class: 'snapshot-button', i18n: ['tile.snapshot'] });
+      shoot.addEventListener('click', async () => {
+        shoot.disabled = true;
+        try { await this.onSnapshot(info); } finally { shoot.disabled = false; }
+      });
+      caption.append(' ', shoot);
+    }
     const tile = h('figure', {
       class: `tile role-${info.role}`,
       dataset: { trackId: track.id, participantId: pid, tileRole: info.role, tileKind: 'video' },
