@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 """Send a message to one participant (by participant id) over its signalling socket."""
 
+MemberState = Callable[[int, str, str], Awaitable[None]]
+"""(session id, participant id, "reconnecting" | "connected"): a participant's media link
+went down or came (back) up, so the others can say "reconnecting" while it lasts."""
+
 ROLES = {"camera": "video", "mic": "audio", "doccam": "video", "screen": "video"}
 
 
@@ -79,8 +83,10 @@ class SessionHub:
     """The media star of one live session (``session_id`` is the call id)."""
 
     def __init__(self, session_id: int, notify: Notify, *, video_codec: str = "VP8",
-                 forwarding: ForwardingHook | None = None) -> None:
+                 forwarding: ForwardingHook | None = None,
+                 on_member_state: MemberState | None = None) -> None:
         self.session_id = session_id
+        self._on_member_state = on_member_state
         self._forwarding = forwarding
         self._notify = notify
         self.video_codec = video_codec.upper()
@@ -145,10 +151,16 @@ class SessionHub:
         async def on_state() -> None:
             logger.info("session %s: %s connection %s", self.session_id, info.id,
                         pc.connectionState)
-            if pc.connectionState == "failed" and self._members.get(info.id) is member:
+            current = self._members.get(info.id) is member
+            if pc.connectionState in ("disconnected", "failed") and current:
+                await self._member_state(info.id, "reconnecting")
+            if pc.connectionState == "failed" and current:
+                # The client rejoins with a new peer connection (aiortc has no ICE restart).
                 await self.leave(info.id)
-            elif pc.connectionState == "connected" and member.pending:
-                await self._negotiate(member)
+            elif pc.connectionState == "connected" and current:
+                await self._member_state(info.id, "connected")
+                if member.pending:
+                    await self._negotiate(member)
 
         for tr in publish:
             transceiver = pc.addTransceiver(tr.kind, direction="recvonly")
@@ -160,6 +172,13 @@ class SessionHub:
         logger.info("session %s: %s (%s) joins, publishing %s", self.session_id, info.id,
                     info.kind, ",".join(t.role for t in publish) or "nothing")
         await self._negotiate(member)
+
+    async def _member_state(self, participant_id: str, state: str) -> None:
+        if self._on_member_state is not None:
+            try:
+                await self._on_member_state(self.session_id, participant_id, state)
+            except Exception:
+                logger.exception("session %s: state report failed", self.session_id)
 
     async def leave(self, participant_id: str) -> None:
         member = self._members.pop(participant_id, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from media.forwarding import ForwardingHook
-from media.hub import Notify, SessionHub
+from media.hub import MemberState, Notify, SessionHub
 from media.ice import HostAddresses
 
 logger = logging.getLogger(__name__)
@@ -13,8 +13,10 @@ logger = logging.getLogger(__name__)
 
 class MediaService:
     def __init__(self, notify: Notify, *, ice_addresses: tuple[str, ...],
-                 video_codec: str = "VP8", forward: bool = True) -> None:
+                 video_codec: str = "VP8", forward: bool = True,
+                 on_member_state: MemberState | None = None) -> None:
         self._notify = notify
+        self.on_member_state = on_member_state
         self._ice = HostAddresses(ice_addresses)
         self._forwarding = ForwardingHook() if forward else None
         self.video_codec = video_codec
@@ -37,7 +39,8 @@ class MediaService:
         hub = self._hubs.get(session_id)
         if hub is None:
             hub = SessionHub(session_id, self._notify, video_codec=self.video_codec,
-                             forwarding=self._forwarding)
+                             forwarding=self._forwarding,
+                             on_member_state=self.on_member_state)
             self._hubs[session_id] = hub
             logger.info("session %s: hub opened", session_id)
         return hub

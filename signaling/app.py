@@ -47,6 +47,7 @@ def build_services(config: Config) -> Services:
                          video_codec=config.media.video_codec, forward=config.media.forward)
     switchboard = Switchboard(db, cases, presence, media, config.server.node_id)
     holder.append(switchboard)
+    media.on_member_state = switchboard.member_state
     return Services(config=config, db=db, store=store, tokens=tokens, cases=cases,
                     presence=presence, media=media, switchboard=switchboard)
 

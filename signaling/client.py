@@ -208,6 +208,9 @@ class HubPeer:
             for info in offer["tracks"]:
                 self._track_infos[info["mid"]] = info
             await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+            # Tracks the hub no longer sends us (a participant left or rejoined) are gone.
+            for mid in [m for m in self.remote if m not in self._current_mids]:
+                del self.remote[mid]
             for t in self.pc.getTransceivers():
                 info = self._track_infos.get(t.mid or "")
                 if info and info["direction"] == "publish" and info["role"] in self.tracks:

@@ -352,6 +352,14 @@ class Switchboard:
     def _kind(conn: Connection) -> str:
         return "devices" if conn.client == "devices" else conn.principal.role.value
 
+    async def member_state(self, call_id: int, participant_id: str, state: str) -> None:
+        """A participant's media went down (``reconnecting``) or is back (``connected``)."""
+        hub = self.media.find(call_id)
+        hidden = hub.is_hidden(participant_id) if hub else False
+        await self._announce(call_id, {"type": "participant.state", "call_id": call_id,
+                                       "participant_id": participant_id, "state": state},
+                             hidden)
+
     async def notify_participant(self, participant_id: str, message: dict[str, Any]) -> None:
         conn = self.presence.by_participant(participant_id)
         if conn is None:

@@ -50,7 +50,7 @@ async def first_frame(peer: HubPeer, role: str, kind: str, timeout: float = 15.0
     """Receive the first frame of the remote track with ``role`` from a participant ``kind``."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        for info, track in list(peer.remote.values()):
+        for info, track in reversed(list(peer.remote.values())):  # newest first
             if info["role"] == role and info["participant"]["kind"] == kind:
                 remaining = deadline - asyncio.get_running_loop().time()
                 return await asyncio.wait_for(track.recv(), max(remaining, 0.1))

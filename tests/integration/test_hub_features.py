@@ -168,3 +168,36 @@ async def test_snapshot_lands_in_the_case(server: Server, live_call: LiveCall) -
         await live_call.kiosk.request("media.snapshot", call_id=live_call.call_id,
                                       participant_id="agent:1/page", role="camera")
     assert err.value.code == "forbidden"
+
+
+async def test_kiosk_rejoins_after_losing_its_socket(server: Server, live_call: LiveCall) -> None:
+    # The kiosk's socket and peer connection die; it comes back with new ones.
+    await live_call.kiosk_peer.close()
+    await live_call.kiosk.close()
+    kiosk = SignalClient(server.http, server.url, live_call.kiosk.token)
+    welcome = await kiosk.connect()
+    assert welcome["active_call"]["call_id"] == live_call.call_id
+    assert welcome["active_call"]["status"] == "live"
+    peer = HubPeer(kiosk, live_call.call_id, camera_and_mic(320, 240, (0, 255, 255)))
+    await peer.join()
+    # The agent gets the kiosk's new camera (yellow now) and the kiosk the agent's.
+    async def yellow() -> bool:
+        try:  # the old track may still be listed until the hub's re-offer lands
+            frame = await first_frame(live_call.agent_peer, "camera", "kiosk", timeout=1.0)
+        except TimeoutError:
+            return False
+        b, g, r = frame.to_ndarray(format="bgr24").reshape(-1, 3).mean(axis=0)
+        return bool(g > 200 and r > 200 and b < 60)
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await yellow():
+        assert asyncio.get_running_loop().time() < deadline, "kiosk's new camera never arrived"
+    await first_frame(peer, "camera", "agent")
+    # The call, case and chat carry on.
+    await live_call.agent.request("chat.send", call_id=live_call.call_id, text="还在吗？")
+    chat = await wait_for(kiosk, "chat.message")
+    assert chat["text"] == "还在吗？"
+    await live_call.agent.request("call.end", call_id=live_call.call_id)
+    await wait_for(kiosk, "call.ended")
+    await peer.close()
+    await kiosk.close()

@@ -155,6 +155,8 @@ function forgetExpertCall() {
 
 function wireSignal(signal) {
   signal.on('reconnecting', () => conn.set('socket', true));
+  // The other side's media link is down: say so here too until it is back.
+  signal.on('participant.state', (msg) => conn.set(`peer:${msg.participant_id}`, msg.state === 'reconnecting'));
   signal.on('reconnected', (welcome) => {
     conn.set('socket', false);
     const active = welcome.active_call;

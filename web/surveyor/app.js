@@ -98,6 +98,8 @@ async function join() {
 
 function wire(signal, media, session) {
   signal.on('reconnecting', () => conn.set('socket', true));
+  // The other side's media link is down: say so here too until it is back.
+  signal.on('participant.state', (msg) => conn.set(`peer:${msg.participant_id}`, msg.state === 'reconnecting'));
   // The call is known from the link, so after a lost socket simply join again;
   // a call that ended meanwhile refuses the join (joinfailed below).
   signal.on('reconnected', () => {
