@@ -404,7 +404,7 @@ class Cases:
 
     async def add_material(
         self,
-        principal: Principal,
+        actor: Principal | str,
         case_id: int,
         *,
         sha256: str,
@@ -416,8 +416,10 @@ class Cases:
     ) -> tuple[MaterialView, bool]:
         """Link stored bytes to a case; the same content twice is one material.
 
-        Returns the material and whether it is new.
+        Returns the material and whether it is new. ``actor`` is who added it, or a
+        system name such as ``"system:recorder"``.
         """
+        actor_key = actor if isinstance(actor, str) else actor.key
         async with self.db.session() as s:
             existing = (
                 await s.scalars(
@@ -435,14 +437,14 @@ class Cases:
                 content_type=content_type,
                 filename=filename,
                 source=source,
-                created_by=principal.key,
+                created_by=actor_key,
             )
             s.add(m)
             try:
                 await s.flush()
             except IntegrityError as err:
                 raise ConflictError("material was added concurrently; retry") from err
-            await audit.append(s, actor=principal.key, action="material.added",
+            await audit.append(s, actor=actor_key, action="material.added",
                                case_id=case_id,
                                detail={"material_id": m.id, "sha256": sha256, "size": size,
                                        "type": content_type, "source": source})

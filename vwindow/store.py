@@ -80,6 +80,34 @@ class FileStore:
             raise StorageError(f"could not store file {digest[:12]}…: {err.strerror}") from err
         return digest
 
+    async def put_file(self, source: str | Path) -> tuple[str, int]:
+        """Store a file's content without reading it all into memory; (sha256, size)."""
+        return await asyncio.to_thread(self._put_file, Path(source))
+
+    def _put_file(self, source: Path) -> tuple[str, int]:
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+            try:
+                with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                    while chunk := src.read(1024 * 1024):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                final = self.path_for(digest.hexdigest())
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_name, final)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+        except OSError as err:
+            raise StorageError(f"could not store {source.name}: {err.strerror}") from err
+        return digest.hexdigest(), size
+
     async def get(self, sha256: str) -> bytes:
         path = self.path_for(sha256)
         try:

@@ -57,3 +57,15 @@ async def test_unwritable_store_gives_storage_error(tmp_path: Path) -> None:
             await store.put(b"x")
     finally:
         (tmp_path / "tmp").chmod(0o700)
+
+
+async def test_put_file_streams_into_the_same_name(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    await store.start()
+    src = tmp_path / "big.bin"
+    data = bytes(range(256)) * 20000  # 5 MB, read in chunks
+    src.write_bytes(data)
+    digest, size = await store.put_file(src)
+    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert await store.get(digest) == data
+    assert digest == await store.put(data)
