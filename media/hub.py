@@ -35,10 +35,12 @@ from media.errors import (
     HubStateError,
     InvalidCandidateError,
     InvalidSdpError,
+    MediaError,
     ParticipantNotFoundError,
 )
 from media.fanout import DecodedPublication, EncodedPublication, ParticipantInfo, Publication
 from media.forwarding import ForwardingHook
+from media.recording import SessionRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +86,10 @@ class SessionHub:
 
     def __init__(self, session_id: int, notify: Notify, *, video_codec: str = "VP8",
                  forwarding: ForwardingHook | None = None,
-                 on_member_state: MemberState | None = None) -> None:
+                 on_member_state: MemberState | None = None,
+                 recorder: SessionRecorder | None = None) -> None:
         self.session_id = session_id
+        self.recorder = recorder
         self._on_member_state = on_member_state
         self._forwarding = forwarding
         self._notify = notify
@@ -395,6 +399,12 @@ class SessionHub:
                 transceiver.receiver,
                 label=f"session {self.session_id} {member.info.id} {role.role}")
             pub = EncodedPublication(pub_id, member.info, role.role, source)
+            if self.recorder is not None:
+                try:
+                    self.recorder.add_publication(pub)
+                except MediaError as err:
+                    logger.warning("session %s: %s not recorded: %s", self.session_id,
+                                   pub_id, err)
         else:
             decoded = DecodedPublication(pub_id, member.info, role.role, track,
                                          self.session_id)

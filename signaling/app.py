@@ -43,9 +43,14 @@ def build_services(config: Config) -> Services:
     async def notify(participant_id: str, message: dict[str, object]) -> None:
         await holder[0].notify_participant(participant_id, dict(message))
 
+    recordings: Path | None = None
+    if config.media.record:
+        recordings = Path(config.media.recordings_dir or
+                          Path(config.storage.root).parent / "recordings")
     media = MediaService(notify, ice_addresses=config.media.ice_addresses,
-                         video_codec=config.media.video_codec, forward=config.media.forward)
-    switchboard = Switchboard(db, cases, presence, media, config.server.node_id)
+                         video_codec=config.media.video_codec, forward=config.media.forward,
+                         recordings_dir=recordings)
+    switchboard = Switchboard(db, cases, presence, media, config.server.node_id, store)
     holder.append(switchboard)
     media.on_member_state = switchboard.member_state
     return Services(config=config, db=db, store=store, tokens=tokens, cases=cases,

@@ -17,12 +17,13 @@ from sqlalchemy import select
 
 from media.fanout import EncodedPublication, ParticipantInfo
 from media.hub import TrackRole
+from media.recording import RecordingResult
 from media.service import MediaService
 from media.snapshot import take_snapshot
 from signaling.presence import Connection, Presence, Room
 from vwindow.cases import Cases
 from vwindow.db import Database
-from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError
+from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
 from vwindow.models import Role, User
 from vwindow.store import FileStore
 from vwindow.views import CallView, MaterialView
@@ -40,8 +41,9 @@ def _dump(view: CallView) -> dict[str, Any]:
 
 class Switchboard:
     def __init__(self, db: Database, cases: Cases, presence: Presence, media: MediaService,
-                 node_id: str) -> None:
+                 node_id: str, store: FileStore) -> None:
         self.db = db
+        self.store = store
         self.cases = cases
         self.presence = presence
         self.media = media
@@ -51,8 +53,12 @@ class Switchboard:
         self._dashboard_dirty = asyncio.Event()
         self._kiosk_ids: dict[int, int] = {}  # call id -> kiosk id
         self._monitors: dict[tuple[int, str], str] = {}  # (call id, supervisor key) -> mode
+        self._closing: set[asyncio.Task[None]] = set()  # hubs being closed, recordings stored
 
     async def start(self) -> None:
+        for result in await self.media.recover_recordings():
+            # Recordings of sessions a crash cut short: up to the crash, into their case.
+            await self._store_recording(int(result.session_id), result)
         for view in await self.cases.live():
             # Calls live before a restart: their rooms come back so clients can rejoin.
             await self._remember_kiosk(view)
@@ -63,6 +69,12 @@ class Switchboard:
         self._dashboard_task = asyncio.create_task(self._dashboard_loop())
 
     async def stop(self) -> None:
+        # A clean shutdown finalises the recordings of live sessions; the calls stay live
+        # in the database and their clients rejoin when the node is back.
+        for call_id in self.media.live_sessions:
+            await self._close_and_store(call_id)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._dashboard_task is not None:
             self._dashboard_task.cancel()
             try:
@@ -191,7 +203,11 @@ class Switchboard:
             raise InvalidStateError(f"call {call_id} is not live")
         await self.presence.send_room(call_id, {"type": "call.ended", "call_id": call_id,
                                                 "case_id": view.case_id, "ended_by": ended_by})
-        await self.media.close_hub(call_id)
+        # Finishing a recording remuxes it (seconds for a long call): not on the caller's
+        # request path.
+        task = asyncio.create_task(self._close_and_store(call_id), name=f"close {call_id}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
         await self.cases.participants_left(call_id)
         room = self.presence.rooms.pop(call_id, None)
         for key in [k for k in self._monitors if k[0] == call_id]:
@@ -422,6 +438,35 @@ class Switchboard:
             "type": "chat.message", "call_id": call_id,
             "from": {"kind": conn.principal.role.value, "name": conn.principal.name},
             "text": text, "at": datetime.now(UTC).isoformat()})
+
+    async def _close_and_store(self, call_id: int) -> None:
+        try:
+            recording = await self.media.close_hub(call_id)
+            if recording is not None:
+                await self._store_recording(call_id, recording)
+        except Exception:
+            logger.exception("call %s: closing the media hub failed", call_id)
+
+    async def _store_recording(self, call_id: int, result: RecordingResult) -> None:
+        """Move a finished recording into the file store, as a material of its case."""
+        try:
+            call = await self.cases.get_call(call_id)
+            sha, size = await self.store.put_file(result.path)
+            mime = "video/webm" if result.path.suffix == ".webm" else "video/x-matroska"
+            stamp = result.started_at.strftime("%Y%m%d-%H%M%S")
+            material, new = await self.cases.add_material(
+                "system:recorder", call.case_id, sha256=sha, size=size, content_type=mime,
+                filename=f"recording-{call_id}-{stamp}{result.path.suffix}",
+                source="recording", call_id=call_id)
+        except VWindowError:
+            logger.exception("call %s: recording could not be stored; kept at %s", call_id,
+                             result.path)
+            return
+        await asyncio.to_thread(result.path.unlink, missing_ok=True)
+        logger.info("call %s: recording %.0f s stored as material %s", call_id,
+                    result.duration_s, material.id)
+        if new:
+            await self.material_added(call_id, material)
 
     async def snapshot_to_case(self, conn: Connection, call_id: int, participant_id: str,
                                role: str, store: FileStore) -> dict[str, Any]:

@@ -64,6 +64,10 @@ class MediaConfig(_Section):
     video_codec: str = "VP8"
     forward: bool = True
     """Forward encoded frames (no transcoding); false: decode and re-encode (slow)."""
+    record: bool = True
+    """Record every session (needs ``forward``); the file becomes a case material."""
+    recordings_dir: str = ""
+    """Where recordings are written while live; empty: ``recordings`` beside the store."""
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
     turn_ttl_s: int = Field(default=6 * 3600, gt=0)

@@ -91,7 +91,7 @@ async def _subscriber(conn: Connection) -> None:
 
 
 async def _middle(conn: Connection, opts: dict[str, Any]) -> None:
-    from media.fanout import ParticipantInfo, Publication
+    from media.fanout import DecodedPublication, ParticipantInfo
     from media.forwarding import EncodedSource, ForwardingHook
     from tests.integration.media.peers import pin_codec
 
@@ -101,7 +101,7 @@ async def _middle(conn: Connection, opts: dict[str, Any]) -> None:
         hook.start()
     pcs: list[RTCPeerConnection] = []
     sources: list[EncodedSource] = []
-    publications: list[Publication] = []
+    publications: list[DecodedPublication] = []
     tracks_in = asyncio.Queue[MediaStreamTrack]()
 
     pc = RTCPeerConnection()
@@ -114,8 +114,8 @@ async def _middle(conn: Connection, opts: dict[str, Any]) -> None:
                             if t.receiver.track is track)
             sources.append(hook.forward(receiver, label=f"bench {track.kind}"))
         else:
-            pub = Publication(f"p{len(publications)}", ParticipantInfo("pub", "bench", "pub"),
-                              track.kind, track, 0)
+            pub = DecodedPublication(f"p{len(publications)}",
+                                     ParticipantInfo("pub", "bench", "pub"), track.kind, track, 0)
             pub.start()
             publications.append(pub)
         tracks_in.put_nowait(track)

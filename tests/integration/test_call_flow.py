@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -101,6 +103,30 @@ async def test_kiosk_calls_agent_answers_page_lands_in_case(server: Server) -> N
     async with http.post(f"{server.url}/api/v1/calls/{call_id}/rating", headers=headers,
                          json={"stars": 4}) as resp:
         assert resp.status == 409
+
+    # The session's recording lands in the case once the hub has finished it.
+    recording = None
+    for _ in range(200):
+        case = await server.services.cases.case_view(case_id)
+        recording = next((m for m in case.materials if m.source == "recording"), None)
+        if recording is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert recording is not None and recording.content_type == "video/webm"
+    async with http.get(server.url + recording.url,
+                        headers={"Authorization": f"Bearer {agent1.token}"}) as resp:
+        assert resp.status == 200
+        webm = await resp.read()
+    with av.open(io.BytesIO(webm)) as container:
+        kinds = sorted(s.type for s in container.streams)
+        assert kinds == ["audio", "audio", "video", "video", "video"], kinds
+        frames = {i: 0 for i, s in enumerate(container.streams) if s.type == "video"}
+        container.seek(0)
+        for packet in container.demux():
+            if packet.stream.type == "video" and packet.size:
+                frames[packet.stream.index] += sum(1 for _ in packet.decode())
+    print("recorded video frames per stream", frames)
+    assert all(n > 0 for n in frames.values()), frames
 
     people = await server.services.cases.participants(call_id)
     assert sorted(p.kind for p in people) == ["agent", "devices", "kiosk"]
