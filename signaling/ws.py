@@ -113,7 +113,7 @@ async def _authenticate(services: Services, ws: web.WebSocketResponse,
                       "kind": "devices" if message.client == "devices" else principal.role.value},
         "resume_token": conn.resume_token, "resumed": resumed, "ice_servers": ice,
         "ice_transport_policy": services.config.media.ice_transport_policy,
-        "active_call": active,
+        "active_call": active, "recording": services.config.media.record,
     })
     if principal.role is Role.AGENT:
         state = services.switchboard.agent_state(int(principal.subject))

@@ -70,6 +70,7 @@ async def test_kiosk_agent_supervisor_surveyor(server: Server, browser: Browser)
         accept_at = await agent.evaluate("Date.now()")
         await ringing.first.locator(".accept-call").click()
         await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await expect(kiosk.locator("#recording-notice")).to_be_visible()
 
         agent_view = await video_frames(
             agent, 'video[data-role="camera"][data-participant-kind="kiosk"]')
@@ -141,6 +142,16 @@ async def test_kiosk_agent_supervisor_surveyor(server: Server, browser: Browser)
         await kiosk.click("#rating-submit")
         await expect(kiosk.locator("#rating-thanks")).to_be_visible()
         await expect(supervisor.locator(f'#sessions tr[data-call-id="{call_id}"]')).to_have_count(0)
+        # The session's recording reaches the case, as a material the agent can play.
+        assert call_id is not None
+        case_id = (await server.services.cases.get_call(int(call_id))).case_id
+        for _ in range(100):
+            case = await server.services.cases.case_view(case_id)
+            if any(m.source == "recording" for m in case.materials):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no recording in the case")
         async with server.services.db.session() as s:
             rating = (await s.scalars(select(Rating))).one()
         assert rating.stars == 5 and rating.comment == "不用跑县城了"

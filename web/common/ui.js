@@ -353,6 +353,23 @@ export class MaterialList {
         li.classList.add('unavailable');
         img.replaceWith(h('span', { class: 'thumb-missing', i18n: ['materials.unavailable'] }));
       });
+    } else if (this.openable && (m.content_type || '').startsWith('video/')) {
+      // A session recording: a player that loads the file when asked to play it.
+      const play = h('button', { type: 'button', class: 'play-recording', i18n: ['materials.play'] });
+      li.append(play, h('span', { class: 'material-name' }, name), meta);
+      play.addEventListener('click', async () => {
+        play.disabled = true;
+        try {
+          const url = URL.createObjectURL(await this.api.blob(m.url));
+          this.urls.push(url);
+          const video = h('video', { controls: true, class: 'recording', src: url, 'aria-label': name });
+          play.replaceWith(video);
+          video.play().catch(() => {});
+        } catch {
+          play.disabled = false;
+          li.classList.add('unavailable');
+        }
+      });
     } else if (this.openable) {
       const a = h('a', { href: '#', class: 'material-name' }, name);
       a.addEventListener('click', (ev) => this._open(ev, a, m), { once: false });

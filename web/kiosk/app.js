@@ -94,6 +94,8 @@ async function startSession() {
     return logout('err.sessionExpired');
   }
   app.chat.self.name = welcome.principal ? welcome.principal.name : '';
+  // Recording is visible to the citizen whenever it is on (a deployment switch).
+  if (welcome.recording === false) byId('recording-notice').remove();
   byId('kiosk-name').textContent = app.chat.self.name;
   resumeCall(welcome.active_call);
 }
