@@ -102,9 +102,11 @@ class SignalClient:
             self._pending.pop(msg_id, None)
 
     async def _read(self) -> None:
-        assert self._ws is not None  # set by connect() before the task starts
+        ws = self._ws
+        if ws is None:
+            raise ClientError("disconnected", "read before connect()")
         try:
-            async for msg in self._ws:
+            async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
                 data = json.loads(msg.data)

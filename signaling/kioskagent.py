@@ -74,7 +74,8 @@ class KioskAgent:
             delay = min(delay * 2, 10.0)
 
     async def _session(self) -> None:
-        assert self._http is not None  # set in start()
+        if self._http is None:
+            raise ClientError("not_started", "the kiosk agent has not been started")
         login = await rest_login(self._http, self.base_url, "auth/kiosk",
                                  {"kiosk_code": self.kiosk_code,
                                   "device_key": self.device_key})
@@ -149,7 +150,8 @@ class KioskAgent:
             await self._progress(request_id, "failed", message=f"拍摄失败 / capture failed: {err}")
 
     async def _upload(self, case_id: int, call_id: int, data: bytes, filename: str) -> None:
-        assert self._http is not None and self._signal is not None  # connected
+        if self._http is None or self._signal is None:
+            raise ClientError("disconnected", "not connected to the server")
         url = f"{self.base_url}/api/v1/cases/{case_id}/materials"
         async with self._http.post(
             url, data=data,
