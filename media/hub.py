@@ -210,7 +210,10 @@ class SessionHub:
         transceiver = member.subscriptions.pop(pub_id, None)
         if transceiver is None:
             return False
+        track = transceiver.sender.track
         transceiver.sender.replaceTrack(None)
+        if track is not None:
+            track.stop()  # replaceTrack does not: the source would keep feeding it
         transceiver.direction = "inactive"
         return True
 

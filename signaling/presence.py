@@ -18,6 +18,7 @@ from vwindow.models import Role
 logger = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 10.0
+MAX_RESUME_TOKENS = 20000
 
 
 @dataclass(eq=False)
@@ -74,6 +75,8 @@ class Presence:
     def add(self, conn: Connection) -> None:
         self._conns.setdefault(conn.principal.key, set()).add(conn)
         self._resume[conn.resume_token] = conn.principal.key
+        while len(self._resume) > MAX_RESUME_TOKENS:  # oldest first: bounded memory
+            del self._resume[next(iter(self._resume))]
         timer = self._offline_timers.pop(conn.principal.key, None)
         if timer is not None:
             timer.cancel()

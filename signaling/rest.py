@@ -15,7 +15,13 @@ from pydantic import ValidationError as PydanticValidationError
 from signaling.services import SERVICES, Services
 from vwindow import accounts
 from vwindow.auth import Principal
-from vwindow.errors import AuthError, TooLargeError, ValidationError, VWindowError
+from vwindow.errors import (
+    AuthError,
+    NotFoundError,
+    TooLargeError,
+    ValidationError,
+    VWindowError,
+)
 from vwindow.models import Role
 from vwindow.validation import describe
 
@@ -75,6 +81,13 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return response
     except VWindowError as err:
         return error_response(err)
+    except web.HTTPException:
+        raise
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": {"code": "internal", "message":
+                                            "the server could not handle this request; "
+                                            "it has been logged"}}, status=500)
 
 
 async def _json_body(request: web.Request, model: type[_B]) -> _B:
@@ -100,11 +113,17 @@ def _principal(request: web.Request, roles: tuple[Role, ...]) -> Principal:
     return request.app[SERVICES].tokens.verify(header[7:].strip(), roles)
 
 
-def _int_param(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 15:
+_ID = re.compile(r"[0-9]{1,15}")
+
+
+def _parse_id(raw: str, name: str) -> int:
+    if not _ID.fullmatch(raw):
         raise ValidationError(f"{name} must be a number, got {raw[:20]!r}", field=name)
     return int(raw)
+
+
+def _int_param(request: web.Request, name: str) -> int:
+    return _parse_id(request.match_info[name], name)
 
 
 def _token_reply(token: str, role: Role, name: str, exp: int,
@@ -169,13 +188,15 @@ async def catalog(request: web.Request) -> web.Response:
     return web.json_response([i.model_dump() for i in items])
 
 
-_allow("GET", "/api/v1/cases/{case_id}", tuple(Role))
+STAFF_AND_KIOSK = (Role.KIOSK, Role.AGENT, Role.SUPERVISOR)
+
+_allow("GET", "/api/v1/cases/{case_id}", STAFF_AND_KIOSK)
 
 
 @routes.get("/api/v1/cases/{case_id}")
 async def get_case(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    principal = _principal(request, tuple(Role))
+    principal = _principal(request, STAFF_AND_KIOSK)
     case_id = _int_param(request, "case_id")
     await services.cases.check_case_access(principal, case_id)
     view = await services.cases.case_view(case_id)
@@ -233,7 +254,7 @@ async def upload_material(request: web.Request) -> web.Response:
         raise ValidationError(f"source {source!r} is unknown (use one of "
                               f"{', '.join(sorted(_SOURCES))})", field="source")
     call_id_raw = request.query.get("call_id")
-    call_id = int(call_id_raw) if call_id_raw and call_id_raw.isdigit() else None
+    call_id = _parse_id(call_id_raw, "call_id") if call_id_raw is not None else None
     if call_id is not None:
         call = await services.cases.get_call(call_id)
         if call.case_id != case_id:
@@ -259,19 +280,22 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-_allow("GET", "/api/v1/materials/{material_id}/content", tuple(Role))
+_allow("GET", "/api/v1/materials/{material_id}/content", STAFF_AND_KIOSK)
 
 
 @routes.get("/api/v1/materials/{material_id}/content")
-async def material_content(request: web.Request) -> web.Response:
+async def material_content(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    principal = _principal(request, tuple(Role))
+    principal = _principal(request, STAFF_AND_KIOSK)
     material = await services.cases.get_material(_int_param(request, "material_id"))
     await services.cases.check_case_access(principal, material.case_id)
-    data = await services.store.get(material.sha256)
-    return web.Response(body=data, content_type=material.content_type,
-                        headers={"Cache-Control": "private, max-age=3600",
-                                 "X-Content-Type-Options": "nosniff"})
+    path = services.store.path_for(material.sha256)
+    if not path.is_file():
+        raise NotFoundError(f"the file of material {material.id} is missing from the store")
+    # Streamed from disk, with Range support: recordings can be hundreds of MB.
+    return web.FileResponse(path, headers={"Content-Type": material.content_type,
+                                           "Cache-Control": "private, max-age=3600",
+                                           "X-Content-Type-Options": "nosniff"})
 
 
 # -- ratings and surveyor links --------------------------------------------------------

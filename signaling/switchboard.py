@@ -48,7 +48,7 @@ class Switchboard:
         self.presence = presence
         self.media = media
         self.node_id = node_id
-        self._captures: dict[str, int] = {}  # request id -> call id
+        self._captures: dict[str, tuple[int, int]] = {}  # request id -> (call id, kiosk id)
         self._dashboard_task: asyncio.Task[None] | None = None
         self._dashboard_dirty = asyncio.Event()
         self._kiosk_ids: dict[int, int] = {}  # call id -> kiosk id
@@ -109,8 +109,8 @@ class Switchboard:
     async def set_agent_state(self, conn: Connection, state: str) -> str:
         agent_id = int(conn.principal.subject)
         current = self.agent_state(agent_id)
-        if current == "in_call" and state == "ready":
-            return current
+        if current == "in_call":
+            return current  # the call decides: ending or leaving it frees the agent
         self.presence.agent_states[agent_id] = state
         logger.info("agent %s is %s", agent_id, state)
         self.changed()
@@ -160,6 +160,7 @@ class Switchboard:
 
     async def cancel_call(self, conn: Connection, call_id: int) -> None:
         await self.cases.cancel_call(conn.principal, call_id)
+        self._kiosk_ids.pop(call_id, None)
         await self._stop_ringing({"type": "call.cancelled", "call_id": call_id}, None)
         await self._push_positions()
         self.changed()
@@ -210,6 +211,7 @@ class Switchboard:
         task.add_done_callback(self._closing.discard)
         await self.cases.participants_left(call_id)
         room = self.presence.rooms.pop(call_id, None)
+        self._kiosk_ids.pop(call_id, None)
         for key in [k for k in self._monitors if k[0] == call_id]:
             del self._monitors[key]
         for member in room.members if room else ():
@@ -256,12 +258,16 @@ class Switchboard:
 
     # -- media -------------------------------------------------------------------------
 
-    async def check_join(self, conn: Connection, call_id: int) -> None:
+    async def check_join(self, conn: Connection, call_id: int,
+                         publish: list[TrackRole]) -> None:
         """Everything ``join_media`` would refuse, checked before the join is acked."""
         await self.require_member(conn, call_id)
-        if (conn.principal.role is Role.SUPERVISOR
-                and (call_id, conn.principal.key) not in self._monitors):
-            raise InvalidStateError("send session.monitor with a mode before joining")
+        if conn.principal.role is Role.SUPERVISOR:
+            if (call_id, conn.principal.key) not in self._monitors:
+                raise InvalidStateError("send session.monitor with a mode before joining")
+            if any(t.role != "mic" for t in publish):
+                raise ForbiddenError("a monitoring supervisor may publish only its mic",
+                                     field="publish")
 
     async def join_media(self, conn: Connection, call_id: int,
                          publish: list[TrackRole]) -> None:
@@ -332,6 +338,10 @@ class Switchboard:
         return {"type": "call.invite.sent", "call_id": call_id, "agent": invitee.display_name}
 
     async def join_as_expert(self, conn: Connection, call_id: int) -> dict[str, Any]:
+        room = self.presence.rooms.get(call_id)
+        rejoining = room is not None and conn.principal.key in room.members
+        if self.agent_state(int(conn.principal.subject)) == "in_call" and not rejoining:
+            raise InvalidStateError("you are in another call; end or leave it first")
         view = await self.cases.accept_invitation(conn.principal, call_id)
         room = self.presence.rooms.get(call_id)
         if room is None:
@@ -399,7 +409,7 @@ class Switchboard:
         if not sent:
             raise NotFoundError("the kiosk's document camera is not connected; "
                                 "check that the device agent (vwindow kiosk) is running")
-        self._captures[request_id] = call_id
+        self._captures[request_id] = (call_id, self._kiosk_ids.get(call_id, 0))
         while len(self._captures) > 1000:
             self._captures.pop(next(iter(self._captures)))
         await self.presence.send_room(call_id, {"type": "capture.progress", "call_id": call_id,
@@ -411,10 +421,11 @@ class Switchboard:
                                percent: float | None, message: str | None) -> None:
         if conn.client != "devices":
             raise ForbiddenError("only the kiosk's device agent reports capture progress")
-        call_id = self._captures.get(request_id)
-        if call_id is None:
+        found = self._captures.get(request_id)
+        if found is None or found[1] != int(conn.principal.subject):
             raise NotFoundError(f"capture request {request_id!r} is unknown",
                                 field="request_id")
+        call_id = found[0]
         if stage in ("done", "failed"):
             self._captures.pop(request_id, None)
         push: dict[str, Any] = {"type": "capture.progress", "call_id": call_id,

@@ -54,6 +54,13 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(limit * 32, 4 * 1024 * 1024))
     await ws.prepare(request)
     conn: Connection | None = None
+
+    async def auth_deadline() -> None:
+        await asyncio.sleep(AUTH_TIMEOUT_S)
+        if conn is None and not ws.closed:
+            await ws.close(code=4401, message=b"no auth within 10 s")
+
+    deadline = asyncio.create_task(auth_deadline())
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -67,6 +74,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             try:
                 if conn is None:
                     conn = await _authenticate(services, ws, message)
+                    deadline.cancel()
                     continue
                 reply = await _dispatch(services, conn, message)
                 if reply is not None:
@@ -79,6 +87,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                 await _send_error(ws, "internal", "the server could not handle this message; "
                                   "it has been logged", None, message.id)
     finally:
+        deadline.cancel()
         if conn is not None:
             services.presence.remove(conn, services.switchboard.agent_gone)
             logger.info("socket closed for %s", conn.participant_id)
@@ -100,7 +109,6 @@ async def _authenticate(services: Services, ws: web.WebSocketResponse,
         raise ForbiddenError("only a kiosk token can connect a device agent", field="client")
     conn = Connection(ws=ws, principal=principal, client=message.client)
     resumed = services.presence.resumes(message.resume_token, principal)
-    services.presence.add(conn)
     if principal.role is Role.SURVEYOR and principal.call_id is not None:
         room = services.presence.rooms.get(principal.call_id)
         if room is not None:
@@ -115,6 +123,8 @@ async def _authenticate(services: Services, ws: web.WebSocketResponse,
         "ice_transport_policy": services.config.media.ice_transport_policy,
         "active_call": active, "recording": services.config.media.record,
     })
+    # Registered only once the welcome is out: a failure before leaves no stale entry.
+    services.presence.add(conn)
     if principal.role is Role.AGENT:
         state = services.switchboard.agent_state(int(principal.subject))
         await conn.send({"type": "agent.state", "state": state})
@@ -145,7 +155,7 @@ async def _dispatch(services: Services, conn: Connection,
         case p.CallEnd(call_id=call_id):
             await sb.end_call(conn, call_id, conn.principal.role.value)
         case p.RtcJoin(call_id=call_id, publish=publish):
-            await sb.check_join(conn, call_id)
+            await sb.check_join(conn, call_id, [TrackRole(x.role, x.kind) for x in publish])
             # Ack first: the offer that follows must find the client ready for it.
             await conn.send({"type": "ack", "ref": message.id})
             await sb.join_media(conn, call_id, [TrackRole(x.role, x.kind) for x in publish])

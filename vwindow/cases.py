@@ -172,13 +172,20 @@ class Cases:
                 agent_id = int(principal.subject)
                 if case.assigned_agent_id == agent_id:
                     return case
-                invited = (await s.scalars(select(CallInvitation.id).where(
+                # An invited expert: only while the call they joined is live.
+                invited = (await s.scalars(select(CallInvitation.id).join(
+                    Call, Call.id == CallInvitation.call_id).where(
                     CallInvitation.case_id == case_id, CallInvitation.agent_id == agent_id,
-                    CallInvitation.joined_at.is_not(None)))).first()
+                    CallInvitation.joined_at.is_not(None), Call.status == CallStatus.LIVE,
+                ))).first()
                 if invited is not None:
                     return case
-            if principal.role is Role.SURVEYOR and principal.case_id == case_id:
-                return case
+            if (principal.role is Role.SURVEYOR and principal.case_id == case_id
+                    and principal.call_id is not None):
+                # A field surveyor's phone: only during the live call it was invited to.
+                call = await s.get(Call, principal.call_id)
+                if call is not None and call.status == CallStatus.LIVE:
+                    return case
         raise ForbiddenError(f"not allowed to use case {case_id}", field="case_id")
 
     async def check_call_member(self, principal: Principal, call_id: int) -> Call:
@@ -331,9 +338,17 @@ class Cases:
 
     # -- expert invitations ------------------------------------------------------------
 
+    async def require_call_agent(self, principal: Principal, call_id: int) -> Call:
+        """Raise unless ``principal`` is the agent who took ``call_id`` (not an expert)."""
+        call = await self.check_call_member(principal, call_id)
+        if principal.role is not Role.AGENT or call.agent_id != int(principal.subject):
+            raise ForbiddenError("only the agent who took the call can do this",
+                                 field="call_id")
+        return call
+
     async def invite(self, principal: Principal, call_id: int, username: str) -> User:
         """The agent on ``call_id`` invites another agent; returns the invitee."""
-        call = await self.check_call_member(principal, call_id)
+        call = await self.require_call_agent(principal, call_id)
         if call.status != CallStatus.LIVE:
             raise InvalidStateError(f"call {call_id} is {call.status!r}, not live")
         async with self.db.session() as s:
@@ -509,7 +524,7 @@ class Cases:
     async def create_surveyor_link(
         self, principal: Principal, case_id: int, call_id: int, ttl_s: int
     ) -> tuple[str, SurveyorLink]:
-        call = await self.check_call_member(principal, call_id)
+        call = await self.require_call_agent(principal, call_id)
         if call.case_id != case_id:
             raise ValidationError(f"call {call_id} is not on case {case_id}", field="call_id")
         if call.status != CallStatus.LIVE:
@@ -542,6 +557,10 @@ class Cases:
                 raise AuthError("this inspection link has already been used", field="code")
             if link.expires_at <= utcnow():
                 raise AuthError("this inspection link has expired", field="code")
+            call = await s.get(Call, link.call_id)
+            if call is None or call.status != CallStatus.LIVE:
+                raise AuthError("the video call of this inspection link has ended",
+                                field="code")
             result = await s.execute(
                 update(SurveyorLink)
                 .where(SurveyorLink.id == link.id, SurveyorLink.used_at.is_(None))
