@@ -192,7 +192,10 @@ class Switchboard:
 
     async def end_call(self, conn: Connection | None, call_id: int, ended_by: str) -> None:
         if conn is not None:
-            await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK))
+            # Not require_member: a call must stay endable even if its room was lost.
+            if conn.principal.role not in (Role.AGENT, Role.KIOSK):
+                raise ForbiddenError(f"a {conn.principal.role.value} cannot end a call")
+            await self.cases.check_call_member(conn.principal, call_id)
             if conn.principal.role is Role.AGENT:
                 call = await self.cases.get_call(call_id)
                 if call.agent_id != int(conn.principal.subject):
@@ -364,6 +367,10 @@ class Switchboard:
                 "participant": {"id": conn.participant_id, "kind": self._kind(conn),
                                 "name": conn.principal.name}}, hidden)
             self._monitors.pop((call_id, conn.principal.key), None)
+            if conn.principal.role is Role.SUPERVISOR:
+                room = self.presence.rooms.get(call_id)
+                if room is not None:
+                    room.members.discard(conn.principal.key)
             self.changed()
         if conn.principal.role is Role.AGENT:
             call = await self.cases.get_call(call_id)

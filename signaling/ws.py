@@ -46,6 +46,13 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
 }
 
 
+# The kiosk's device agent shares the kiosk's token but only publishes and reports.
+DEVICE_CLIENT_MESSAGES: frozenset[type[p._Message]] = frozenset({
+    p.Ping, p.RtcJoin, p.RtcAnswer, p.RtcCandidate, p.RtcLeave, p.RtcPublish, p.RtcUnpublish,
+    p.DeviceProgress,
+})
+
+
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
     limit = services.config.server.max_ws_frame
@@ -140,6 +147,9 @@ async def _dispatch(services: Services, conn: Connection,
     if conn.principal.role not in allowed:
         raise ForbiddenError(
             f"a {conn.principal.role.value} may not send {message_type(message)!r}", field="type")
+    if conn.client == "devices" and type(message) not in DEVICE_CLIENT_MESSAGES:
+        raise ForbiddenError(f"the device agent may not send {message_type(message)!r}",
+                             field="type")
     sb = services.switchboard
     match message:
         case p.Ping():

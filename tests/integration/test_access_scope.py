@@ -127,3 +127,16 @@ async def test_odd_numbers_in_paths_are_400(server: Server, raw: str) -> None:
         assert (await r.json())["error"]["field"] == "call_id"
     await kiosk.close()
     await agent.close()
+
+
+async def test_device_agent_only_publishes_and_reports(server: Server) -> None:
+    devices = SignalClient(server.http, server.url, await server.kiosk_token(), client="devices")
+    await devices.connect()
+    for msg, fields in (("call.start", {"service_code": "SB-001"}),
+                        ("chat.send", {"call_id": 1, "text": "hi"}),
+                        ("call.end", {"call_id": 1})):
+        with pytest.raises(ClientError) as err:
+            await devices.request(msg, **fields)
+        assert err.value.code == "forbidden" and "device agent" in err.value.message
+    assert (await devices.request("ping"))["type"] == "pong"
+    await devices.close()
