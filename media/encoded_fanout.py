@@ -259,6 +259,33 @@ class ForwardingTrack(MediaStreamTrack):
             self._need_keyframe = True
             source.request_keyframe()
 
+    def park(self) -> None:
+        """Stop taking frames from the current source, without ending: the sender keeps
+        waiting, and the next ``EncodedSource.adopt`` (a new publication reusing this
+        m-line) feeds it again."""
+        source = self.source
+        if source is not None:
+            source._subscribers.discard(self)
+            self.source = None
+        self._queue.clear()
+        if self.kind == "video":
+            self._need_keyframe = True
+
+    def restart_at_keyframe(self) -> None:
+        """Drop what is queued and start again at the next keyframe (requested)."""
+        self._queue.clear()
+        if self.kind == "video":
+            self._need_keyframe = True
+            self.request_keyframe()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended or self.readyState != "live"
+
+    def end(self) -> None:
+        """End the track: its reader gets MediaStreamError."""
+        self._end()
+
     def _detach(self, source: EncodedSource) -> None:
         if self.source is source:
             self.source = None

@@ -30,6 +30,7 @@ from aiortc.exceptions import InvalidStateError as AiortcInvalidStateError
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from media.encoded_fanout import ForwardingTrack
 from media.errors import (
     HubClosedError,
     HubStateError,
@@ -74,6 +75,13 @@ class _Member:
     audience: dict[str, str] = field(default_factory=dict)  # role -> one of AUDIENCES
     publish_transceivers: list[tuple[RTCRtpTransceiver, TrackRole]] = field(default_factory=list)
     subscriptions: dict[str, RTCRtpTransceiver] = field(default_factory=dict)
+    # Inactive subscription m-lines kept for reuse, by kind: without reuse every rejoin or
+    # screen-share cycle of someone else grows this participant's SDP until it is too big.
+    spare: dict[str, list[tuple[RTCRtpTransceiver, ForwardingTrack]]] = field(
+        default_factory=dict)
+    # Reused m-lines whose sender drops frames until the answer re-enables it: they
+    # must start again at a fresh keyframe once it has.
+    rekey: list[ForwardingTrack] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     awaiting_answer: bool = False
     negotiated: bool = False
@@ -190,20 +198,29 @@ class SessionHub:
             return
         member.closed = True
         ended = [p for p in self._publications.values() if p.owner.id == participant_id]
-        for pub in ended:
-            del self._publications[pub.id]
-            await pub.stop()
         await member.pc.close()
-        self._drop_subscriptions(ended)
+        await self._end_publications(ended)
         logger.info("session %s: %s left", self.session_id, participant_id)
 
-    def _drop_subscriptions(self, ended: list[Publication]) -> None:
-        for other in list(self._members.values()):
-            changed = False
-            for pub in ended:
-                changed |= self._remove_subscription(other, pub.id)
-            if changed:
-                self._spawn(self._negotiate(other))
+    async def _end_publications(self, ended: list[Publication]) -> None:
+        """Stop publications; their subscribers' m-lines go inactive and are kept for reuse."""
+        for pub in ended:
+            self._publications.pop(pub.id, None)
+            if isinstance(pub, EncodedPublication):
+                leftovers = await pub.source.stop(keep_subscribers=True)
+            else:
+                await pub.stop()
+                leftovers = []
+            for other in list(self._members.values()):
+                if self._remove_subscription(other, pub.id):
+                    self._spawn(self._negotiate(other))
+            for track in leftovers:  # not a member's (the recorder's, say): it ends here
+                if track.source is None and not self._is_spare(track):
+                    track.end()
+
+    def _is_spare(self, track: MediaStreamTrack) -> bool:
+        return any(t is track for m in self._members.values()
+                   for spares in m.spare.values() for _, t in spares)
 
     @staticmethod
     def _remove_subscription(member: _Member, pub_id: str) -> bool:
@@ -211,10 +228,14 @@ class SessionHub:
         if transceiver is None:
             return False
         track = transceiver.sender.track
+        transceiver.direction = "inactive"
+        if isinstance(track, ForwardingTrack) and not track.ended and not member.closed:
+            track.park()
+            member.spare.setdefault(track.kind, []).append((transceiver, track))
+            return True
         transceiver.sender.replaceTrack(None)
         if track is not None:
             track.stop()  # replaceTrack does not: the source would keep feeding it
-        transceiver.direction = "inactive"
         return True
 
     # -- publishing more or less mid-call (screen share on / off) ------------------------
@@ -244,10 +265,7 @@ class SessionHub:
         member.publish = [tr for tr in member.publish if tr.role != role]
         ended = [p for p in self._publications.values()
                  if p.owner.id == participant_id and p.role == role]
-        for pub in ended:
-            del self._publications[pub.id]
-            await pub.stop()
-        self._drop_subscriptions(ended)
+        await self._end_publications(ended)
         logger.info("session %s: %s stops %s", self.session_id, participant_id, role)
         await self._negotiate(member)
 
@@ -361,6 +379,9 @@ class SessionHub:
                 raise InvalidSdpError(f"answer SDP was refused: {err}", field="sdp") from err
             member.awaiting_answer = False
             member.negotiated = True
+            for track in member.rekey:
+                track.restart_at_keyframe()
+            member.rekey.clear()
             again = member.pending and member.pc.connectionState == "connected"
         if again:
             await self._negotiate(member)
@@ -421,6 +442,15 @@ class SessionHub:
                 self._spawn(self._negotiate(other))
 
     def _add_subscription(self, member: _Member, pub: Publication) -> None:
+        spares = member.spare.get(pub.kind)
+        if isinstance(pub, EncodedPublication) and spares:
+            # Reuse an inactive m-line: its sender still waits on its parked track.
+            transceiver, parked = spares.pop()
+            pub.source.adopt(parked)
+            transceiver.direction = "sendonly"
+            member.rekey.append(parked)
+            member.subscriptions[pub.id] = transceiver
+            return
         track = pub.subscribe()
         transceiver = member.pc.addTransceiver(track, direction="sendonly")
         pub.bind(track, transceiver.sender)

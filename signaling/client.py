@@ -210,9 +210,15 @@ class HubPeer:
             for info in offer["tracks"]:
                 self._track_infos[info["mid"]] = info
             await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
-            # Tracks the hub no longer sends us (a participant left or rejoined) are gone.
+            # Tracks the hub no longer sends us (a participant left or rejoined) are gone;
+            # an m-line the hub reuses for someone else's track now carries that one.
             for mid in [m for m in self.remote if m not in self._current_mids]:
                 del self.remote[mid]
+            for t in self.pc.getTransceivers():
+                info = self._track_infos.get(t.mid or "")
+                if (info and t.mid in self._current_mids and info["direction"] == "subscribe"
+                        and t.receiver.track is not None):
+                    self.remote[t.mid] = (info, t.receiver.track)
             for t in self.pc.getTransceivers():
                 info = self._track_infos.get(t.mid or "")
                 if info and info["direction"] == "publish" and info["role"] in self.tracks:

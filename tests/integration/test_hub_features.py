@@ -201,3 +201,39 @@ async def test_kiosk_rejoins_after_losing_its_socket(server: Server, live_call: 
     await wait_for(kiosk, "call.ended")
     await peer.close()
     await kiosk.close()
+
+
+async def test_flaky_kiosk_rejoining_does_not_grow_the_agents_sdp(
+        server: Server, live_call: LiveCall) -> None:
+    """Each rejoin ends the kiosk's publications; the agent's m-lines are reused."""
+    hub = server.services.media.find(live_call.call_id)
+    assert hub is not None
+    colours = [(0, 255, 255), (255, 0, 255), (255, 255, 0), (0, 255, 0), (255, 255, 255)]
+    kiosk, peer = live_call.kiosk, live_call.kiosk_peer
+    for bgr in colours:
+        await peer.close()
+        await kiosk.close()
+        kiosk = SignalClient(server.http, server.url, live_call.kiosk.token)
+        await kiosk.connect()
+        peer = HubPeer(kiosk, live_call.call_id, camera_and_mic(320, 240, bgr))
+        await peer.join()
+        await first_frame(peer, "camera", "agent")
+
+    def agent_mlines() -> int:
+        return sum(1 for line in live_call.agent_peer.pc.remoteDescription.sdp.splitlines()
+                   if line.startswith("m="))
+
+    await _eventually(lambda: live_call.agent_peer.remote_roles() >= {("kiosk", "camera")})
+    # 2 published + kiosk camera + mic, whatever the number of rejoins.
+    await _eventually(lambda: agent_mlines() == 4)
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # and the reused m-line carries the newest camera (white)
+        try:
+            frame = await first_frame(live_call.agent_peer, "camera", "kiosk", timeout=1.0)
+            if frame.to_ndarray(format="bgr24").mean() > 240:
+                break
+        except TimeoutError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, "newest camera never arrived"
+    await peer.close()
+    await kiosk.close()
