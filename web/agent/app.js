@@ -9,7 +9,7 @@ import { CallMedia } from '/common/rtc.js';
 import { initI18n } from '/common/i18n.js';
 import {
   byId, h, setState, setText, t, ConnectionIndicator, Chat, RingTone, getLocalMedia, stopStream,
-  showError, hideError, errorKey, startTicker, kindKey, kioskText, sinceText,
+  showError, hideError, errorKey, startTicker, submitStaffLogin, kindKey, kioskText, sinceText,
 } from '/common/ui.js';
 import { Tiles } from '/common/tiles.js';
 import { CasePanel } from '/agent/casepanel.js';
@@ -64,28 +64,7 @@ const state = () => document.body.dataset.state;
 async function onLogin(ev) {
   ev.preventDefault();
   ring.unlock(); // a click: the only moment the browser lets audio start later
-  const errEl = byId('login-error');
-  hideError(errEl);
-  const username = byId('login-username').value.trim();
-  const password = byId('login-password').value;
-  if (!username) return showError(errEl, null, 'login.needUsername');
-  if (!password) return showError(errEl, null, 'login.needPassword');
-  const btn = byId('login-submit');
-  btn.disabled = true;
-  try {
-    const answer = await api.login('/auth/login', { username, password });
-    if (answer.role !== 'agent') {
-      api.clear();
-      return showError(errEl, null, 'agent.login.notAgent');
-    }
-    byId('login-password').value = '';
-    await startSession();
-  } catch (err) {
-    const bad = ['unauthenticated', 'forbidden', 'not_found', 'invalid_message'].includes(err.code);
-    showError(errEl, err, bad ? 'login.bad' : errorKey(err));
-  } finally {
-    btn.disabled = false;
-  }
+  await submitStaffLogin(api, 'agent', 'agent.login.notAgent', startSession);
 }
 
 async function logout(reasonKey = null) {

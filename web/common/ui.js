@@ -449,3 +449,34 @@ export class RingTone {
 }
 
 export { setText, setAttr, t };
+
+
+/**
+ * The staff login form (agent console, supervisor dashboard): checks the fields, logs in,
+ * refuses an account of another role with `wrongRoleKey`, then calls `onSignedIn()`.
+ */
+export async function submitStaffLogin(api, role, wrongRoleKey, onSignedIn) {
+  const errEl = byId('login-error');
+  hideError(errEl);
+  const username = byId('login-username').value.trim();
+  const password = byId('login-password').value;
+  if (!username) return showError(errEl, null, 'login.needUsername');
+  if (!password) return showError(errEl, null, 'login.needPassword');
+  const btn = byId('login-submit');
+  btn.disabled = true;
+  try {
+    const answer = await api.login('/auth/login', { username, password });
+    if (answer.role !== role) {
+      api.clear();
+      return showError(errEl, null, wrongRoleKey);
+    }
+    byId('login-password').value = '';
+    await onSignedIn();
+  } catch (err) {
+    const bad = ['unauthenticated', 'forbidden', 'not_found', 'invalid_message'].includes(err.code);
+    showError(errEl, err, bad ? 'login.bad' : errorKey(err));
+  } finally {
+    btn.disabled = false;
+  }
+  return undefined;
+}

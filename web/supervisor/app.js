@@ -7,8 +7,8 @@ import { Api } from '/common/api.js';
 import { SignalClient } from '/common/signal.js';
 import { initI18n, onLangChange } from '/common/i18n.js';
 import {
-  byId, h, setState, setText, t, ConnectionIndicator, showError, hideError, errorKey, startTicker,
-  formatClock, kindKey, kioskText, sinceText,
+  byId, h, setState, setText, t, ConnectionIndicator, showError, errorKey, startTicker,
+  formatClock, kindKey, kioskText, sinceText, submitStaffLogin,
 } from '/common/ui.js';
 import { MonitorPanel, MODES } from '/supervisor/monitor.js';
 
@@ -21,28 +21,7 @@ const monitor = new MonitorPanel({ conn, onChange: () => markMonitored() });
 
 async function onLogin(ev) {
   ev.preventDefault();
-  const errEl = byId('login-error');
-  hideError(errEl);
-  const username = byId('login-username').value.trim();
-  const password = byId('login-password').value;
-  if (!username) return showError(errEl, null, 'login.needUsername');
-  if (!password) return showError(errEl, null, 'login.needPassword');
-  const btn = byId('login-submit');
-  btn.disabled = true;
-  try {
-    const answer = await api.login('/auth/login', { username, password });
-    if (answer.role !== 'supervisor') {
-      api.clear();
-      return showError(errEl, null, 'supervisor.login.notSupervisor');
-    }
-    byId('login-password').value = '';
-    await startSession();
-  } catch (err) {
-    const bad = ['unauthenticated', 'forbidden', 'not_found', 'invalid_message'].includes(err.code);
-    showError(errEl, err, bad ? 'login.bad' : errorKey(err));
-  } finally {
-    btn.disabled = false;
-  }
+  await submitStaffLogin(api, 'supervisor', 'supervisor.login.notSupervisor', startSession);
 }
 
 function logout(reasonKey = null) {
