@@ -19,6 +19,7 @@ from vwindow.auth import TokenIssuer
 from vwindow.cases import Cases
 from vwindow.config import Config
 from vwindow.db import Database
+from vwindow.queue import CallQueue
 from vwindow.store import FileStore
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def build_services(config: Config) -> Services:
     media = MediaService(notify, ice_addresses=config.media.ice_addresses,
                          video_codec=config.media.video_codec, forward=config.media.forward,
                          recordings_dir=recordings)
-    switchboard = Switchboard(db, cases, presence, media, config.server.node_id, store)
+    queue = CallQueue(db, cases, config.routing, config.server.node_id)
+    switchboard = Switchboard(db, cases, queue, presence, media, config.server.node_id, store)
     holder.append(switchboard)
     media.on_member_state = switchboard.member_state
     return Services(config=config, db=db, store=store, tokens=tokens, cases=cases,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ class Connection:
     client: str
     resume_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     dashboard: bool = False
+    opened_ns: int = field(default_factory=time.monotonic_ns)
 
     @property
     def participant_id(self) -> str:
@@ -112,11 +114,15 @@ class Presence:
                      if c.principal.role is role)
 
     def by_participant(self, participant_id: str) -> Connection | None:
+        """The participant's newest socket. After a network outage the client reconnects
+        while its old socket, dead but not yet noticed, lingers until the heartbeat closes
+        it: what is meant for the participant (its media offers) must take the new one."""
         key, _, client = participant_id.partition("/")
+        found: Connection | None = None
         for conn in self._conns.get(key, ()):
-            if conn.client == client:
-                return conn
-        return None
+            if conn.client == client and (found is None or conn.opened_ns > found.opened_ns):
+                found = conn
+        return found
 
     async def send_to(self, key: str, message: dict[str, Any], *,
                       client: str | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,10 +56,26 @@ class CallStart(_Message):
     type: Literal["call.start"]
     service_code: str = Field(min_length=1, max_length=64)
     dialect: str | None = Field(default=None, max_length=32)
+    birth_date: date | None = None
+    """From the caller's ID card when read before the call: elderly callers go first."""
 
 
 class CallCancel(_Message):
     type: Literal["call.cancel"]
+    call_id: CallId
+
+
+class CallCallback(_Message):
+    """The kiosk stops waiting on screen: an agent calls it back when free."""
+
+    type: Literal["call.callback"]
+    call_id: CallId
+
+
+class CallDecline(_Message):
+    """A ringing agent passes the call on to the next agent."""
+
+    type: Literal["call.decline"]
     call_id: CallId
 
 
@@ -180,7 +197,8 @@ class DashboardSubscribe(_Message):
 
 
 ALL_MESSAGES: tuple[type[_Message], ...] = (
-    Auth, Ping, AgentState, CallStart, CallCancel, CallAccept, CallEnd, CallInvite, CallJoin,
+    Auth, Ping, AgentState, CallStart, CallCancel, CallCallback, CallAccept, CallDecline,
+    CallEnd, CallInvite, CallJoin,
     RtcJoin, RtcAnswer, RtcCandidate, RtcLeave, RtcPublish, RtcUnpublish, SessionMonitor,
     MediaSnapshot, DeviceCapture, DeviceProgress, ChatSend, DashboardSubscribe,
 )

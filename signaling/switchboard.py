@@ -1,8 +1,8 @@
-"""The call flow of one node: queue, ringing, answer, end, captures, chat, dashboards.
+"""The call flow of one node: calls in and out of rooms, media, captures, chat, dashboards.
 
-Ringing is ring-all among ready agents for now; the claim itself is atomic in the
-database (``Cases.claim_call``), so two agents accepting at once get one call and one
-``conflict``, and every other ringing console is told to stop at once.
+Who is offered which waiting call is the router's (``signaling.router``); the claim is
+atomic in the database (``CallQueue.claim``), so two agents accepting at once get one
+call and one ``conflict``, and every other ringing console is told to stop at once.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
-
-from sqlalchemy import select
 
 from media.fanout import EncodedPublication, ParticipantInfo
 from media.hub import TrackRole
@@ -21,10 +19,13 @@ from media.recording import RecordingResult
 from media.service import MediaService
 from media.snapshot import take_snapshot
 from signaling.presence import Connection, Presence, Room
+from signaling.router import Router
 from vwindow.cases import Cases
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
-from vwindow.models import Role, User
+from vwindow.models import Role
+from vwindow.queue import CallQueue
+from vwindow.routing import priority_for
 from vwindow.store import FileStore
 from vwindow.views import CallView, MaterialView
 
@@ -40,9 +41,11 @@ def _dump(view: CallView) -> dict[str, Any]:
 
 
 class Switchboard:
-    def __init__(self, db: Database, cases: Cases, presence: Presence, media: MediaService,
-                 node_id: str, store: FileStore) -> None:
+    def __init__(self, db: Database, cases: Cases, queue: CallQueue, presence: Presence,
+                 media: MediaService, node_id: str, store: FileStore) -> None:
         self.db = db
+        self.queue = queue
+        self.router = Router(queue, presence, self.changed)
         self.store = store
         self.cases = cases
         self.presence = presence
@@ -64,8 +67,9 @@ class Switchboard:
             await self._remember_kiosk(view)
             self._room_for(view)
             self.media.hub(view.call_id)
-        for view in await self.cases.queued():
+        for view in await self.queue.waiting_views():
             await self._remember_kiosk(view)
+        await self.router.start()
         self._dashboard_task = asyncio.create_task(self._dashboard_loop())
 
     async def stop(self) -> None:
@@ -75,6 +79,7 @@ class Switchboard:
             await self._close_and_store(call_id)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        await self.router.stop()
         if self._dashboard_task is not None:
             self._dashboard_task.cancel()
             try:
@@ -104,75 +109,65 @@ class Switchboard:
     # -- agents ------------------------------------------------------------------------
 
     def agent_state(self, agent_id: int) -> str:
-        return self.presence.agent_states.get(agent_id, "offline")
+        return self.router.state_of(agent_id)
 
-    async def set_agent_state(self, conn: Connection, state: str) -> str:
-        agent_id = int(conn.principal.subject)
-        current = self.agent_state(agent_id)
-        if current == "in_call":
-            return current  # the call decides: ending or leaving it frees the agent
-        self.presence.agent_states[agent_id] = state
-        logger.info("agent %s is %s", agent_id, state)
-        self.changed()
-        if state == "ready":
-            for view in await self.cases.queued():
-                await conn.send({"type": "call.ringing", "call": _dump(view)})
-        return state
+    async def set_agent_state(self, conn: Connection, state: str,
+                              reason: str | None = None) -> str:
+        return await self.router.set_state(int(conn.principal.subject), state, reason)
 
     def agent_gone(self, key: str) -> None:
         role, _, subject = key.partition(":")
         if role == Role.AGENT.value:
-            agent_id = int(subject)
-            if self.agent_state(agent_id) != "in_call":
-                self.presence.agent_states[agent_id] = "offline"
-                logger.info("agent %s went offline (no connection)", agent_id)
-                self.changed()
+            task = asyncio.create_task(self.router.agent_gone(int(subject)))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
-    async def _ring_ready_agents(self, view: CallView) -> None:
-        for conn in self.presence.by_role(Role.AGENT):
-            if self.agent_state(int(conn.principal.subject)) == "ready":
-                await conn.send({"type": "call.ringing", "call": _dump(view)})
+    async def decline_call(self, conn: Connection, call_id: int) -> None:
+        await self.router.decline(int(conn.principal.subject), call_id)
 
     async def _stop_ringing(self, message: dict[str, Any], except_key: str | None) -> None:
         for conn in self.presence.by_role(Role.AGENT):
             if conn.principal.key != except_key:
                 await conn.send(dict(message))
 
-    async def _push_positions(self) -> None:
-        for view in await self.cases.queued():
-            position = await self.cases.queue_position(view.call_id)
-            kiosk_key = f"kiosk:{self._kiosk_ids.get(view.call_id, 0)}"
-            await self.presence.send_to(kiosk_key, {"type": "queue.position",
-                                                    "call_id": view.call_id,
-                                                    "position": position})
-
     # -- calls -------------------------------------------------------------------------
 
-    async def start_call(self, conn: Connection, service_code: str,
-                         dialect: str | None) -> dict[str, Any]:
+    async def start_call(self, conn: Connection, service_code: str, dialect: str | None,
+                         birth_date: date | None = None) -> dict[str, Any]:
         kiosk_id = int(conn.principal.subject)
-        view = await self.cases.start_call(kiosk_id, service_code, dialect)
+        priority = priority_for(birth_date, datetime.now(UTC).date(), appointment=False,
+                                callback=False, rules=self.queue.rules)
+        view = await self.cases.start_call(kiosk_id, service_code, dialect, priority)
         self._kiosk_ids[view.call_id] = kiosk_id
-        position = await self.cases.queue_position(view.call_id)
-        await self._ring_ready_agents(view)
+        info = next((i for i in await self.queue.queue_info() if i.call_id == view.call_id),
+                    None)
+        self.router.wake()
         self.changed()
-        return {"type": "call.queued", "call": _dump(view), "position": position}
+        reply: dict[str, Any] = {"type": "call.queued", "call": _dump(view),
+                                 "position": info.position if info else 1,
+                                 "eta_s": round(info.eta_s) if info and info.eta_s is not None
+                                 else None}
+        return reply
 
     async def cancel_call(self, conn: Connection, call_id: int) -> None:
-        await self.cases.cancel_call(conn.principal, call_id)
+        _, offered = await self.queue.cancel(conn.principal, call_id)
         self._kiosk_ids.pop(call_id, None)
         await self._stop_ringing({"type": "call.cancelled", "call_id": call_id}, None)
-        await self._push_positions()
+        if offered is not None:
+            await self.router.offer_ended(offered)
+        self.router.call_left_queue(call_id)
         self.changed()
+
+    async def request_callback(self, conn: Connection, call_id: int) -> dict[str, Any]:
+        view = await self.queue.request_callback(conn.principal, call_id)
+        self.router.wake()
+        self.changed()
+        return {"type": "call.callback", "call": _dump(view)}
 
     async def accept_call(self, conn: Connection, call_id: int) -> dict[str, Any]:
         agent_id = int(conn.principal.subject)
-        if self.agent_state(agent_id) == "in_call":
-            raise InvalidStateError("you are already in a call; end it first")
-        view = await self.cases.claim_call(agent_id, call_id, self.node_id)
+        view = await self.router.claim(agent_id, call_id)
         await self._remember_kiosk(view)
-        self.presence.agent_states[agent_id] = "in_call"
-        await conn.send({"type": "agent.state", "state": "in_call"})
         room = self._room_for(view)
         self.media.hub(call_id)
         name = view.agent.name if view.agent else ""
@@ -180,7 +175,6 @@ class Switchboard:
                                  conn.principal.key)
         await self.presence.send_to(f"kiosk:{self._kiosk_ids[call_id]}",
                                     {"type": "call.answered", "call": _dump(view)})
-        await self._push_positions()
         self.changed()
         logger.info("call %s: room %s", call_id, sorted(room.members))
         return {"type": "call.accepted", "call": _dump(view)}
@@ -220,21 +214,11 @@ class Switchboard:
         for member in room.members if room else ():
             role, _, subject = member.partition(":")
             if role == "agent" and view.agent is not None and int(subject) != view.agent.id:
-                # An expert who joined: free again.
-                await self._agent_free(int(subject))
+                # An expert who joined: free again (no wrap-up; the case is not theirs).
+                await self.router.call_ended(int(subject), expert=True)
         if view.agent is not None:
-            await self._agent_free(view.agent.id)
+            await self.router.call_ended(view.agent.id)
         self.changed()
-
-    async def _agent_free(self, agent_id: int) -> None:
-        agent_key = f"agent:{agent_id}"
-        self.presence.agent_states[agent_id] = (
-            "ready" if self.presence.connected(agent_key) else "offline")
-        for agent_conn in self.presence.connections(agent_key):
-            await agent_conn.send({"type": "agent.state", "state": self.agent_state(agent_id)})
-            if self.agent_state(agent_id) == "ready":
-                for queued in await self.cases.queued():
-                    await agent_conn.send({"type": "call.ringing", "call": _dump(queued)})
 
     async def require_member(self, conn: Connection, call_id: int,
                              roles: tuple[Role, ...] | None = None) -> Room:
@@ -256,7 +240,7 @@ class Switchboard:
             if conn.principal.role is Role.SURVEYOR:
                 room.members.add(conn.principal.key)
             if conn.principal.role is Role.AGENT:
-                self.presence.agent_states[int(conn.principal.subject)] = "in_call"
+                await self.router.in_call(int(conn.principal.subject))
         return _dump(view)
 
     # -- media -------------------------------------------------------------------------
@@ -350,9 +334,7 @@ class Switchboard:
         if room is None:
             raise InvalidStateError(f"call {call_id} is not live")
         room.members.add(conn.principal.key)
-        self.presence.agent_states[int(conn.principal.subject)] = "in_call"
-        await conn.send({"type": "agent.state", "state": "in_call"})
-        self.changed()
+        await self.router.in_call(int(conn.principal.subject))
         return {"type": "call.joined", "call": _dump(view)}
 
     async def leave_media(self, conn: Connection, call_id: int) -> None:
@@ -379,7 +361,7 @@ class Switchboard:
                 room = self.presence.rooms.get(call_id)
                 if room is not None:
                     room.members.discard(conn.principal.key)
-                await self._agent_free(int(conn.principal.subject))
+                await self.router.call_ended(int(conn.principal.subject), expert=True)
 
     @staticmethod
     def _kind(conn: Connection) -> str:
@@ -513,18 +495,14 @@ class Switchboard:
     # -- dashboard ---------------------------------------------------------------------
 
     async def snapshot(self) -> dict[str, Any]:
-        queue = [_dump(v) for v in await self.cases.queued()]
+        queue = [_dump(v) for v in await self.queue.waiting_views()]
         sessions = []
         for view in await self.cases.live():
             hub = self.media.find(view.call_id)
             entry = _dump(view)
             entry["participants"] = [p.as_dict() for p in hub.participants] if hub else []
             sessions.append(entry)
-        async with self.db.session() as s:
-            agents = (await s.scalars(select(User).where(User.role == Role.AGENT)
-                                      .order_by(User.id))).all()
-            agent_list = [{"id": a.id, "name": a.display_name, "state": self.agent_state(a.id)}
-                          for a in agents]
+        agent_list = await self.queue.dashboard_agents()
         return {"type": "dashboard.snapshot", "queue": queue, "sessions": sessions,
                 "agents": agent_list}
 

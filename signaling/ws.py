@@ -27,7 +27,9 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
     p.AgentState: (Role.AGENT,),
     p.CallStart: (Role.KIOSK,),
     p.CallCancel: (Role.KIOSK,),
+    p.CallCallback: (Role.KIOSK,),
     p.CallAccept: (Role.AGENT,),
+    p.CallDecline: (Role.AGENT,),
     p.CallEnd: (Role.AGENT, Role.KIOSK),
     p.RtcJoin: (Role.KIOSK, Role.AGENT, Role.SURVEYOR, Role.SUPERVISOR),
     p.RtcAnswer: (Role.KIOSK, Role.AGENT, Role.SURVEYOR, Role.SUPERVISOR),
@@ -133,8 +135,7 @@ async def _authenticate(services: Services, ws: web.WebSocketResponse,
     # Registered only once the welcome is out: a failure before leaves no stale entry.
     services.presence.add(conn)
     if principal.role is Role.AGENT:
-        state = services.switchboard.agent_state(int(principal.subject))
-        await conn.send({"type": "agent.state", "state": state})
+        await services.switchboard.router.agent_connected(conn)
     logger.info("socket authenticated for %s", conn.participant_id)
     return conn
 
@@ -154,12 +155,17 @@ async def _dispatch(services: Services, conn: Connection,
     match message:
         case p.Ping():
             return {"type": "pong"}
-        case p.AgentState(state=state):
-            return {"type": "agent.state", "state": await sb.set_agent_state(conn, state)}
-        case p.CallStart(service_code=code, dialect=dialect):
-            return await sb.start_call(conn, code, dialect)
+        case p.AgentState(state=state, reason=reason):
+            return {"type": "agent.state",
+                    "state": await sb.set_agent_state(conn, state, reason)}
+        case p.CallStart(service_code=code, dialect=dialect, birth_date=birth):
+            return await sb.start_call(conn, code, dialect, birth)
         case p.CallCancel(call_id=call_id):
             await sb.cancel_call(conn, call_id)
+        case p.CallCallback(call_id=call_id):
+            return await sb.request_callback(conn, call_id)
+        case p.CallDecline(call_id=call_id):
+            await sb.decline_call(conn, call_id)
         case p.CallAccept(call_id=call_id):
             return await sb.accept_call(conn, call_id)
         case p.CallEnd(call_id=call_id):

@@ -22,6 +22,16 @@ from vwindow.seed import seed_demo
 _db_counter = itertools.count(1)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` tests run only when asked for by marker (``-m slow``)."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer | str]:
     url = os.environ.get("VWINDOW_TEST_PG_URL")
@@ -55,6 +65,9 @@ def make_config(db_url: str, tmp_path: Path, **server: object) -> Config:
         "db": {"url": db_url},
         "storage": {"root": str(tmp_path / "files")},
         "auth": {"secret": "test-secret-0123456789-abcdefghijklmnop"},
+        # The call-flow tests ring every ready agent and place calls back to back;
+        # tests/integration/test_routing.py runs the default strategy and wrap-up.
+        "routing": {"wrap_up_s": 0, "strategy": "ring_all"},
     })
 
 
@@ -96,15 +109,15 @@ class Server:
             return token
 
 
-async def start_server(config: Config) -> tuple[web.AppRunner, str]:
+async def start_server(config: Config, host: str = "127.0.0.1") -> tuple[web.AppRunner, str]:
     app = make_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
     port = runner.addresses[0][1]
     await seed_demo(app[SERVICES].db)
-    return runner, f"http://127.0.0.1:{port}"
+    return runner, f"http://{host}:{port}"
 
 
 @pytest.fixture

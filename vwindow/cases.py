@@ -12,7 +12,7 @@ import logging
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,7 +79,8 @@ class Cases:
 
     # -- views ---------------------------------------------------------------------
 
-    async def _call_view(self, s: AsyncSession, call: Call) -> CallView:
+    async def view(self, s: AsyncSession, call: Call) -> CallView:
+        """The view of ``call`` that clients see, read within session ``s``."""
         case = await s.get_one(Case, call.case_id)
         item = await s.get_one(ServiceItem, call.service_item_id)
         kiosk = await s.get_one(Kiosk, call.kiosk_id)
@@ -95,6 +96,9 @@ class Cases:
             queued_at=call.queued_at,
             answered_at=call.answered_at,
             agent=AgentRef(id=agent.id, name=agent.display_name) if agent else None,
+            dialect=call.dialect,
+            priority=call.priority,
+            callback=call.callback,
         )
 
     async def call_view(self, call_id: int) -> CallView:
@@ -102,7 +106,7 @@ class Cases:
             call = await s.get(Call, call_id)
             if call is None:
                 raise NotFoundError(f"call {call_id} does not exist", field="call_id")
-            return await self._call_view(s, call)
+            return await self.view(s, call)
 
     async def get_call(self, call_id: int) -> Call:
         async with self.db.session() as s:
@@ -119,17 +123,6 @@ class Cases:
                 for i in items
             ]
 
-    async def queued(self) -> list[CallView]:
-        async with self.db.session() as s:
-            calls = (
-                await s.scalars(
-                    select(Call)
-                    .where(Call.status == CallStatus.QUEUED)
-                    .order_by(Call.queued_at, Call.id)
-                )
-            ).all()
-            return [await self._call_view(s, c) for c in calls]
-
     async def live(self) -> list[CallView]:
         async with self.db.session() as s:
             calls = (
@@ -137,7 +130,7 @@ class Cases:
                     select(Call).where(Call.status == CallStatus.LIVE).order_by(Call.answered_at)
                 )
             ).all()
-            return [await self._call_view(s, c) for c in calls]
+            return [await self.view(s, c) for c in calls]
 
     async def active_call_for(self, principal: Principal) -> CallView | None:
         """The live or queued call a kiosk or agent is in, if any."""
@@ -154,7 +147,7 @@ class Cases:
             else:
                 return None
             call = (await s.scalars(query.order_by(Call.id.desc()).limit(1))).first()
-            return await self._call_view(s, call) if call else None
+            return await self.view(s, call) if call else None
 
     # -- access ------------------------------------------------------------------------
 
@@ -199,7 +192,7 @@ class Cases:
     # -- calls ---------------------------------------------------------------------
 
     async def start_call(
-        self, kiosk_id: int, service_code: str, dialect: str | None = None
+        self, kiosk_id: int, service_code: str, dialect: str | None = None, priority: int = 0
     ) -> CallView:
         async with self.db.session() as s:
             item = (
@@ -240,6 +233,8 @@ class Cases:
                 status=CallStatus.QUEUED,
                 dialect=dialect,
                 queued_at=now,
+                category=item.category,
+                priority=priority,
             )
             s.add(call)
             await s.flush()
@@ -251,74 +246,7 @@ class Cases:
                 detail={"call_id": call.id, "service": item.code},
             )
             logger.info("call %s queued for case %s (%s)", call.id, case.id, item.code)
-            return await self._call_view(s, call)
-
-    async def queue_position(self, call_id: int) -> int:
-        async with self.db.session() as s:
-            call = await s.get(Call, call_id)
-            if call is None or call.status != CallStatus.QUEUED:
-                return 0
-            ahead = await s.scalar(
-                select(func.count())
-                .select_from(Call)
-                .where(
-                    Call.status == CallStatus.QUEUED,
-                    (Call.queued_at < call.queued_at)
-                    | ((Call.queued_at == call.queued_at) & (Call.id < call.id)),
-                )
-            )
-            return int(ahead or 0) + 1
-
-    async def cancel_call(self, principal: Principal, call_id: int) -> CallView:
-        async with self.db.session() as s:
-            call = await s.get(Call, call_id)
-            if call is None:
-                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
-            if principal.role is not Role.KIOSK or call.kiosk_id != int(principal.subject):
-                raise ForbiddenError(f"not allowed to cancel call {call_id}", field="call_id")
-            if call.status != CallStatus.QUEUED:
-                raise InvalidStateError(f"call {call_id} is {call.status!r}, not queued")
-            call.status = CallStatus.CANCELLED
-            call.ended_at = utcnow()
-            call.ended_by = "kiosk"
-            await audit.append(s, actor=principal.key, action="call.cancelled",
-                               case_id=call.case_id, detail={"call_id": call_id})
-            return await self._call_view(s, call)
-
-    async def claim_call(self, agent_id: int, call_id: int, node_id: str) -> CallView:
-        """Atomically hand a queued call to one agent; a second claimer gets ConflictError."""
-        async with self.db.session() as s:
-            busy = (
-                await s.scalars(
-                    select(Call.id).where(Call.agent_id == agent_id,
-                                          Call.status == CallStatus.LIVE)
-                )
-            ).first()
-            if busy is not None:
-                raise InvalidStateError(f"agent is already in call {busy}")
-            now = utcnow()
-            result = await s.execute(
-                update(Call)
-                .where(Call.id == call_id, Call.status == CallStatus.QUEUED)
-                .values(status=CallStatus.LIVE, agent_id=agent_id, answered_at=now,
-                        hub_node=node_id)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                existing = await s.get(Call, call_id)
-                if existing is None:
-                    raise NotFoundError(f"call {call_id} does not exist", field="call_id")
-                raise ConflictError(f"call {call_id} is already {existing.status}",
-                                    field="call_id")
-            call = await s.get_one(Call, call_id, populate_existing=True)
-            await s.execute(
-                update(Case)
-                .where(Case.id == call.case_id)
-                .values(assigned_agent_id=agent_id, status=CaseStatus.IN_PROGRESS)
-            )
-            await audit.append(s, actor=f"agent:{agent_id}", action="call.answered",
-                               case_id=call.case_id, detail={"call_id": call_id})
-            logger.info("call %s answered by agent %s", call_id, agent_id)
-            return await self._call_view(s, call)
+            return await self.view(s, call)
 
     async def end_call(self, call_id: int, ended_by: str, actor: str) -> CallView | None:
         """End a live call; None when it was not live (ending twice is harmless)."""
@@ -334,7 +262,7 @@ class Cases:
             await audit.append(s, actor=actor, action="call.ended", case_id=call.case_id,
                                detail={"call_id": call_id, "by": ended_by})
             logger.info("call %s ended by %s", call_id, ended_by)
-            return await self._call_view(s, call)
+            return await self.view(s, call)
 
     # -- expert invitations ------------------------------------------------------------
 
@@ -383,7 +311,7 @@ class Cases:
                 invitation.joined_at = utcnow()
                 await audit.append(s, actor=principal.key, action="expert.joined",
                                    case_id=call.case_id, detail={"call_id": call_id})
-            return await self._call_view(s, call)
+            return await self.view(s, call)
 
     # -- participants ----------------------------------------------------------------
 

@@ -82,12 +82,37 @@ class MediaConfig(_Section):
         return value
 
 
+class RoutingConfig(_Section):
+    """How waiting calls reach agents (see ``vwindow.routing``)."""
+
+    strategy: Literal["longest_idle", "round_robin", "ring_all"] = "longest_idle"
+    offer_timeout_s: float = Field(default=20.0, gt=0)
+    """An offer not accepted in time goes to the next agent; the first is set away."""
+    wrap_up_s: float = Field(default=30.0, ge=0)
+    """After a call the agent finishes notes for this long before being offered the next."""
+    overflow_s: float = Field(default=60.0, ge=0)
+    dialect_overflow_s: float = Field(default=120.0, ge=0)
+    callback_after_s: float = Field(default=180.0, ge=0)
+    """A call waiting this long is offered a callback (0: never)."""
+    elderly_age: int = Field(default=65, ge=0, le=150)
+    elderly_boost: int = 10
+    appointment_boost: int = 5
+    callback_boost: int = 0
+    default_handle_s: float = Field(default=300.0, gt=0)
+    """Handle time assumed for wait estimates until real calls have been measured."""
+    tick_s: float = Field(default=1.0, gt=0)
+    """How often the router re-checks timeouts, overflow and wait estimates."""
+    node_timeout_s: float = Field(default=15.0, gt=0)
+    """A node whose heartbeat is older than this is dead: its calls are re-queued."""
+
+
 class Config(_Section):
     server: ServerConfig = ServerConfig()
     db: DbConfig = DbConfig()
     storage: StorageConfig = StorageConfig()
     auth: AuthConfig = AuthConfig()
     media: MediaConfig = MediaConfig()
+    routing: RoutingConfig = RoutingConfig()
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

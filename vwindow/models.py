@@ -81,6 +81,7 @@ class Township(Base):
     county: Mapped[str] = mapped_column(String(100))
     distance_km: Mapped[float] = mapped_column(default=0.0)
     travel_minutes: Mapped[int] = mapped_column(default=0)
+    default_dialect: Mapped[str | None] = mapped_column(String(32))
 
 
 class Kiosk(Base):
@@ -105,6 +106,8 @@ class User(Base):
     level: Mapped[str] = mapped_column(String(16), default="county")
     dialects: Mapped[list[str]] = mapped_column(JSON, default=list)
     skills: Mapped[list[str]] = mapped_column(JSON, default=list)
+    county: Mapped[str | None] = mapped_column(String(100))
+    """County a county-level agent serves (pairing); empty for city agents."""
     active: Mapped[bool] = mapped_column(default=True)
 
 
@@ -146,6 +149,39 @@ class Call(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_by: Mapped[str | None] = mapped_column(String(16))
+    category: Mapped[str | None] = mapped_column(String(64))
+    """Skill needed to take the call: the item's category, or the queue it was sent to."""
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    offered_to: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    offer_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    excluded: Mapped[list[int]] = mapped_column(JSON, default=list)
+    """Agents who declined the call: it is not offered to them again."""
+    callback: Mapped[bool] = mapped_column(default=False)
+    """The kiosk stopped waiting on screen: an agent calls it back when free."""
+    callback_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AgentStatus(Base):
+    """An agent's working state, shared by every node (the router reads it)."""
+
+    __tablename__ = "agent_status"
+    agent_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="offline")
+    reason: Mapped[str | None] = mapped_column(String(100))
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    idle_since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_offer_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    wrap_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Node(Base):
+    """A running ``vwindow serve`` process; a lapsed heartbeat means it died."""
+
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Participant(Base):

@@ -1,4 +1,4 @@
-"""Demo data: a small catalog, a township with a kiosk, two county agents, a supervisor."""
+"""Demo data: a small catalog, a township with a kiosk, county and city agents, a supervisor."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 class DemoLogins:
     kiosk_code: str = "kiosk-tx01"
     kiosk_key: str = "demo-kiosk-key"
-    agents: tuple[str, ...] = ("agent1", "agent2")
+    agents: tuple[str, ...] = ("agent1", "agent2", "agent3")
     supervisor: str = "super1"
     password: str = "demo1234"
 
@@ -55,11 +55,14 @@ async def seed_demo(db: Database) -> DemoLogins:
                     key_hash=hash_secret(DEMO.kiosk_key)))
         pw = hash_secret(DEMO.password)
         s.add(User(username="agent1", display_name="王芳（县政务中心）", role=Role.AGENT,
-                   password_hash=pw, level="county", dialects=["普通话", "徽州话"],
-                   skills=["social_security", "medical_insurance", "civil_affairs"]))
+                   password_hash=pw, level="county", county="黄山区", dialects=["普通话", "徽州话"],
+                   skills=["social_security", "medical_insurance", "civil_affairs", "land"]))
         s.add(User(username="agent2", display_name="李强（县政务中心）", role=Role.AGENT,
-                   password_hash=pw, level="county", dialects=["普通话"],
+                   password_hash=pw, level="county", county="黄山区", dialects=["普通话"],
                    skills=["market", "land", "social_security"]))
+        s.add(User(username="agent3", display_name="陈静（市政务中心专家）", role=Role.AGENT,
+                   password_hash=pw, level="city", dialects=["普通话", "徽州话"],
+                   skills=["*"]))
         s.add(User(username=DEMO.supervisor, display_name="张主任（值班长）",
                    role=Role.SUPERVISOR, password_hash=pw, level="county"))
     logger.info("demo data seeded")

@@ -33,6 +33,9 @@ class CallView(BaseModel):
     queued_at: datetime
     answered_at: datetime | None
     agent: AgentRef | None
+    dialect: str | None = None
+    priority: int = 0
+    callback: bool = False
 
 
 class MaterialView(BaseModel):

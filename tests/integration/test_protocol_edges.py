@@ -163,7 +163,7 @@ async def test_agent_b_cannot_read_agent_a_case(server: Server) -> None:
     b = SignalClient(server.http, server.url, await server.login("agent2"))
     for c in (kiosk, a, b):
         await c.connect()
-    queued = await kiosk.request("call.start", service_code="SC-001")
+    queued = await kiosk.request("call.start", service_code="SB-001")
     call_id, case_id = queued["call"]["call_id"], queued["call"]["case_id"]
     await a.request("agent.state", state="ready")
     await wait_for(a, "call.ringing")

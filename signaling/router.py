@@ -1,0 +1,246 @@
+"""The node's router: offers waiting calls to agents and keeps everyone told.
+
+A background loop wakes on every change (a call queued, an agent ready, a call ended)
+and once per ``routing.tick_s``; each pass expires unanswered offers (the agent is set
+away as "missed"), ends timed wrap-ups, routes (``CallQueue.route``), offers callbacks
+to calls that waited too long and pushes each waiting kiosk its position and estimated
+wait. The agent states of this node's agents are changed only here, so the cache in
+``Presence.agent_states`` is what the database says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from signaling.presence import Connection, Presence
+from vwindow.errors import InvalidStateError
+from vwindow.models import Role
+from vwindow.queue import CallQueue, Offer, QueueInfo
+from vwindow.views import CallView
+
+logger = logging.getLogger(__name__)
+
+POSITION_REFRESH_S = 10.0
+"""Kiosks get their estimate again this often even when nothing moved (it ages)."""
+HEARTBEAT_S = 3.0
+
+
+def _dump(view: CallView) -> dict[str, Any]:
+    return view.model_dump(mode="json")
+
+
+class Router:
+    def __init__(self, queue: CallQueue, presence: Presence,
+                 on_change: Callable[[], None]) -> None:
+        self.queue = queue
+        self.presence = presence
+        self.on_change = on_change
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._rung: set[tuple[int, int]] = set()  # ring-all: (call, agent) already told
+        self._told: dict[int, tuple[int, int | None, bool]] = {}  # call -> last position push
+        self._told_at = 0.0
+        self._beat_at = 0.0
+
+    @property
+    def config(self) -> Any:
+        return self.queue.config
+
+    async def start(self) -> None:
+        await self.queue.start()
+        self._task = asyncio.create_task(self._loop(), name="router")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- agent states ------------------------------------------------------------------
+
+    def state_of(self, agent_id: int) -> str:
+        return self.presence.agent_states.get(agent_id, "offline")
+
+    async def set_state(self, agent_id: int, state: str, reason: str | None = None, *,
+                        force: bool = False) -> str:
+        """Change an agent's state, tell the agent's consoles and re-route."""
+        current = self.state_of(agent_id)
+        if current == "ringing" and state == "ready":
+            return current  # ready already; the offer is answered by accept or decline
+        new, dropped = await self.queue.set_state(agent_id, state, reason, force=force)
+        await self._publish_state(agent_id, new, reason if new == "away" else None)
+        if dropped is not None:
+            await self._tell_agent(agent_id, {"type": "call.offer_withdrawn",
+                                              "call_id": dropped, "reason": "state"})
+        self.wake()
+        return new
+
+    async def _publish_state(self, agent_id: int, state: str, reason: str | None,
+                             wrap_s: float | None = None) -> None:
+        self.presence.agent_states[agent_id] = state
+        push: dict[str, Any] = {"type": "agent.state", "state": state}
+        if reason:
+            push["reason"] = reason
+        if wrap_s is not None:
+            push["wrap_up_s"] = wrap_s
+        await self._tell_agent(agent_id, push)
+        self.on_change()
+
+    async def _tell_agent(self, agent_id: int, message: dict[str, Any]) -> None:
+        await self.presence.send_to(f"agent:{agent_id}", message)
+
+    async def agent_connected(self, conn: Connection) -> None:
+        """A console connected: it learns its state and, if ready, what it may take."""
+        agent_id = int(conn.principal.subject)
+        state = self.state_of(agent_id)
+        await conn.send({"type": "agent.state", "state": state})
+        if self.queue.rules.strategy == "ring_all" and state == "ready":
+            self._rung = {pair for pair in self._rung if pair[1] != agent_id}
+            self.wake()
+
+    async def agent_gone(self, agent_id: int) -> None:
+        """No console left for the agent (after the grace period)."""
+        if self.state_of(agent_id) not in ("in_call", "offline"):
+            await self.set_state(agent_id, "offline")
+            logger.info("agent %s went offline (no connection)", agent_id)
+
+    async def call_ended(self, agent_id: int, *, expert: bool = False) -> None:
+        """The agent's call ended (or an expert left it): wrap up, or straight back."""
+        connected = self.presence.connected(f"agent:{agent_id}")
+        if expert:
+            state, _ = await self.queue.set_state(
+                agent_id, "ready" if connected else "offline", force=True)
+            wrap: float | None = None
+        else:
+            state = await self.queue.ended(agent_id, connected)
+            wrap = self.config.wrap_up_s if state == "wrap_up" else None
+        await self._publish_state(agent_id, state, None, wrap)
+        self.wake()
+
+    async def in_call(self, agent_id: int) -> None:
+        """The agent is in a call (answered, joined as expert, or back after a restart)."""
+        if self.state_of(agent_id) != "in_call":
+            await self.queue.set_state(agent_id, "in_call", force=True)
+            await self._publish_state(agent_id, "in_call", None)
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def decline(self, agent_id: int, call_id: int) -> None:
+        await self.queue.decline(agent_id, call_id)
+        self._rung.discard((call_id, agent_id))
+        if self.state_of(agent_id) == "ringing":
+            await self._publish_state(agent_id, "ready", None)
+        self.wake()
+
+    async def claim(self, agent_id: int, call_id: int) -> CallView:
+        if self.state_of(agent_id) == "in_call":
+            raise InvalidStateError("you are already in a call; end it first")
+        view = await self.queue.claim(agent_id, call_id)
+        self.presence.agent_states[agent_id] = "in_call"
+        await self._tell_agent(agent_id, {"type": "agent.state", "state": "in_call"})
+        self._forget(call_id)
+        self.on_change()
+        self.wake()
+        return view
+
+    async def offer_ended(self, agent_id: int) -> None:
+        """The call offered to the agent was cancelled: the agent is ready again."""
+        if self.state_of(agent_id) == "ringing":
+            await self._publish_state(agent_id, "ready", None)
+
+    def call_left_queue(self, call_id: int) -> None:
+        self._forget(call_id)
+        self.wake()
+
+    def _forget(self, call_id: int) -> None:
+        self._rung = {pair for pair in self._rung if pair[0] != call_id}
+        self._told.pop(call_id, None)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.config.tick_s):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except Exception:
+                logger.exception("routing pass failed; retrying next tick")
+
+    async def run_once(self) -> None:
+        """One routing pass (the loop's body; tests may call it directly)."""
+        now = time.monotonic()
+        if now - self._beat_at >= HEARTBEAT_S:
+            self._beat_at = now
+            for node in await self.queue.heartbeat():
+                logger.warning("node %s is gone", node)
+        for withdrawn in await self.queue.expire_offers():
+            await self._tell_agent(withdrawn.agent_id, {
+                "type": "call.offer_withdrawn", "call_id": withdrawn.call_id,
+                "reason": withdrawn.reason})
+            await self._publish_state(withdrawn.agent_id, "away", "missed")
+        connected = {int(c.principal.subject) for c in self.presence.by_role(Role.AGENT)}
+        for agent_id in await self.queue.finish_wrap_ups(connected):
+            await self._publish_state(agent_id, "ready", None)
+        offers = await self.queue.route()
+        for offer in offers:
+            await self._ring(offer)
+        for call_id, kiosk_id in await self.queue.due_callback_offers():
+            await self.presence.send_to(f"kiosk:{kiosk_id}", {
+                "type": "queue.callback_offer", "call_id": call_id,
+                "waited_s": self.config.callback_after_s})
+        await self._push_positions(force=time.monotonic() - self._told_at >= POSITION_REFRESH_S)
+
+    async def _ring(self, offer: Offer) -> None:
+        pair = (offer.call.call_id, offer.agent_id)
+        if offer.expires_at is None:  # ring-all: tell each agent once per call
+            if pair in self._rung:
+                return
+            self._rung.add(pair)
+        else:
+            await self._publish_state(offer.agent_id, "ringing", None)
+        message: dict[str, Any] = {"type": "call.ringing", "call": _dump(offer.call)}
+        if offer.expires_at is not None:
+            message["timeout_s"] = self.config.offer_timeout_s
+            message["expires_at"] = offer.expires_at.isoformat()
+        await self._tell_agent(offer.agent_id, message)
+        logger.info("call %s offered to agent %s", offer.call.call_id, offer.agent_id)
+
+    async def _push_positions(self, *, force: bool) -> None:
+        infos = await self.queue.queue_info()
+        live = {info.call_id for info in infos}
+        for call_id in [c for c in self._told if c not in live]:
+            del self._told[call_id]
+        for info in infos:
+            told = (info.position, _bucket(info.eta_s), info.callback)
+            if not force and self._told.get(info.call_id) == told:
+                continue
+            self._told[info.call_id] = told
+            await self.presence.send_to(f"kiosk:{info.kiosk_id}", position_message(info))
+        if force:
+            self._told_at = time.monotonic()
+
+
+def position_message(info: QueueInfo) -> dict[str, Any]:
+    return {"type": "queue.position", "call_id": info.call_id, "position": info.position,
+            "eta_s": None if info.eta_s is None else round(info.eta_s),
+            "callback": info.callback}
+
+
+def _bucket(eta: float | None) -> int | None:
+    """Estimates change every pass; kiosks are told when the shown minute changes."""
+    return None if eta is None else int(eta // 30)

@@ -1,0 +1,515 @@
+"""The call queue in the database: agent states, offers, claims, positions, nodes.
+
+Every change is one transaction. Routing passes lock the waiting calls and this node's
+ready agents with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises
+writers anyway), so two nodes routing at once never offer one call twice or one agent
+two calls; the claim is a conditional ``UPDATE`` that only the offered agent (or, with
+no offer standing, an eligible free agent) can win. The rules themselves are in
+``vwindow.routing``; what to push to whom is ``signaling.router``'s business.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vwindow import audit, routing
+from vwindow.auth import Principal
+from vwindow.cases import Cases
+from vwindow.config import RoutingConfig
+from vwindow.db import Database
+from vwindow.errors import ConflictError, ForbiddenError, InvalidStateError, NotFoundError
+from vwindow.models import (
+    AgentStatus,
+    Call,
+    CallStatus,
+    Case,
+    CaseStatus,
+    Kiosk,
+    Node,
+    Township,
+    User,
+    utcnow,
+)
+from vwindow.views import CallView
+
+logger = logging.getLogger(__name__)
+
+HANDLE_TIME_SAMPLE = 50
+"""Recent answered calls averaged for the handle time of wait estimates."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    call: CallView
+    agent_id: int
+    expires_at: datetime | None
+    """None for ring-all, where nothing is reserved and the first to accept wins."""
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """An offer that ended without an answer: ``missed`` (timed out) or ``withdrawn``."""
+
+    call_id: int
+    agent_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    call_id: int
+    kiosk_id: int
+    position: int
+    eta_s: float | None
+    """None: no eligible agent is on duty, so no estimate can be made."""
+    callback: bool
+
+
+def rules_of(config: RoutingConfig) -> routing.RoutingRules:
+    return routing.RoutingRules(
+        strategy=config.strategy, overflow_s=config.overflow_s,
+        dialect_overflow_s=config.dialect_overflow_s, elderly_age=config.elderly_age,
+        elderly_boost=config.elderly_boost, appointment_boost=config.appointment_boost,
+        callback_boost=config.callback_boost)
+
+
+def _slot(status: AgentStatus, user: User, live_calls: int = 0) -> routing.AgentSlot:
+    return routing.AgentSlot(
+        id=user.id, state=status.state, level=user.level, county=user.county,
+        skills=frozenset(user.skills or ()), dialects=frozenset(user.dialects or ()),
+        idle_since=status.idle_since, last_offer_at=status.last_offer_at,
+        live_calls=live_calls)
+
+
+def _waiting(call: Call, county: str, default_dialect: str | None) -> routing.WaitingCall:
+    return routing.WaitingCall(
+        id=call.id, category=call.category or "", county=county, queued_at=call.queued_at,
+        dialect=call.dialect or default_dialect, priority=call.priority,
+        excluded=frozenset(call.excluded or ()))
+
+
+class CallQueue:
+    """Queue operations for one node (``node_id``) over the shared database."""
+
+    def __init__(self, db: Database, cases: Cases, config: RoutingConfig,
+                 node_id: str) -> None:
+        self.db = db
+        self.cases = cases
+        self.config = config
+        self.rules = rules_of(config)
+        self.node_id = node_id
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    async def _waiting_calls(self, s: AsyncSession, *, unoffered_and_locked: bool = False
+                             ) -> list[tuple[Call, routing.WaitingCall]]:
+        query = (select(Call, Township.county, Township.default_dialect)
+                 .join(Kiosk, Kiosk.id == Call.kiosk_id)
+                 .join(Township, Township.id == Kiosk.township_id)
+                 .where(Call.status == CallStatus.QUEUED)
+                 .order_by(Call.priority.desc(), Call.queued_at, Call.id))
+        if unoffered_and_locked:
+            query = (query.where(Call.offered_to.is_(None))
+                     .with_for_update(skip_locked=True, of=Call))
+        rows = (await s.execute(query)).all()
+        return [(call, _waiting(call, county, dialect)) for call, county, dialect in rows]
+
+    async def _agents(self, s: AsyncSession, *, ready_here_locked: bool = False
+                      ) -> list[tuple[AgentStatus, routing.AgentSlot]]:
+        query = select(AgentStatus, User).join(User, User.id == AgentStatus.agent_id)
+        if ready_here_locked:
+            query = (query.where(AgentStatus.state == "ready",
+                                 AgentStatus.node_id == self.node_id)
+                     .with_for_update(skip_locked=True, of=AgentStatus))
+        else:
+            query = query.where(AgentStatus.state != "offline")
+        rows = (await s.execute(query.order_by(AgentStatus.agent_id))).all()
+        ids = [status.agent_id for status, _ in rows]
+        busy: dict[int, int] = {}
+        if ids:
+            counted = await s.execute(
+                select(Call.agent_id, func.count()).where(
+                    Call.status == CallStatus.LIVE, Call.agent_id.in_(ids))
+                .group_by(Call.agent_id))
+            busy = {int(agent or 0): int(n) for agent, n in counted.all()}
+        return [(status, _slot(status, user, busy.get(user.id, 0))) for status, user in rows]
+
+    # -- agent states ------------------------------------------------------------------
+
+    async def agent_state(self, agent_id: int) -> AgentStatus | None:
+        async with self.db.session() as s:
+            return await s.get(AgentStatus, agent_id)
+
+    async def agent_states(self) -> dict[int, str]:
+        async with self.db.session() as s:
+            rows = (await s.execute(select(AgentStatus.agent_id, AgentStatus.state))).all()
+            return {int(a): str(state) for a, state in rows}
+
+    async def set_state(self, agent_id: int, state: str, reason: str | None = None, *,
+                        force: bool = False, wrap_s: float | None = None) -> tuple[str, int | None]:
+        """Move an agent to ``state``; returns the state now and any call whose offer it dropped.
+
+        An agent in a call stays in it (the call decides) unless ``force``; a ringing
+        agent who goes away or offline drops the offer, so the call goes to the next agent.
+        """
+        if state not in routing.AGENT_STATES:
+            raise InvalidStateError(f"unknown agent state {state!r}", field="state")
+        now = utcnow()
+        dropped: int | None = None
+        async with self.db.session() as s:
+            status = await s.get(AgentStatus, agent_id, with_for_update=True)
+            if status is None:
+                status = AgentStatus(agent_id=agent_id, state="offline", since=now,
+                                     idle_since=now)
+                s.add(status)
+            if status.state == "in_call" and not force:
+                return status.state, None
+            if status.state == "ringing" and state != "ringing":
+                dropped = await self._clear_offer(s, agent_id)
+            if state == "ready" and status.state != "ready":
+                status.idle_since = now
+            status.state = state
+            status.reason = reason if state == "away" else None
+            status.since = now
+            status.node_id = self.node_id
+            status.wrap_until = now + timedelta(seconds=wrap_s) if wrap_s is not None else None
+            logger.info("agent %s is %s%s", agent_id, state, f" ({reason})" if reason else "")
+            return state, dropped
+
+    async def _clear_offer(self, s: AsyncSession, agent_id: int) -> int | None:
+        call = (await s.scalars(select(Call).where(Call.offered_to == agent_id,
+                                                   Call.status == CallStatus.QUEUED)
+                                .with_for_update())).first()
+        if call is None:
+            return None
+        call.offered_to = None
+        call.offer_expires_at = None
+        return call.id
+
+    async def finish_wrap_ups(self, connected: set[int]) -> list[int]:
+        """Agents of this node whose wrap-up ran out: ready if still connected, else offline."""
+        now = utcnow()
+        async with self.db.session() as s:
+            due = (await s.scalars(select(AgentStatus).where(
+                AgentStatus.node_id == self.node_id, AgentStatus.state == "wrap_up",
+                AgentStatus.wrap_until <= now))).all()
+            for status in due:
+                status.state = "ready" if status.agent_id in connected else "offline"
+                status.idle_since = status.since = now
+                status.wrap_until = None
+            return [st.agent_id for st in due if st.state == "ready"]
+
+    # -- calls -------------------------------------------------------------------------
+
+    async def route(self) -> list[Offer]:
+        """One routing pass: offer waiting calls to this node's free eligible agents."""
+        now = utcnow()
+        async with self.db.session() as s:
+            waiting = await self._waiting_calls(s, unoffered_and_locked=True)
+            if not waiting:
+                return []
+            agents = await self._agents(s, ready_here_locked=True)
+            if not agents:
+                return []
+            planned = routing.plan([w for _, w in waiting], [a for _, a in agents], now,
+                                   self.rules)
+            calls = {call.id: call for call, _ in waiting}
+            statuses = {status.agent_id: status for status, _ in agents}
+            offers: list[Offer] = []
+            ring_all = self.rules.strategy == "ring_all"
+            expires = None if ring_all else now + timedelta(seconds=self.config.offer_timeout_s)
+            for call_id, agent_id in planned.offers:
+                call = calls[call_id]
+                if not ring_all:
+                    call.offered_to = agent_id
+                    call.offer_expires_at = expires
+                    status = statuses[agent_id]
+                    status.state = "ringing"
+                    status.since = now
+                    status.last_offer_at = now
+                offers.append(Offer(await self.cases.view(s, call), agent_id, expires))
+            return offers
+
+    async def expire_offers(self) -> list[Withdrawn]:
+        """Offers past their time: the call goes back to the queue, the agent is set away."""
+        now = utcnow()
+        async with self.db.session() as s:
+            # Only this node's agents: their states are this node's to change.
+            calls = (await s.scalars(
+                select(Call).join(AgentStatus, AgentStatus.agent_id == Call.offered_to)
+                .where(Call.status == CallStatus.QUEUED, Call.offer_expires_at <= now,
+                       AgentStatus.node_id == self.node_id)
+                .with_for_update(skip_locked=True, of=Call))).all()
+            out: list[Withdrawn] = []
+            for call in calls:
+                agent_id = int(call.offered_to or 0)
+                call.offered_to = None
+                call.offer_expires_at = None
+                status = await s.get(AgentStatus, agent_id, with_for_update=True)
+                if status is not None and status.state == "ringing":
+                    status.state = "away"
+                    status.reason = "missed"
+                    status.since = now
+                out.append(Withdrawn(call.id, agent_id, "missed"))
+                await audit.append(s, actor="system:router", action="call.offer_missed",
+                                   case_id=call.case_id,
+                                   detail={"call_id": call.id, "agent_id": agent_id})
+                logger.info("call %s: offer to agent %s not answered in %.0f s", call.id,
+                            agent_id, self.config.offer_timeout_s)
+            return out
+
+    async def decline(self, agent_id: int, call_id: int) -> None:
+        """The agent declines: the call goes to someone else and the agent is ready again."""
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id, with_for_update=True)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            if call.status != CallStatus.QUEUED:
+                raise InvalidStateError(f"call {call_id} is {call.status!r}, not waiting",
+                                        field="call_id")
+            if call.offered_to not in (None, agent_id):
+                raise ConflictError(f"call {call_id} is offered to another agent",
+                                    field="call_id")
+            call.excluded = sorted({*(call.excluded or ()), agent_id})
+            status = await s.get(AgentStatus, agent_id, with_for_update=True)
+            if call.offered_to == agent_id:
+                call.offered_to = None
+                call.offer_expires_at = None
+                if status is not None and status.state == "ringing":
+                    status.state = "ready"
+                    status.since = utcnow()
+            await audit.append(s, actor=f"agent:{agent_id}", action="call.declined",
+                               case_id=call.case_id, detail={"call_id": call_id})
+
+    async def claim(self, agent_id: int, call_id: int) -> CallView:
+        """Atomically hand a waiting call to one agent; anyone else gets ConflictError.
+
+        The agent must hold the call's offer, or (no offer standing, e.g. ring-all or a
+        pick from the queue list) be free and eligible for it.
+        """
+        now = utcnow()
+        async with self.db.session() as s:
+            busy = (await s.scalars(select(Call.id).where(
+                Call.agent_id == agent_id, Call.status == CallStatus.LIVE))).first()
+            if busy is not None:
+                raise InvalidStateError(f"agent is already in call {busy}")
+            call = await s.get(Call, call_id)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            if call.status != CallStatus.QUEUED:
+                raise ConflictError(f"call {call_id} is already {call.status}", field="call_id")
+            if call.offered_to is None:
+                await self._check_eligible(s, agent_id, call, now)
+            result = await s.execute(
+                update(Call)
+                .where(Call.id == call_id, Call.status == CallStatus.QUEUED,
+                       or_(Call.offered_to.is_(None), Call.offered_to == agent_id))
+                .values(status=CallStatus.LIVE, agent_id=agent_id, answered_at=now,
+                        hub_node=self.node_id, offered_to=None, offer_expires_at=None))
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                current = await s.get_one(Call, call_id, populate_existing=True)
+                if current.status == CallStatus.QUEUED:
+                    raise ConflictError(f"call {call_id} is offered to another agent",
+                                        field="call_id")
+                raise ConflictError(f"call {call_id} is already {current.status}",
+                                    field="call_id")
+            call = await s.get_one(Call, call_id, populate_existing=True)
+            await s.execute(update(Case).where(Case.id == call.case_id).values(
+                assigned_agent_id=agent_id, status=CaseStatus.IN_PROGRESS))
+            status = await s.get(AgentStatus, agent_id, with_for_update=True)
+            if status is None:
+                s.add(AgentStatus(agent_id=agent_id, state="in_call", since=now,
+                                  idle_since=now, node_id=self.node_id))
+            else:
+                status.state = "in_call"
+                status.since = now
+                status.reason = None
+                status.node_id = self.node_id
+            await audit.append(s, actor=f"agent:{agent_id}", action="call.answered",
+                               case_id=call.case_id, detail={"call_id": call_id})
+            logger.info("call %s answered by agent %s", call_id, agent_id)
+            return await self.cases.view(s, call)
+
+    async def _check_eligible(self, s: AsyncSession, agent_id: int, call: Call,
+                              now: datetime) -> None:
+        user = await s.get(User, agent_id)
+        if user is None:
+            raise NotFoundError(f"agent {agent_id} does not exist")
+        row = (await s.execute(select(Township.county, Township.default_dialect)
+                               .join(Kiosk, Kiosk.township_id == Township.id)
+                               .where(Kiosk.id == call.kiosk_id))).one()
+        waiting = _waiting(call, row[0], row[1])
+        status = await s.get(AgentStatus, agent_id)
+        slot = _slot(status or AgentStatus(state="ready", idle_since=now), user)
+        if agent_id in waiting.excluded:
+            raise ForbiddenError(f"you declined call {call.id}; it goes to another agent",
+                                 field="call_id")
+        if not routing.has_skill(slot, waiting.category):
+            raise ForbiddenError(f"call {call.id} needs the skill {waiting.category!r}",
+                                 field="call_id")
+        if not routing.speaks(slot, waiting, now, self.rules):
+            raise ForbiddenError(f"call {call.id} asks for {waiting.dialect}", field="call_id")
+        if not routing.level_allows(slot, waiting, now, self.rules):
+            raise ForbiddenError(f"call {call.id} is for the agents of {waiting.county} "
+                                 "until it overflows", field="call_id")
+
+    async def cancel(self, principal: Principal, call_id: int) -> tuple[CallView, int | None]:
+        """The kiosk gives up waiting; returns the call and the agent whose offer dropped."""
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id, with_for_update=True)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            if principal.role.value != "kiosk" or call.kiosk_id != int(principal.subject):
+                raise ForbiddenError(f"not allowed to cancel call {call_id}", field="call_id")
+            if call.status != CallStatus.QUEUED:
+                raise InvalidStateError(f"call {call_id} is {call.status!r}, not queued")
+            offered = call.offered_to
+            call.status = CallStatus.CANCELLED
+            call.ended_at = utcnow()
+            call.ended_by = "kiosk"
+            call.offered_to = None
+            call.offer_expires_at = None
+            if offered is not None:
+                status = await s.get(AgentStatus, offered, with_for_update=True)
+                if status is not None and status.state == "ringing":
+                    status.state = "ready"
+            await audit.append(s, actor=principal.key, action="call.cancelled",
+                               case_id=call.case_id, detail={"call_id": call_id})
+            return await self.cases.view(s, call), offered
+
+    async def request_callback(self, principal: Principal, call_id: int) -> CallView:
+        """The kiosk stops waiting on screen; an agent calls it back when free."""
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id, with_for_update=True)
+            if call is None or call.kiosk_id != int(principal.subject):
+                raise NotFoundError(f"call {call_id} is not this kiosk's", field="call_id")
+            if call.status != CallStatus.QUEUED:
+                raise InvalidStateError(f"call {call_id} is {call.status!r}, not waiting",
+                                        field="call_id")
+            if not call.callback:
+                call.callback = True
+                call.priority += self.rules.callback_boost
+                await audit.append(s, actor=principal.key, action="call.callback_requested",
+                                   case_id=call.case_id, detail={"call_id": call_id})
+            return await self.cases.view(s, call)
+
+    async def due_callback_offers(self) -> list[tuple[int, int]]:
+        """Calls that have waited long enough to be offered a callback: (call, kiosk)."""
+        if self.config.callback_after_s <= 0:
+            return []
+        cutoff = utcnow() - timedelta(seconds=self.config.callback_after_s)
+        async with self.db.session() as s:
+            calls = (await s.scalars(select(Call).where(
+                Call.status == CallStatus.QUEUED, Call.callback.is_(False),
+                Call.callback_offered_at.is_(None), Call.queued_at <= cutoff)
+                .with_for_update(skip_locked=True))).all()
+            for call in calls:
+                call.callback_offered_at = utcnow()
+            return [(c.id, c.kiosk_id) for c in calls]
+
+    async def ended(self, agent_id: int, connected: bool) -> str:
+        """The agent's call ended: wrap-up for a while, or straight back (or offline)."""
+        wrap = self.config.wrap_up_s
+        if not connected:
+            state, _ = await self.set_state(agent_id, "offline", force=True)
+        elif wrap > 0:
+            state, _ = await self.set_state(agent_id, "wrap_up", force=True, wrap_s=wrap)
+        else:
+            state, _ = await self.set_state(agent_id, "ready", force=True)
+        return state
+
+    # -- what kiosks and dashboards see ------------------------------------------------
+
+    async def handle_time_s(self) -> float:
+        async with self.db.session() as s:
+            rows = (await s.execute(
+                select(Call.answered_at, Call.ended_at)
+                .where(Call.status == CallStatus.ENDED, Call.answered_at.is_not(None),
+                       Call.ended_at.is_not(None))
+                .order_by(Call.ended_at.desc()).limit(HANDLE_TIME_SAMPLE))).all()
+        spans = [(end - start).total_seconds() for start, end in rows if start and end]
+        if len(spans) < 3:
+            return self.config.default_handle_s
+        return max(1.0, sum(spans) / len(spans))
+
+    async def queue_info(self) -> list[QueueInfo]:
+        """Position and wait estimate of every waiting call."""
+        now = utcnow()
+        handle = await self.handle_time_s()
+        async with self.db.session() as s:
+            waiting = await self._waiting_calls(s)
+            agents = [slot for _, slot in await self._agents(s)]
+        calls = [w for _, w in waiting]
+        out = []
+        for call, w in waiting:
+            place = routing.position(w, calls)
+            eta = routing.estimate_wait_s(w, place, agents, now, self.rules, handle)
+            out.append(QueueInfo(call.id, call.kiosk_id, place, eta, call.callback))
+        return out
+
+    async def waiting_views(self) -> list[CallView]:
+        async with self.db.session() as s:
+            return [await self.cases.view(s, call) for call, _ in await self._waiting_calls(s)]
+
+    async def dashboard_agents(self) -> list[dict[str, Any]]:
+        async with self.db.session() as s:
+            rows = (await s.execute(
+                select(User, AgentStatus).outerjoin(AgentStatus,
+                                                    AgentStatus.agent_id == User.id)
+                .where(User.role == "agent", User.active.is_(True))
+                .order_by(User.id))).all()
+        return [{"id": u.id, "name": u.display_name, "level": u.level,
+                 "state": st.state if st else "offline",
+                 "reason": st.reason if st else None,
+                 "since": st.since.isoformat() if st else None} for u, st in rows]
+
+    # -- nodes -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """This node (re)starts: its agents' old states are void until they reconnect."""
+        now = utcnow()
+        async with self.db.session() as s:
+            node = await s.get(Node, self.node_id)
+            if node is None:
+                s.add(Node(id=self.node_id, started_at=now, heartbeat_at=now))
+            else:
+                node.started_at = node.heartbeat_at = now
+            stale = (await s.scalars(select(AgentStatus).where(
+                AgentStatus.node_id == self.node_id,
+                AgentStatus.state.in_(("ready", "ringing", "wrap_up", "away"))))).all()
+            for status in stale:
+                if status.state == "ringing":
+                    await self._clear_offer(s, status.agent_id)
+                status.state = "offline"
+                status.since = now
+
+    async def heartbeat(self) -> list[str]:
+        """Beat for this node; release what dead nodes held. Returns the dead nodes found."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=self.config.node_timeout_s)
+        async with self.db.session() as s:
+            await s.execute(update(Node).where(Node.id == self.node_id)
+                            .values(heartbeat_at=now))
+            dead = list((await s.scalars(select(Node.id).where(
+                Node.heartbeat_at < cutoff).with_for_update(skip_locked=True))).all())
+            if not dead:
+                return []
+            agents = (await s.scalars(select(AgentStatus).where(
+                AgentStatus.node_id.in_(dead), AgentStatus.state != "offline")
+                .with_for_update(skip_locked=True))).all()
+            for status in agents:
+                if status.state == "ringing":
+                    await self._clear_offer(s, status.agent_id)
+                if status.state != "in_call":
+                    status.state = "offline"
+                    status.since = now
+            for node_id in dead:
+                await s.delete(await s.get_one(Node, node_id))
+                logger.warning("node %s missed its heartbeat; its agents are offline", node_id)
+            return dead
