@@ -16,7 +16,7 @@ from signaling.app import make_app
 from signaling.services import SERVICES, Services
 from tests.pgserver import PgServer
 from tests.turnserver import TurnServer
-from vwindow.config import Config, MediaConfig, load_config
+from vwindow.config import Config, MediaConfig, RoutingConfig, load_config
 from vwindow.seed import seed_demo
 
 _db_counter = itertools.count(1)
@@ -75,6 +75,12 @@ def with_media(config: Config, **media: object) -> Config:
     """``config`` with some ``media`` keys replaced (validated like any config)."""
     section = MediaConfig.model_validate({**config.media.model_dump(), **media})
     return config.model_copy(update={"media": section})
+
+
+def with_routing(config: Config, **routing: object) -> Config:
+    """``config`` with some ``routing`` keys replaced (validated like any config)."""
+    section = RoutingConfig.model_validate({**config.routing.model_dump(), **routing})
+    return config.model_copy(update={"routing": section})
 
 
 @pytest.fixture

@@ -178,29 +178,41 @@ def position(call: WaitingCall, waiting: Iterable[WaitingCall]) -> int:
     return len(order) + 1
 
 
+def eligible_in_s(call: WaitingCall, agent: AgentSlot, now: datetime,
+                  rules: RoutingRules) -> float | None:
+    """Seconds until ``agent`` may take ``call`` (0: now), or None if never."""
+    waited = waited_s(call, now)
+    steps = sorted({0.0, rules.overflow_s - waited, rules.dialect_overflow_s - waited})
+    for step in steps:
+        if step < 0:
+            continue
+        later = now + timedelta(seconds=step + 0.001)
+        if eligible(call, agent, now if step == 0 else later, rules):
+            return step
+    return None
+
+
 def estimate_wait_s(call: WaitingCall, place: int, agents: Iterable[AgentSlot],
                     now: datetime, rules: RoutingRules, handle_s: float) -> float | None:
     """Expected seconds until an agent answers, or None when no eligible agent is on duty.
 
-    ``place - 1`` calls are served before this one; staffed eligible agents work
-    through them at ``handle_s`` each. Agents counted are those who could take the
-    call once its overflow times pass, so the estimate does not jump when they do.
+    ``place - 1`` calls are served first. A free agent takes the call as soon as it may
+    (at once, or when an overflow time lets a city agent or a Mandarin speaker in);
+    otherwise staffed eligible agents work through the calls ahead at ``handle_s`` each,
+    busy ones being on average half-way through theirs.
     """
-    after_overflow = call.queued_at + timedelta(
-        seconds=max(rules.overflow_s, rules.dialect_overflow_s) + 1)
-    staffed = [a for a in agents
-               if a.state in STAFFED_STATES and eligible(call, a, after_overflow, rules)]
+    staffed: list[tuple[AgentSlot, float]] = []
+    for a in agents:
+        if a.state in STAFFED_STATES:
+            delay = eligible_in_s(call, a, now, rules)
+            if delay is not None:
+                staffed.append((a, delay))
     if not staffed:
         return None
-    ready = sum(1 for a in staffed if free(a))
-    if ready >= place:
-        return 0.0
-    ahead = place - ready
+    free_delays = sorted(delay for a, delay in staffed if free(a))
+    if len(free_delays) >= place:
+        return free_delays[place - 1]
+    ahead = place - len(free_delays)
     rounds = math.ceil(ahead / len(staffed))
-    # Busy agents are on average half-way through their calls.
-    estimate = (rounds - 0.5) * handle_s
-    # Overflowing to the city cannot start before the overflow time.
-    if not any(eligible(call, a, now, rules) for a in staffed):
-        estimate = max(estimate, max(0.0, rules.overflow_s - waited_s(call, now)))
-    return max(0.0, estimate)
-
+    soonest = min(delay for _, delay in staffed)
+    return max((rounds - 0.5) * handle_s, soonest)

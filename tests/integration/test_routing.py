@@ -1,0 +1,256 @@
+"""The default routing on a real server: offers, declines, missed offers, wrap-up, overflow,
+queue position and wait estimates, callbacks — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from signaling.client import ClientError, SignalClient
+from signaling.services import SERVICES
+from tests.conftest import Server, make_config, start_server, with_routing
+from tests.helpers import wait_for
+from vwindow.auth import hash_secret
+from vwindow.models import Kiosk, Township
+
+ROUTING = {"strategy": "longest_idle", "offer_timeout_s": 2.0, "wrap_up_s": 0,
+           "overflow_s": 60, "tick_s": 0.2, "callback_after_s": 0}
+
+
+async def _serve(db_url: str, tmp_path: Path, **routing: Any) -> AsyncIterator[Server]:
+    config = with_routing(make_config(db_url, tmp_path), **{**ROUTING, **routing})
+    runner, url = await start_server(config)
+    async with aiohttp.ClientSession() as http:
+        yield Server(url, runner.app[SERVICES], http)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def routed(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
+    async for s in _serve(db_url, tmp_path):
+        yield s
+
+
+async def _kiosks(server: Server, n: int, county: str = "黄山区") -> list[SignalClient]:
+    """``n`` more kiosks in a new township of ``county``, connected."""
+    db = server.services.db
+    async with db.session() as s:
+        town = Township(code=f"T-{secrets.token_hex(4)}", name=f"测试镇{n}", county=county)
+        s.add(town)
+        await s.flush()
+        for i in range(n):
+            s.add(Kiosk(code=f"k-{town.id}-{i}", name=f"{i} 号机", township_id=town.id,
+                        key_hash=hash_secret("key")))
+        await s.flush()
+        codes = [f"k-{town.id}-{i}" for i in range(n)]
+    clients = []
+    for code in codes:
+        client = SignalClient(server.http, server.url, await server.kiosk_token(code, "key"))
+        await client.connect()
+        clients.append(client)
+    return clients
+
+
+async def _agent(server: Server, username: str, ready: bool = True) -> SignalClient:
+    client = SignalClient(server.http, server.url, await server.login(username))
+    await client.connect()
+    if ready:
+        assert (await client.request("agent.state", state="ready"))["state"] == "ready"
+    return client
+
+
+def _states(client: SignalClient) -> list[str]:
+    return [m["state"] for m in client.received if m.get("type") == "agent.state"]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_offer_goes_to_one_agent_decline_passes_it_on(routed: Server) -> None:
+    a1 = await _agent(routed, "agent1")
+    a2 = await _agent(routed, "agent2")  # ready later: agent1 has idled longest
+    (kiosk,) = await _kiosks(routed, 1)
+    queued = await kiosk.request("call.start", service_code="SB-001")
+    call_id = queued["call"]["call_id"]
+    ring = await wait_for(a1, "call.ringing")
+    assert ring["call"]["call_id"] == call_id and ring["timeout_s"] == 2.0
+    assert "ringing" in _states(a1)
+    assert not [m for m in a2.received if m.get("type") == "call.ringing"]
+    # Someone else cannot snatch a call offered to agent1.
+    with pytest.raises(ClientError) as err:
+        await a2.request("call.accept", call_id=call_id)
+    assert err.value.code == "conflict"
+
+    await a1.request("call.decline", call_id=call_id)
+    assert (await wait_for(a2, "call.ringing"))["call"]["call_id"] == call_id
+    assert (await wait_for(a1, "agent.state", pred=lambda m: m["state"] == "ready"))
+    # The decliner is not offered it again, even when free.
+    with pytest.raises(ClientError) as err:
+        await a1.request("call.accept", call_id=call_id)
+    assert err.value.code in ("conflict", "forbidden")
+
+    accepted = await a2.request("call.accept", call_id=call_id)
+    assert accepted["call"]["agent"]["name"].startswith("李强")
+    await wait_for(kiosk, "call.answered")
+    await wait_for(a2, "agent.state", pred=lambda m: m["state"] == "in_call")
+    for c in (a1, a2, kiosk):
+        await c.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_unanswered_offer_moves_on_and_sets_the_agent_away(routed: Server) -> None:
+    a1 = await _agent(routed, "agent1")
+    a2 = await _agent(routed, "agent2")
+    (kiosk,) = await _kiosks(routed, 1)
+    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    await wait_for(a1, "call.ringing")
+    withdrawn = await wait_for(a1, "call.offer_withdrawn", timeout=6)
+    assert withdrawn == {"type": "call.offer_withdrawn", "call_id": call_id,
+                         "reason": "missed", "v": 1}
+    away = await wait_for(a1, "agent.state", pred=lambda m: m["state"] == "away")
+    assert away["reason"] == "missed"
+    assert (await wait_for(a2, "call.ringing"))["call"]["call_id"] == call_id
+    # The supervisor sees it too.
+    board = SignalClient(routed.http, routed.url, await routed.login("super1"))
+    await board.connect()
+    snap = await board.request("dashboard.subscribe")
+    states = {a["name"][:2]: (a["state"], a["reason"]) for a in snap["agents"]}
+    assert states["王芳"] == ("away", "missed") and states["李强"] == ("ringing", None)
+    for c in (a1, a2, kiosk, board):
+        await c.close()
+
+
+async def test_cancel_stops_the_ringing_and_frees_the_agent(routed: Server) -> None:
+    a1 = await _agent(routed, "agent1")
+    (kiosk,) = await _kiosks(routed, 1)
+    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    await wait_for(a1, "call.ringing")
+    await kiosk.request("call.cancel", call_id=call_id)
+    assert (await wait_for(a1, "call.cancelled"))["call_id"] == call_id
+    await wait_for(a1, "agent.state", pred=lambda m: m["state"] == "ready")
+    for c in (a1, kiosk):
+        await c.close()
+
+
+@pytest.fixture
+async def slow_wrap(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
+    async for s in _serve(db_url, tmp_path, wrap_up_s=1.0):
+        yield s
+
+
+async def test_wrap_up_then_ready_for_the_next_call(slow_wrap: Server) -> None:
+    a1 = await _agent(slow_wrap, "agent1")
+    k1, k2 = await _kiosks(slow_wrap, 2)
+    first = (await k1.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    await wait_for(a1, "call.ringing")
+    await a1.request("call.accept", call_id=first)
+    second = (await k2.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    await a1.request("call.end", call_id=first)
+    wrap = await wait_for(a1, "agent.state", pred=lambda m: m["state"] == "wrap_up")
+    assert wrap["wrap_up_s"] == 1.0
+    # Not offered anything while wrapping up; then ready and offered the waiting call.
+    assert not [m for m in a1.received if m.get("type") == "call.ringing"]
+    await wait_for(a1, "agent.state", pred=lambda m: m["state"] == "ready", timeout=5)
+    assert (await wait_for(a1, "call.ringing", timeout=5))["call"]["call_id"] == second
+    for c in (a1, k1, k2):
+        await c.close()
+
+
+@pytest.fixture
+async def quick_overflow(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
+    async for s in _serve(db_url, tmp_path, overflow_s=1.0):
+        yield s
+
+
+async def test_city_agent_takes_the_overflow(quick_overflow: Server) -> None:
+    city = await _agent(quick_overflow, "agent3")
+    (kiosk,) = await _kiosks(quick_overflow, 1)
+    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    ring = await wait_for(city, "call.ringing", timeout=6)
+    assert ring["call"]["call_id"] == call_id
+    # A county agent of another county never gets it.
+    (far_kiosk,) = await _kiosks(quick_overflow, 1, county="歙县")
+    a1 = await _agent(quick_overflow, "agent1")
+    far_call = (await far_kiosk.request("call.start", service_code="SB-001"))["call"]
+    with pytest.raises(ClientError) as err:
+        await a1.request("call.accept", call_id=far_call["call_id"])
+    assert err.value.code == "forbidden" and "歙县" in err.value.message
+    for c in (city, kiosk, far_kiosk, a1):
+        await c.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_positions_and_estimates_follow_the_queue(routed: Server) -> None:
+    a1 = await _agent(routed, "agent1")
+    kiosks = await _kiosks(routed, 3)
+    first = await kiosks[0].request("call.start", service_code="SB-001")
+    ring = await wait_for(a1, "call.ringing")
+    await a1.request("call.accept", call_id=ring["call"]["call_id"])
+    replies = [await k.request("call.start", service_code="SB-001") for k in kiosks[1:]]
+    assert [r["position"] for r in replies] == [1, 2]
+    # One agent, busy: half a default handle time for the first, one and a half next.
+    assert [r["eta_s"] for r in replies] == [150, 450]
+    pushed = await wait_for(kiosks[2], "queue.position",
+                            pred=lambda m: m["call_id"] == replies[1]["call"]["call_id"])
+    assert pushed["position"] == 2
+    # The first waiting caller gives up: the second moves up and is told.
+    await kiosks[1].request("call.cancel", call_id=replies[0]["call"]["call_id"])
+    moved = await wait_for(kiosks[2], "queue.position", pred=lambda m: m["position"] == 1)
+    assert moved["eta_s"] == 150
+    # Nobody on duty for a service: no estimate rather than a wrong one.
+    await a1.request("call.end", call_id=first["call"]["call_id"])
+    await a1.request("agent.state", state="away", reason="lunch")
+    (late,) = await _kiosks(routed, 1)
+    reply = await late.request("call.start", service_code="SC-001")  # market: agent2 only
+    assert reply["eta_s"] is None
+    for c in (a1, *kiosks, late):
+        await c.close()
+
+
+@pytest.fixture
+async def callbacks(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
+    async for s in _serve(db_url, tmp_path, callback_after_s=0.5):
+        yield s
+
+
+async def test_long_wait_is_offered_a_callback(callbacks: Server) -> None:
+    (kiosk,) = await _kiosks(callbacks, 1)
+    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    offer = await wait_for(kiosk, "queue.callback_offer", timeout=5)
+    assert offer["call_id"] == call_id
+    reply = await kiosk.request("call.callback", call_id=call_id)
+    assert reply["call"]["callback"] is True
+    # The callback keeps its place; the agent who comes on duty gets it, marked as such.
+    a1 = await _agent(callbacks, "agent1")
+    ring = await wait_for(a1, "call.ringing")
+    assert ring["call"]["call_id"] == call_id and ring["call"]["callback"] is True
+    await a1.request("call.accept", call_id=call_id)
+    assert (await wait_for(kiosk, "call.answered"))["call"]["callback"] is True
+    # Someone else's call cannot be turned into a callback.
+    (other,) = await _kiosks(callbacks, 1)
+    with pytest.raises(ClientError) as err:
+        await other.request("call.callback", call_id=call_id)
+    assert err.value.code == "not_found"
+    for c in (kiosk, a1, other):
+        await c.close()
+
+
+async def test_elderly_caller_goes_first(routed: Server) -> None:
+    k1, k2 = await _kiosks(routed, 2)
+    first = await k1.request("call.start", service_code="SB-001", birth_date="1990-05-01")
+    second = await k2.request("call.start", service_code="SB-001", birth_date="1948-05-01")
+    assert second["call"]["priority"] > first["call"]["priority"]
+    assert second["position"] == 1
+    a1 = await _agent(routed, "agent1")
+    ring = await wait_for(a1, "call.ringing")
+    assert ring["call"]["call_id"] == second["call"]["call_id"]
+    # A malformed birth date is named.
+    (k3,) = await _kiosks(routed, 1)
+    with pytest.raises(ClientError) as err:
+        await k3.request("call.start", service_code="SB-001", birth_date="1948-13-01")
+    assert err.value.field == "birth_date" and "1948-13-01" in err.value.message
+    for c in (k1, k2, k3, a1):
+        await c.close()
