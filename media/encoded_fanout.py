@@ -52,7 +52,7 @@ class WorkerStats:
     discard: bool = False  # the source stopped: drop instead of filling an undrained queue
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class _Encoded:
     data: bytes
     pts: int
@@ -85,6 +85,7 @@ class EncodedSource:
         self._subscribers: set[ForwardingTrack] = set()
         self._time_base = Fraction(1, 90000 if self.kind == "video" else 48000)
         self._task: asyncio.Task[None] | None = None
+        self._now: Callable[[], float] | None = None  # the loop's clock, once started
         self._stopped = False
         self.ended = False
         self.frames = 0
@@ -101,11 +102,34 @@ class EncodedSource:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._drain(), name=f"forward {self.label}")
+            loop = asyncio.get_running_loop()
+            self._now = loop.time
+            self._task = loop.create_task(self._drain(), name=f"forward {self.label}")
+
+    def publish(self, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> None:
+        """Fan one encoded frame out to the subscribers (on the event loop).
+
+        ``ForwardingHook`` calls it as the receiver reassembles each frame; packets that
+        come out of ``track`` (any other packet track) arrive here through ``_drain``.
+        """
+        if self._stopped:
+            return
+        if time_base is not self._time_base:
+            # Kept by identity: the feed passes the same Fraction every time.
+            if time_base != self._time_base or not isinstance(time_base, Fraction):
+                time_base = Fraction(time_base.numerator, time_base.denominator)
+            self._time_base = time_base
+        now = self._now if self._now is not None else asyncio.get_running_loop().time
+        item = _Encoded(data, pts, self._time_base, keyframe, now(), self)
+        self.frames += 1
+        if keyframe and self.kind == "video":
+            self.keyframes += 1
+            if self._keyframes is not None:
+                self._keyframes.keyframe_seen()
+        for sub in tuple(self._subscribers):
+            sub._offer(item)
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
@@ -118,18 +142,7 @@ class EncodedSource:
                         logger.warning("%s: got a decoded frame, forwarding is not on for "
                                        "this receiver", self.label)
                     continue
-                time_base = data.time_base
-                if time_base != self._time_base:
-                    self._time_base = Fraction(time_base.numerator, time_base.denominator)
-                item = _Encoded(bytes(data), data.pts or 0, self._time_base,
-                                data.is_keyframe, loop.time(), self)
-                self.frames += 1
-                if item.keyframe and self.kind == "video":
-                    self.keyframes += 1
-                    if self._keyframes is not None:
-                        self._keyframes.keyframe_seen()
-                for sub in tuple(self._subscribers):
-                    sub._offer(item)
+                self.publish(bytes(data), data.pts or 0, data.time_base, data.is_keyframe)
         finally:
             self.ended = True
             logger.info("%s: source ended after %d frames (%d keyframes)", self.label,

@@ -1,14 +1,16 @@
 """Forwarding encoded frames through the hub without decoding or re-encoding them.
 
 aiortc's receiver hands every reassembled frame to the module-level
-``aiortc.rtcrtpreceiver.decoder_worker``, run in one thread per receiver. While a
-``ForwardingHook`` is started, that name points at a wrapper: for receivers registered
-with ``ForwardingHook.forward`` the thread emits ``av.Packet``s (the encoded frame,
-pts = unwrapped RTP timestamp, time base 1/clock rate, keyframe flag) into the remote
-track's queue instead of decoded frames; every other receiver decodes as before.
+``aiortc.rtcrtpreceiver.decoder_worker``, run in one thread per receiver, through a
+``queue.Queue``. While a ``ForwardingHook`` is started, that name points at a wrapper:
+for receivers registered with ``ForwardingHook.forward`` the thread only arranges for the
+receiver's queue to hand each frame (the encoded bytes, pts = unwrapped RTP timestamp,
+time base 1/clock rate, keyframe flag) to the ``EncodedSource`` on the event loop as it
+is queued, and ends; every other receiver decodes as before.
 
-An ``EncodedSource`` (``media.encoded_fanout``, re-exported here) drains that track and
-fans the packets out to ``ForwardingTrack``s, one per subscriber. aiortc's
+The ``EncodedSource`` (``media.encoded_fanout``, re-exported here) fans the frames out
+to ``ForwardingTrack``s, one per subscriber, and still drains the remote track (its end,
+or decoded frames if forwarding was not on for the receiver). aiortc's
 ``RTCRtpSender`` packetizes an ``av.Packet`` from its track without encoding it (the
 ``MediaPlayer(decode=False)`` path). A forwarding sender has no encoder to honour
 PLI/FIR, so ``ForwardingTrack.bind_sender`` routes them, like the track's own needs
@@ -85,37 +87,79 @@ def encoded_packet(codec_name: str, clock_rate: int, data: bytes, timestamp: int
     return packet
 
 
-def _deliver(loop: asyncio.AbstractEventLoop, output_q: asyncio.Queue[Any], item: object) -> bool:
-    try:
-        loop.call_soon_threadsafe(output_q.put_nowait, item)
-    except RuntimeError:  # the loop is closed: nobody is left to read
-        return False
-    return True
+class _InlineFeed:
+    """Hands one forwarding receiver's frames straight to its ``EncodedSource``.
 
+    aiortc's receiver puts every reassembled frame into a ``queue.Queue`` that its worker
+    thread reads; a thread that only wraps bytes is not worth a futex wake, a GIL hand-off
+    and a self-pipe write to come back to the loop, per frame (they were most of the hub's
+    own cost). The receiver calls ``put`` from ``_handle_rtp_packet`` on the event loop
+    thread, so once ``install`` has shadowed that queue's ``put`` the frame is fanned out
+    right there, and the worker thread has nothing left to do.
+    """
 
-def _forward_frames(loop: asyncio.AbstractEventLoop, input_q: queue.Queue[Any],
-                    output_q: asyncio.Queue[Any], stats: WorkerStats) -> None:
-    stats.mode = "forward"
-    while True:
-        task = input_q.get()
-        if task is None:  # the receiver stopped: end the track, as the decoder would
-            _deliver(loop, output_q, None)
+    def __init__(self, stats: WorkerStats, source: EncodedSource,
+                 output_q: asyncio.Queue[Any], on_end: Callable[[], None]) -> None:
+        self.stats = stats
+        self.source = source
+        self._output_q = output_q
+        self._on_end = on_end
+        self._codec: Any = None  # the RTCRtpCodecParameters last seen, and what it gives:
+        self._codec_name = ""
+        self._time_base = Fraction(1, 90000)
+        self._video = False
+        self.installed = False
+        self.ended = False
+
+    def install(self, input_q: queue.Queue[Any]) -> None:
+        """On the event loop: take over ``input_q``'s ``put``. Frames the receiver queued
+        before this ran are handled first, in order."""
+        while True:
+            try:
+                task = input_q.get_nowait()
+            except queue.Empty:
+                break
+            self.put(task)
+        if not self.ended:
+            # An instance attribute shadows the method for this queue only.
+            input_q.put = self.put  # type: ignore[method-assign]
+        self.installed = True
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """What the receiver's ``input_q.put`` does once installed (on the event loop):
+        see ``RECEIVER_QUEUES_FRAMES`` and ``RECEIVER_STOPS_WORKER`` in
+        ``media.private_hooks``."""
+        if item is None:  # the receiver stopped: end the track, as the decoder would
+            self._end()
             return
-        codec, frame = task
-        if stats.discard:
-            continue
+        stats = self.stats
+        if self.ended or stats.discard:
+            return
         try:
-            packet = encoded_packet(codec.name, codec.clockRate, frame.data, frame.timestamp)
-        except Exception:
-            logger.exception("%s: could not wrap an encoded %s frame", stats.label, codec.name)
-            continue
-        stats.codec = codec.mimeType
-        stats.frames += 1
-        stats.bytes += len(frame.data)
-        if packet.is_keyframe and codec.mimeType.lower().startswith("video/"):
-            stats.keyframes += 1
-        if not _deliver(loop, output_q, packet):
+            codec, frame = item
+            if codec is not self._codec:
+                self._codec = codec
+                self._codec_name = codec.name.upper()
+                self._video = codec.mimeType.lower().startswith("video/")
+                if self._time_base.denominator != codec.clockRate:
+                    self._time_base = Fraction(1, codec.clockRate)
+                stats.codec = codec.mimeType
+            data: bytes = frame.data
+            keyframe = is_keyframe(self._codec_name, data)
+            stats.frames += 1
+            stats.bytes += len(data)
+            if keyframe and self._video:
+                stats.keyframes += 1
+            self.source.publish(data, frame.timestamp, self._time_base, keyframe)
+        except Exception:  # never into aiortc's receive path
+            logger.exception("%s: could not forward an encoded frame", stats.label)
+
+    def _end(self) -> None:
+        if self.ended:
             return
+        self.ended = True
+        self._on_end()
+        self._output_q.put_nowait(None)
 
 
 class ForwardingHook:
@@ -123,15 +167,14 @@ class ForwardingHook:
 
     Install before the peer connections that should forward start receiving: a receiver
     picks its worker when its transport connects. Stopping restores aiortc's worker for
-    receivers started afterwards; running forwarding threads go on until their receiver
-    stops.
+    receivers started afterwards; receivers already forwarding go on until they stop.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._original: DecoderWorker | None = None
         self._active = False
-        self._registry: dict[asyncio.Queue[Any], WorkerStats] = {}
+        self._registry: dict[asyncio.Queue[Any], _InlineFeed] = {}
         self._decoding: weakref.WeakSet[asyncio.Queue[Any]] = weakref.WeakSet()
         self.decoding_workers = 0
         self.forwarding_workers = 0
@@ -189,42 +232,45 @@ class ForwardingHook:
                                   f"(got {type(output_q).__name__}): update the hook")
         request_keyframe = _pli_sender(receiver, label)
         stats = WorkerStats(label=label)
+
+        def unregister() -> None:
+            with self._lock:
+                if self._registry.get(output_q) is feed:
+                    del self._registry[output_q]
+
+        def release() -> None:
+            stats.discard = True
+            unregister()
+
+        source = EncodedSource(track, request_keyframe=request_keyframe,
+                               keyframe_interval=keyframe_interval, label=label,
+                               worker=stats, on_stop=release)
+        feed = _InlineFeed(stats, source, output_q, on_end=unregister)
         with self._lock:
             if output_q in self._decoding:
                 raise ForwardingError(f"{label}: the receiver already decodes; call forward() "
                                       "in the 'track' handler")
             if output_q in self._registry:
                 raise ForwardingError(f"{label}: the receiver is already forwarded")
-            self._registry[output_q] = stats
-
-        def release() -> None:
-            stats.discard = True
-            with self._lock:
-                if self._registry.get(output_q) is stats:
-                    del self._registry[output_q]
-
-        source = EncodedSource(track, request_keyframe=request_keyframe,
-                               keyframe_interval=keyframe_interval, label=label,
-                               worker=stats, on_stop=release)
+            self._registry[output_q] = feed
         source.start()
         return source
 
     def _worker(self, loop: asyncio.AbstractEventLoop, input_q: queue.Queue[Any],
                 output_q: asyncio.Queue[Any], decode_error: threading.Event) -> None:
         with self._lock:
-            stats = self._registry.get(output_q) if self._active else None
-            if stats is None:
+            feed = self._registry.get(output_q) if self._active else None
+            if feed is None:
                 self._decoding.add(output_q)
                 self.decoding_workers += 1
             else:
                 self.forwarding_workers += 1
-        if stats is not None:
-            try:
-                _forward_frames(loop, input_q, output_q, stats)
-            finally:  # the receiver stopped: its queue is no longer a key worth keeping
-                with self._lock:
-                    if self._registry.get(output_q) is stats:
-                        del self._registry[output_q]
+        if feed is not None:
+            feed.stats.mode = "forward"
+            try:  # the rest happens on the loop, where the receiver queues its frames
+                loop.call_soon_threadsafe(feed.install, input_q)
+            except RuntimeError:  # the loop is closed: nobody is left to read
+                pass
         elif self._original is not None:
             self._original(loop, input_q, output_q, decode_error)
 

@@ -1,7 +1,8 @@
 """Every private aiortc/aioice name the media package relies on, in one place.
 
 aiortc 1.16 has no public API for forwarding encoded frames or for choosing ICE host
-addresses, so ``media.forwarding`` and ``media.ice`` reach into a few internals. Each is
+addresses, so ``media.forwarding`` and ``media.ice`` reach into a few internals;
+``media.bitrate_estimator`` replaces two slow loops of its bandwidth estimator. Each is
 listed here with the signature we call it with and, where we depend on *how* aiortc uses
 it, the names its body must mention. ``tests/unit/media/test_private_hooks.py`` checks
 every entry, so an upgrade that renames or reshapes one fails with the entry's ``why``
@@ -58,9 +59,19 @@ RECEIVER_STARTS_WORKER = PrivateHook(
 RECEIVER_QUEUES_FRAMES = PrivateHook(
     "aiortc.rtcrtpreceiver", "RTCRtpReceiver._handle_rtp_packet", "function",
     "the worker's input is (codec, JitterFrame) with the RTP timestamp already unwrapped "
-    "by the receiver's TimestampMapper: forwarded pts rely on it",
+    "by the receiver's TimestampMapper: forwarded pts rely on it; it is queued with "
+    "input_q.put on the event loop, which the forwarding hook shadows to fan frames out "
+    "there instead of in a thread",
     params=("self", "packet", "arrival_time_ms"),
-    references=("__decoder_queue", "__timestamp_mapper", "depayload"),
+    references=("__decoder_queue", "__timestamp_mapper", "depayload", "put"),
+)
+RECEIVER_STOPS_WORKER = PrivateHook(
+    "aiortc.rtcrtpreceiver", "RTCRtpReceiver._RTCRtpReceiver__stop_decoder", "function",
+    "the receiver ends its worker with input_q.put(None), then joins the thread: the "
+    "shadowed put ends a forwarded track, and the forwarding worker's thread has "
+    "already returned",
+    params=("self",),
+    references=("__decoder_queue", "put", "join"),
 )
 REMOTE_TRACK_QUEUE = PrivateHook(
     "aiortc.rtcrtpreceiver", "RemoteStreamTrack._queue", "attribute",
@@ -100,6 +111,20 @@ ENCODER_PACK = PrivateHook(
     "packetizes one encoded frame (pts and time_base give the RTP timestamp)",
     params=("self", "packet"),
 )
+RATE_COUNTER_ERASE_OLD = PrivateHook(
+    "aiortc.rate", "RateCounter._erase_old", "function",
+    "media.bitrate_estimator replaces it with an equivalent that does not loop over "
+    "every millisecond in Python; it relies on the bucket layout named here",
+    params=("self", "now_ms"),
+    references=("_window_size", "_origin_ms", "_origin_index", "_buckets", "_total",
+                "count", "value"),
+)
+UPDATE_MIN_FRAME_PERIOD = PrivateHook(
+    "aiortc.rate", "OveruseEstimator.update_min_frame_period", "function",
+    "media.bitrate_estimator replaces it with an equivalent using one min() call",
+    params=("self", "ts_delta"),
+    references=("ts_delta_hist", "MIN_FRAME_PERIOD_HISTORY_LENGTH"),
+)
 ICE_HOST_ADDRESSES = PrivateHook(
     "aioice.ice", "get_host_addresses", "function",
     "media.ice.HostAddresses replaces it to choose the hub's ICE host candidates",
@@ -110,6 +135,7 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     DECODER_WORKER,
     RECEIVER_STARTS_WORKER,
     RECEIVER_QUEUES_FRAMES,
+    RECEIVER_STOPS_WORKER,
     REMOTE_TRACK_QUEUE,
     JITTER_FRAME,
     RECEIVER_SEND_PLI,
@@ -117,5 +143,7 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     SENDER_HANDLES_PLI,
     SENDER_PACKS_PACKETS,
     ENCODER_PACK,
+    RATE_COUNTER_ERASE_OLD,
+    UPDATE_MIN_FRAME_PERIOD,
     ICE_HOST_ADDRESSES,
 )

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from media.bitrate_estimator import EstimatorSpeedup
 from media.errors import MediaError
 from media.forwarding import ForwardingHook
 from media.hub import MemberState, Notify, SessionHub
@@ -25,11 +26,13 @@ class MediaService:
         self.on_member_state = on_member_state
         self._ice = HostAddresses(ice_addresses)
         self._forwarding = ForwardingHook() if forward else None
+        self._estimator = EstimatorSpeedup()
         self.video_codec = video_codec
         self._hubs: dict[int, SessionHub] = {}
 
     async def start(self) -> None:
         self._ice.start()
+        self._estimator.start()
         if self._forwarding is not None:
             self._forwarding.start()
 
@@ -42,6 +45,7 @@ class MediaService:
             if hub.recorder is not None:
                 await hub.recorder.abort()
         self._ice.stop()
+        self._estimator.stop()
         if self._forwarding is not None:
             self._forwarding.stop()
 

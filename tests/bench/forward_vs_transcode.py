@@ -91,6 +91,7 @@ async def _subscriber(conn: Connection) -> None:
 
 
 async def _middle(conn: Connection, opts: dict[str, Any]) -> None:
+    from media.bitrate_estimator import EstimatorSpeedup
     from media.fanout import DecodedPublication, ParticipantInfo
     from media.forwarding import EncodedSource, ForwardingHook
     from tests.integration.media.peers import pin_codec
@@ -99,6 +100,8 @@ async def _middle(conn: Connection, opts: dict[str, Any]) -> None:
     hook = ForwardingHook()
     if forward:
         hook.start()
+    estimator = EstimatorSpeedup()  # as MediaService does, in both modes
+    estimator.start()
     pcs: list[RTCPeerConnection] = []
     sources: list[EncodedSource] = []
     publications: list[DecodedPublication] = []
@@ -157,6 +160,7 @@ async def _middle(conn: Connection, opts: dict[str, Any]) -> None:
     for p in pcs:
         await p.close()
     hook.stop()
+    estimator.stop()
     conn.send({"stopped": True})
 
 

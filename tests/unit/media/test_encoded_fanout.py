@@ -22,7 +22,7 @@ from av.packet import Packet
 from av.video.frame import PictureType
 
 from media.encoded_fanout import EncodedSource, ForwardingError, ForwardingTrack, WorkerStats
-from media.forwarding import ForwardingHook, _forward_frames, encoded_packet
+from media.forwarding import ForwardingHook, _InlineFeed, encoded_packet
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 
@@ -291,22 +291,68 @@ async def test_hook_leaves_unregistered_receivers_decoding() -> None:
     hook.stop()  # twice is fine
 
 
-async def test_forwarding_worker_emits_packets() -> None:
-    output_q: asyncio.Queue[Any] = asyncio.Queue()
-    input_q: queue.Queue[Any] = queue.Queue()
-    for i, data in enumerate(FRAMES):
-        input_q.put((VP8, JitterFrame(data=data, timestamp=i * 6000)))
-    input_q.put(None)
+async def test_forwarding_feed_fans_frames_out_on_the_loop() -> None:
+    track = PacketTrack()
     stats = WorkerStats(label="unit")
-    await asyncio.to_thread(_forward_frames, asyncio.get_running_loop(), input_q, output_q,
-                            stats)
-    packets = await drain(output_q)
+    source = EncodedSource(track, label="unit", worker=stats)
+    source.start()
+    sub = source.subscribe(max_queue=len(FRAMES))
+    ended: list[bool] = []
+    feed = _InlineFeed(stats, source, track.queue, on_end=lambda: ended.append(True))
+    input_q: queue.Queue[Any] = queue.Queue()
+    frames = [(VP8, JitterFrame(data=data, timestamp=777_000 + i * 6000))
+              for i, data in enumerate(FRAMES)]
+    for task in frames[:3]:  # queued before the worker's hand-over reached the loop
+        input_q.put(task)
+    feed.install(input_q)
+    assert sub.depth == 3 and input_q.empty()
+    for task in frames[3:]:  # as the receiver does: straight to the source, in order
+        input_q.put(task)
+    assert input_q.empty() and sub.depth == len(FRAMES)
+    packets = [await sub.recv() for _ in FRAMES]
     assert [bytes(p) for p in packets] == FRAMES
     assert [p.pts for p in packets] == [i * 6000 for i in range(len(FRAMES))]
     assert [i for i, p in enumerate(packets) if p.is_keyframe] == [0, 6]
     assert {p.time_base for p in packets} == {fractions.Fraction(1, 90000)}
-    assert (stats.mode, stats.codec, stats.frames, stats.keyframes) == (
-        "forward", "video/VP8", 12, 2)
+    assert (stats.codec, stats.frames, stats.keyframes) == ("video/VP8", 12, 2)
+    assert source.frames == 12 and source.keyframes == 2
+
+    input_q.put(None)  # the receiver stopped: the track ends, like a decoder's
+    await settle()
+    assert ended == [True] and source.ended
+    input_q.put(frames[0])
+    assert source.frames == 12
+    await source.stop()
+
+
+async def test_forwarding_feed_ends_even_if_the_receiver_stopped_first() -> None:
+    track = PacketTrack()
+    stats = WorkerStats(label="unit")
+    source = EncodedSource(track, label="unit", worker=stats)
+    source.start()
+    feed = _InlineFeed(stats, source, track.queue, on_end=lambda: None)
+    input_q: queue.Queue[Any] = queue.Queue()
+    input_q.put((VP8, JitterFrame(data=KEY, timestamp=0)))
+    input_q.put(None)
+    feed.install(input_q)
+    await settle()
+    assert source.frames == 1 and source.ended and feed.ended
+    assert "put" not in vars(input_q)  # nothing more will come: the queue is left alone
+    await source.stop()
+
+
+async def test_forwarding_feed_survives_a_bad_frame() -> None:
+    track = PacketTrack()
+    stats = WorkerStats(label="unit")
+    source = EncodedSource(track, label="unit", worker=stats)
+    source.start()
+    feed = _InlineFeed(stats, source, track.queue, on_end=lambda: None)
+    input_q: queue.Queue[Any] = queue.Queue()
+    feed.install(input_q)
+    input_q.put("not a (codec, frame) pair")  # logged, not raised into aiortc's receiver
+    input_q.put((VP8, JitterFrame(data=KEY, timestamp=0)))
+    assert source.frames == 1
+    await source.stop()
 
 
 def test_forward_needs_a_started_hook() -> None:
