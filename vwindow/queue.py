@@ -449,7 +449,10 @@ class CallQueue:
         out = []
         for call, w in waiting:
             place = routing.position(w, calls)
-            eta = routing.estimate_wait_s(w, place, agents, now, self.rules, handle)
+            if call.offered_to is not None:
+                eta: float | None = 0.0  # ringing at an agent's console right now
+            else:
+                eta = routing.estimate_wait_s(w, place, agents, now, self.rules, handle)
             out.append(QueueInfo(call.id, call.kiosk_id, place, eta, call.callback))
         return out
 

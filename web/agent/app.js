@@ -147,8 +147,10 @@ function wireSignal(signal) {
     else if (app.call) leaveLive();
   });
   signal.on('unauthenticated', () => logout('err.sessionExpired'));
-  signal.on('agent.state', (msg) => showAgentState(msg.state));
-  signal.on('call.ringing', (msg) => addRinging(msg.call));
+  signal.on('agent.state', (msg) => showAgentState(msg.state, msg));
+  signal.on('call.ringing', (msg) => addRinging(msg.call, msg));
+  signal.on('call.offer_withdrawn', (msg) => dropRinging(msg.call_id,
+    msg.reason === 'missed' ? 'agent.ringing.missed' : 'agent.ringing.withdrawn'));
   signal.on('call.taken', (msg) => dropRinging(msg.call_id, 'agent.ringing.taken', { name: msg.agent_name || '' }));
   signal.on('call.cancelled', (msg) => dropRinging(msg.call_id, 'agent.ringing.cancelled'));
   signal.on('call.accepted', (msg) => enterLive(msg.call));
@@ -185,44 +187,90 @@ async function requestState(next) {
   try {
     // The controls show right after login, possibly before the socket's first welcome.
     if (!app.signal.welcome) await app.connecting;
-    const reply = await app.signal.request('agent.state', { state: next });
-    showAgentState(reply.state || next);
+    const body = { state: next };
+    if (next === 'away') body.reason = byId('away-reason').value;
+    const reply = await app.signal.request('agent.state', body);
+    showAgentState(reply.state || next, body);
   } catch (err) {
     setText(byId('ringing-note'), errorKey(err));
   }
 }
 
-function showAgentState(s) {
+function showAgentState(s, msg = {}) {
   app.agentState = s;
   const el = byId('agent-state');
   el.dataset.state = s;
-  const known = ['ready', 'away', 'offline', 'busy', 'in_call'];
-  if (known.includes(s)) setText(el, `agentState.${s}`);
+  el.dataset.reason = msg.reason || '';
+  const known = ['ready', 'away', 'offline', 'busy', 'in_call', 'ringing', 'wrap_up'];
+  if (s === 'away' && msg.reason === 'missed') setText(el, 'agentState.away_missed');
+  else if (s === 'away' && msg.reason && ['break', 'meeting', 'lunch', 'training'].includes(msg.reason)) {
+    setText(el, `agentState.reason.${msg.reason}`);
+  } else if (known.includes(s)) setText(el, `agentState.${s}`);
   else { delete el.dataset.i18n; el.textContent = s; }
+  showWrapUp(s === 'wrap_up' ? msg.wrap_up_s : null);
   byId('state-ready').setAttribute('aria-pressed', String(s === 'ready'));
   byId('state-away').setAttribute('aria-pressed', String(s === 'away'));
   // Calls ring only for ready agents; anything still listed would be stale.
   if (s === 'away' || s === 'offline') clearRinging();
 }
 
+/** Wrap-up: the server makes the agent ready when the time is up; "Ready" ends it early. */
+function showWrapUp(seconds) {
+  const note = byId('wrap-note');
+  if (typeof seconds !== 'number') { note.hidden = true; delete note.dataset.until; return; }
+  note.dataset.until = new Date(Date.now() + seconds * 1000).toISOString();
+  note.hidden = false;
+  tickCountdowns();
+}
+
+/** Every `[data-until]` element shows the seconds left (wrap-up, an offer's deadline). */
+function tickCountdowns() {
+  for (const el of document.querySelectorAll('[data-until]')) {
+    const left = Math.max(0, Math.ceil((Date.parse(el.dataset.until) - Date.now()) / 1000));
+    const target = el.id === 'wrap-note' ? byId('wrap-text') : el;
+    setText(target, el.dataset.countdownKey || 'agent.wrapUp', { s: left });
+  }
+}
+
 // ---- ringing -----------------------------------------------------------------
 
-function addRinging(call) {
+function addRinging(call, msg = {}) {
   if (!call || (app.call && app.call.call_id === call.call_id)) return;
   const list = byId('ringing');
   if (list.querySelector(`li[data-call-id="${CSS.escape(call.call_id)}"]`)) return;
   const kiosk = call.kiosk || {};
   const accept = h('button', { type: 'button', class: 'accept-call primary', i18n: ['agent.accept'] });
   accept.addEventListener('click', () => onAccept(call.call_id, accept));
+  // An offer made to this agent alone (not ring-all) has a deadline and can be passed on.
+  const offered = typeof msg.timeout_s === 'number';
+  const decline = offered ? h('button', { type: 'button', class: 'decline-call secondary', i18n: ['agent.ringing.decline'] }) : null;
+  if (decline) decline.addEventListener('click', () => onDecline(call.call_id, decline));
+  const deadline = offered ? h('span', { class: 'ring-deadline', dataset: {
+    until: new Date(Date.now() + msg.timeout_s * 1000).toISOString(), countdownKey: 'agent.ringing.expires' } }) : null;
   const li = h('li', { class: 'ringing-call', dataset: { callId: call.call_id } },
     h('div', { class: 'ring-info' },
-      h('strong', { class: 'ring-service' }, call.service ? call.service.name : ''),
+      h('strong', { class: 'ring-service' }, call.service ? call.service.name : '',
+        call.callback ? h('span', { class: 'badge callback-badge', i18n: ['agent.ringing.callback'] }) : null),
+      deadline,
       h('span', { class: 'ring-kiosk' }, kioskText(kiosk)),
       h('span', { class: 'ring-wait' }, h('span', { i18n: ['agent.ringing.waiting'] }), ' ',
         h('span', { dataset: { since: call.queued_at || new Date().toISOString() } }, sinceText(call.queued_at)))),
-    accept);
+    accept, decline);
   list.append(li);
+  tickCountdowns();
   updateRinging();
+}
+
+async function onDecline(callId, btn) {
+  btn.disabled = true;
+  try {
+    await app.signal.request('call.decline', { call_id: callId });
+    dropRinging(callId, 'agent.ringing.declined');
+  } catch (err) {
+    btn.disabled = false;
+    if (err.code === 'conflict' || err.code === 'invalid_state' || err.code === 'not_found') dropRinging(callId, 'agent.ringing.gone');
+    else setText(byId('ringing-note'), errorKey(err));
+  }
 }
 
 function dropRinging(callId, noteKey = null, args = null) {
@@ -405,6 +453,8 @@ function init() {
   byId('login-form').addEventListener('submit', onLogin);
   byId('state-ready').addEventListener('click', () => requestState('ready'));
   byId('state-away').addEventListener('click', () => requestState('away'));
+  byId('away-reason').addEventListener('change', () => { if (app.agentState === 'away') requestState('away'); });
+  setInterval(tickCountdowns, 1000);
   byId('logout').addEventListener('click', () => logout());
   byId('end-call').addEventListener('click', onEndCall);
   byId('leave-call').addEventListener('click', onLeaveCall);

@@ -103,7 +103,7 @@ async function startSession() {
 /** After a reload or reconnect: a live call is re-joined; a queued one (if the server
  * reports it) shows the queue again; none at all means idle. */
 function resumeCall(call) {
-  if (call && call.status === 'queued') onQueued({ call, position: null });
+  if (call && call.status === 'queued') onQueued({ call, position: null, eta_s: undefined });
   else if (call) enterLive(call);
   else goIdle();
 }
@@ -127,7 +127,10 @@ function wireSignal(signal) {
   signal.on('unauthenticated', () => logout('err.sessionExpired'));
   signal.on('call.queued', (msg) => onQueued(msg));
   signal.on('queue.position', (msg) => {
-    if (app.call && msg.call_id === app.call.call_id) showPosition(msg.position);
+    if (app.call && msg.call_id === app.call.call_id) showPosition(msg.position, msg.eta_s);
+  });
+  signal.on('queue.callback_offer', (msg) => {
+    if (app.call && msg.call_id === app.call.call_id && !app.call.callback) byId('callback-offer').hidden = false;
   });
   signal.on('call.answered', (msg) => enterLive(msg.call));
   signal.on('call.ended', (msg) => onEnded(msg));
@@ -252,20 +255,61 @@ function onQueued(msg) {
   if (!msg.call || (app.call && app.call.call_id === msg.call.call_id && state() !== 'idle')) return;
   app.call = msg.call;
   byId('call-service').textContent = msg.call.service ? msg.call.service.name : '';
-  showPosition(msg.position);
+  showPosition(msg.position, msg.eta_s);
+  showCallback(Boolean(msg.call.callback));
   setState('queued');
   startLocalMedia();
 }
 
-function showPosition(position) {
+function showPosition(position, etaS) {
   const el = byId('queue-status');
   if (typeof position !== 'number') {
     el.dataset.position = '';
     setText(el, 'kiosk.queue.waiting');
-    return;
+  } else {
+    el.dataset.position = String(position);
+    setText(el, 'kiosk.queue.position', { n: position });
   }
-  el.dataset.position = String(position);
-  setText(el, 'kiosk.queue.position', { n: position });
+  showEstimate(etaS);
+}
+
+/** eta_s: seconds; null = nobody on duty for this service; undefined = not known yet. */
+function showEstimate(etaS) {
+  const el = byId('queue-eta');
+  if (etaS === undefined) {
+    el.dataset.eta = '';
+    el.textContent = '';
+    delete el.dataset.i18n;
+  } else if (etaS === null) {
+    el.dataset.eta = 'none';
+    setText(el, 'kiosk.queue.noAgent');
+  } else if (etaS < 30) {
+    el.dataset.eta = String(etaS);
+    setText(el, 'kiosk.queue.soon');
+  } else {
+    el.dataset.eta = String(etaS);
+    setText(el, 'kiosk.queue.eta', { m: Math.max(1, Math.round(etaS / 60)) });
+  }
+}
+
+function showCallback(registered) {
+  byId('callback-registered').hidden = !registered;
+  if (registered) byId('callback-offer').hidden = true;
+}
+
+async function onCallback() {
+  if (!app.call) return;
+  const btn = byId('callback-accept');
+  btn.disabled = true;
+  try {
+    const reply = await app.signal.request('call.callback', { call_id: app.call.call_id });
+    app.call = reply.call;
+    showCallback(true);
+  } catch (err) {
+    showError(byId('call-error'), err, 'kiosk.callback.failed');
+  } finally {
+    btn.disabled = false;
+  }
 }
 
 async function onCancel() {
@@ -425,6 +469,8 @@ function init() {
   byId('catalog-retry').addEventListener('click', loadCatalog);
   byId('call-button').addEventListener('click', onCall);
   byId('cancel-call').addEventListener('click', onCancel);
+  byId('callback-accept').addEventListener('click', onCallback);
+  byId('callback-dismiss').addEventListener('click', () => { byId('callback-offer').hidden = true; });
   byId('capture-button').addEventListener('click', onCapture);
   byId('end-call').addEventListener('click', onEndCall);
   byId('new-call').addEventListener('click', goIdle);

@@ -156,13 +156,16 @@ function markMonitored() {
 }
 
 function renderAgents(agents) {
-  const order = { ready: 0, in_call: 1, busy: 1, away: 2, offline: 3 };
+  const order = { ready: 0, ringing: 1, in_call: 1, busy: 1, wrap_up: 2, away: 3, offline: 4 };
   const items = [...agents]
     .sort((a, b) => (order[a.state] ?? 9) - (order[b.state] ?? 9) || String(a.name).localeCompare(String(b.name)))
     .map((a) => {
-      const known = ['ready', 'away', 'offline', 'busy', 'in_call'].includes(a.state);
-      const badge = h('span', { class: 'badge', dataset: { state: a.state || '' } });
-      if (known) setText(badge, `agentState.${a.state}`);
+      const known = ['ready', 'away', 'offline', 'busy', 'in_call', 'ringing', 'wrap_up'].includes(a.state);
+      const badge = h('span', { class: 'badge', dataset: { state: a.state || '', reason: a.reason || '' } });
+      const reasons = ['break', 'meeting', 'lunch', 'training'];
+      if (a.state === 'away' && a.reason === 'missed') setText(badge, 'agentState.away_missed');
+      else if (a.state === 'away' && reasons.includes(a.reason)) setText(badge, `agentState.reason.${a.reason}`);
+      else if (known) setText(badge, `agentState.${a.state}`);
       else badge.textContent = a.state || '';
       return h('li', { dataset: { agentId: a.id, state: a.state || '' } }, h('span', { class: 'agent-name' }, a.name || ''), ' ', badge);
     });

@@ -1,0 +1,123 @@
+"""The queue as people see it, in real Chromium, with the default routing: the kiosk's
+position and wait estimate and its callback offer; the agent's offer with a deadline,
+the missed offer that moves on and sets the agent away, wrap-up, and the supervisor's
+view of agent states."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from signaling.services import SERVICES
+from tests.conftest import Server, make_config, start_server, with_routing
+from tests.e2e.pages import login_kiosk, login_staff
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def routed(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
+    config = with_routing(make_config(db_url, tmp_path), strategy="longest_idle",
+                          offer_timeout_s=3.0, wrap_up_s=2.0, callback_after_s=1.5,
+                          tick_s=0.2)
+    runner, url = await start_server(config)
+    async with aiohttp.ClientSession() as http:
+        yield Server(url, runner.app[SERVICES], http)
+    await runner.cleanup()
+
+
+async def _press_ready(page: Page) -> None:
+    """Press 就绪 until the server answers (ready, or ringing at once if a call waits)."""
+    state = page.locator("#agent-state")
+    for _ in range(20):
+        await page.click("#state-ready")
+        try:
+            await expect(state).to_have_attribute("data-state", re.compile("^(ready|ringing)$"),
+                                                  timeout=1000)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the agent console never became ready")
+
+
+async def test_queue_offer_missed_wrap_up(routed: Server, browser: Browser) -> None:
+    base = routed.url
+    errors: list[str] = []
+    pages: dict[str, Page] = {}
+    contexts = []
+    try:
+        for name in ("kiosk", "agent1", "agent2", "supervisor"):
+            ctx = await browser.new_context(viewport={"width": 1280, "height": 860})
+            contexts.append(ctx)
+            page = await ctx.new_page()
+            page.on("pageerror", lambda err, n=name: errors.append(f"{n}: {err}"))
+            pages[name] = page
+        kiosk, agent1, agent2, board = (pages[n] for n in ("kiosk", "agent1", "agent2",
+                                                            "supervisor"))
+        await login_staff(agent1, base, "/agent/", "agent1")
+        await login_staff(agent2, base, "/agent/", "agent2")
+        await login_staff(board, base, "/supervisor/", "super1")
+
+        # Nobody on duty: the kiosk says so instead of inventing a wait.
+        await login_kiosk(kiosk, base)
+        await kiosk.click('[data-service-code="SB-001"]')
+        await kiosk.click("#call-button")
+        await expect(kiosk.locator("#queue-status")).to_have_attribute("data-position", "1")
+        await expect(kiosk.locator("#queue-status")).to_contain_text("第 1 位")
+        await expect(kiosk.locator("#queue-eta")).to_have_attribute("data-eta", "none")
+        await expect(kiosk.locator("#queue-eta")).to_contain_text("暂无坐席在线")
+
+        # A long wait is offered a callback; the kiosk books it.
+        await expect(kiosk.locator("#callback-offer")).to_be_visible(timeout=5000)
+        await kiosk.click("#callback-accept")
+        await expect(kiosk.locator("#callback-registered")).to_be_visible()
+        await expect(kiosk.locator("#callback-offer")).to_be_hidden()
+
+        # agent1 comes on duty and is offered the call alone, with a deadline.
+        await _press_ready(agent1)
+        offer = agent1.locator("#ringing li[data-call-id]")
+        await expect(offer).to_have_count(1)
+        await expect(offer.locator(".ring-deadline")).to_contain_text("秒内接听")
+        await expect(offer.locator(".callback-badge")).to_be_visible()
+        await expect(agent1.locator("#agent-state")).to_have_attribute("data-state", "ringing")
+        await expect(kiosk.locator("#queue-eta")).to_contain_text("即将为您接通")
+        await _press_ready(agent2)
+        await expect(agent2.locator("#ringing li[data-call-id]")).to_have_count(0)
+        await expect(board.locator('#agents li[data-state="ringing"]')).to_have_count(1)
+
+        # agent1 lets it ring out: the call moves to agent2, agent1 is set away (missed).
+        await expect(offer).to_have_count(0, timeout=6000)
+        await expect(agent1.locator("#ringing-note")).to_contain_text("未及时接听")
+        state1 = agent1.locator("#agent-state")
+        await expect(state1).to_have_attribute("data-state", "away")
+        await expect(state1).to_have_attribute("data-reason", "missed")
+        await expect(board.locator('#agents li[data-state="away"] .badge')).to_contain_text(
+            "未接来电")
+        offer2 = agent2.locator("#ringing li[data-call-id]")
+        await expect(offer2).to_have_count(1)
+        await offer2.locator(".accept-call").click()
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+
+        # After the call: wrap-up with a countdown, then ready by itself.
+        await agent2.click("#end-call")
+        state2 = agent2.locator("#agent-state")
+        await expect(state2).to_have_attribute("data-state", "wrap_up")
+        await expect(agent2.locator("#wrap-note")).to_contain_text("秒后自动就绪")
+        await expect(state2).to_have_attribute("data-state", "ready", timeout=6000)
+        await expect(agent2.locator("#wrap-note")).to_be_hidden()
+
+        # An away reason is shown as chosen, to the agent and the supervisor.
+        await agent2.select_option("#away-reason", "lunch")
+        await agent2.click("#state-away")
+        await expect(state2).to_have_attribute("data-reason", "lunch")
+        await expect(state2).to_contain_text("午餐")
+        await expect(board.locator('#agents li[data-state="away"]')).to_have_count(2)
+        assert not errors, errors
+    finally:
+        for ctx in contexts:
+            await ctx.close()
