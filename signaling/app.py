@@ -6,11 +6,13 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from media.service import MediaService
 from signaling import rest
+from signaling.bus import make_bus
 from signaling.presence import Presence
 from signaling.services import SERVICES, Services
 from signaling.switchboard import Switchboard
@@ -38,7 +40,7 @@ def build_services(config: Config) -> Services:
     secret = config.auth.secret or secrets.token_urlsafe(32)
     tokens = TokenIssuer(secret, config.auth.previous_secrets)
     cases = Cases(db)
-    presence = Presence()
+    presence = Presence(make_bus(config.server.node_id, config.db.url))
     holder: list[Switchboard] = []
 
     async def notify(participant_id: str, message: dict[str, object]) -> None:
@@ -82,9 +84,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await services.store.start()
     await services.media.start()
     await services.switchboard.start()
+    bus = services.presence.bus
+    router = services.switchboard.router
+
+    async def on_event(event: dict[str, Any]) -> None:
+        await router.on_event(event)
+        await services.presence.on_event(event)
+
+    bus.handler = on_event
+    await bus.start()
     logger.info("node %s started", services.config.server.node_id)
     yield
     await close_all(services)
+    await bus.stop()
     await services.switchboard.stop()
     await services.media.stop()
     services.presence.stop()

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from signaling.bus import LocalBus
 from vwindow.auth import Principal
 from vwindow.models import Role
 
@@ -67,7 +68,8 @@ class Presence:
 
     AGENT_GRACE_S = 15.0
 
-    def __init__(self) -> None:
+    def __init__(self, bus: LocalBus | None = None) -> None:
+        self.bus = bus or LocalBus("local")
         self._conns: dict[str, set[Connection]] = {}
         self.agent_states: dict[int, str] = {}
         self.rooms: dict[int, Room] = {}
@@ -133,12 +135,49 @@ class Presence:
                 sent += 1
         return sent
 
+    async def deliver(self, key: str, message: dict[str, Any], *,
+                      client: str | None = None) -> bool:
+        """Send to ``key`` here, or else to whichever node holds its socket."""
+        if await self.send_to(key, message, client=client):
+            return True
+        return await self.bus.publish({"k": "to", "key": key, "client": client,
+                                       "msg": message})
+
+    async def tell_role(self, role: Role, message: dict[str, Any], *,
+                        except_key: str | None = None) -> None:
+        """Send to every socket of ``role`` on every node (e.g. "stop ringing")."""
+        await self._send_role(role, message, except_key)
+        await self.bus.publish({"k": "role", "role": role.value, "msg": message,
+                                "except": except_key})
+
+    async def _send_role(self, role: Role, message: dict[str, Any],
+                         except_key: str | None) -> None:
+        for conn in self.by_role(role):
+            if conn.principal.key != except_key:
+                await conn.send(dict(message))
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        """A delivery another node published."""
+        message = event.get("msg")
+        if not isinstance(message, dict):
+            return
+        if event.get("k") == "to" and isinstance(event.get("key"), str):
+            client = event.get("client")
+            await self.send_to(event["key"], message,
+                               client=client if isinstance(client, str) else None)
+        elif event.get("k") == "role" and event.get("role") in {r.value for r in Role}:
+            except_key = event.get("except")
+            await self._send_role(Role(event["role"]), message,
+                                  except_key if isinstance(except_key, str) else None)
+
     async def send_room(self, call_id: int, message: dict[str, Any]) -> None:
         room = self.rooms.get(call_id)
         if room is None:
             return
         for key in tuple(room.members):
-            await self.send_to(key, message)
+            # A member's socket may be on another node (the hub is on the answering
+            # agent's node; the kiosk stays connected where it was).
+            await self.deliver(key, message)
 
     @property
     def count(self) -> int:

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 POSITION_REFRESH_S = 10.0
 """Kiosks get their estimate again this often even when nothing moved (it ages)."""
-HEARTBEAT_S = 3.0
+BEATS_PER_TIMEOUT = 5
+"""Heartbeats per ``node_timeout_s``: a node is declared dead only after several misses."""
 
 
 def _dump(view: CallView) -> dict[str, Any]:
@@ -40,6 +41,7 @@ class Router:
         self.presence = presence
         self.on_change = on_change
         self._wake = asyncio.Event()
+        self._announce = False  # tell the other nodes after this node's next pass
         self._task: asyncio.Task[None] | None = None
         self._rung: set[tuple[int, int]] = set()  # ring-all: (call, agent) already told
         self._told: dict[int, tuple[int, int | None, bool]] = {}  # call -> last position push
@@ -63,8 +65,18 @@ class Router:
                 pass
             self._task = None
 
-    def wake(self) -> None:
+    def wake(self, *, announce: bool = True) -> None:
+        """Route soon; ``announce``: the change happened here, so other nodes route too."""
+        self._announce = self._announce or announce
         self._wake.set()
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("k") == "wake":
+            self.wake(announce=False)
+        elif event.get("k") == "call_ended" and isinstance(event.get("agent"), int):
+            agent_id = event["agent"]
+            if self.presence.connected(f"agent:{agent_id}"):
+                await self.call_ended(agent_id, expert=bool(event.get("expert")))
 
     # -- agent states ------------------------------------------------------------------
 
@@ -104,6 +116,12 @@ class Router:
         agent_id = int(conn.principal.subject)
         state = self.state_of(agent_id)
         await conn.send({"type": "agent.state", "state": state})
+        if state == "ringing":
+            # Back while an offer stands (a reload, a dropped socket): show it again.
+            view = await self.queue.offered_to(agent_id)
+            if view is not None:
+                await conn.send({"type": "call.ringing", "call": _dump(view),
+                                 "timeout_s": self.config.offer_timeout_s})
         if self.queue.rules.strategy == "ring_all" and state == "ready":
             self._rung = {pair for pair in self._rung if pair[1] != agent_id}
             self.wake()
@@ -115,8 +133,15 @@ class Router:
             logger.info("agent %s went offline (no connection)", agent_id)
 
     async def call_ended(self, agent_id: int, *, expert: bool = False) -> None:
-        """The agent's call ended (or an expert left it): wrap up, or straight back."""
+        """The agent's call ended (or an expert left it): wrap up, or straight back.
+
+        The node holding the agent's console does it: the state is that node's to change.
+        """
         connected = self.presence.connected(f"agent:{agent_id}")
+        if not connected and self.state_of(agent_id) == "offline":
+            if await self.presence.bus.publish({"k": "call_ended", "agent": agent_id,
+                                                "expert": expert}):
+                return
         if expert:
             state, _ = await self.queue.set_state(
                 agent_id, "ready" if connected else "offline", force=True)
@@ -180,14 +205,20 @@ class Router:
                 await self.run_once()
             except Exception:
                 logger.exception("routing pass failed; retrying next tick")
+            if self._announce:
+                self._announce = False
+                await self.presence.bus.publish({"k": "wake"})
 
     async def run_once(self) -> None:
         """One routing pass (the loop's body; tests may call it directly)."""
         now = time.monotonic()
-        if now - self._beat_at >= HEARTBEAT_S:
+        if now - self._beat_at >= self.config.node_timeout_s / BEATS_PER_TIMEOUT:
             self._beat_at = now
-            for node in await self.queue.heartbeat():
-                logger.warning("node %s is gone", node)
+            dead, requeued, revived = await self.queue.heartbeat()
+            if requeued:
+                logger.warning("calls %s re-queued from dead nodes %s", requeued, dead)
+            if revived:
+                await self._restore_states()
         for withdrawn in await self.queue.expire_offers():
             await self._tell_agent(withdrawn.agent_id, {
                 "type": "call.offer_withdrawn", "call_id": withdrawn.call_id,
@@ -200,10 +231,16 @@ class Router:
         for offer in offers:
             await self._ring(offer)
         for call_id, kiosk_id in await self.queue.due_callback_offers():
-            await self.presence.send_to(f"kiosk:{kiosk_id}", {
+            await self.presence.deliver(f"kiosk:{kiosk_id}", {
                 "type": "queue.callback_offer", "call_id": call_id,
                 "waited_s": self.config.callback_after_s})
         await self._push_positions(force=time.monotonic() - self._told_at >= POSITION_REFRESH_S)
+
+    async def _restore_states(self) -> None:
+        """After this node was wrongly declared dead: its agents' states, as they are."""
+        for agent_id, state in list(self.presence.agent_states.items()):
+            if state in ("ready", "away", "wrap_up"):
+                await self.queue.set_state(agent_id, state, force=True)
 
     async def _ring(self, offer: Offer) -> None:
         pair = (offer.call.call_id, offer.agent_id)

@@ -27,6 +27,7 @@ from vwindow.errors import ConflictError, ForbiddenError, InvalidStateError, Not
 from vwindow.models import (
     AgentStatus,
     Call,
+    CallInvitation,
     CallStatus,
     Case,
     CaseStatus,
@@ -168,7 +169,7 @@ class CallQueue:
                 status = AgentStatus(agent_id=agent_id, state="offline", since=now,
                                      idle_since=now)
                 s.add(status)
-            if status.state == "in_call" and not force:
+            if status.state == "in_call" and not force and await self._in_a_call(s, agent_id):
                 return status.state, None
             if status.state == "ringing" and state != "ringing":
                 dropped = await self._clear_offer(s, agent_id)
@@ -181,6 +182,19 @@ class CallQueue:
             status.wrap_until = now + timedelta(seconds=wrap_s) if wrap_s is not None else None
             logger.info("agent %s is %s%s", agent_id, state, f" ({reason})" if reason else "")
             return state, dropped
+
+    @staticmethod
+    async def _in_a_call(s: AsyncSession, agent_id: int) -> bool:
+        """Is the agent really in a live call (its own, or one it joined as expert)?"""
+        own = (await s.scalars(select(Call.id).where(
+            Call.agent_id == agent_id, Call.status == CallStatus.LIVE))).first()
+        if own is not None:
+            return True
+        joined = (await s.scalars(
+            select(CallInvitation.id).join(Call, Call.id == CallInvitation.call_id)
+            .where(CallInvitation.agent_id == agent_id, CallInvitation.joined_at.is_not(None),
+                   Call.status == CallStatus.LIVE))).first()
+        return joined is not None
 
     async def _clear_offer(self, s: AsyncSession, agent_id: int) -> int | None:
         call = (await s.scalars(select(Call).where(Call.offered_to == agent_id,
@@ -460,6 +474,13 @@ class CallQueue:
         async with self.db.session() as s:
             return [await self.cases.view(s, call) for call, _ in await self._waiting_calls(s)]
 
+    async def offered_to(self, agent_id: int) -> CallView | None:
+        """The call currently offered to ``agent_id``, if any."""
+        async with self.db.session() as s:
+            call = (await s.scalars(select(Call).where(
+                Call.offered_to == agent_id, Call.status == CallStatus.QUEUED))).first()
+            return await self.cases.view(s, call) if call else None
+
     async def dashboard_agents(self) -> list[dict[str, Any]]:
         async with self.db.session() as s:
             rows = (await s.execute(
@@ -492,17 +513,28 @@ class CallQueue:
                 status.state = "offline"
                 status.since = now
 
-    async def heartbeat(self) -> list[str]:
-        """Beat for this node; release what dead nodes held. Returns the dead nodes found."""
+    async def heartbeat(self) -> tuple[list[str], list[int], bool]:
+        """Beat for this node; release what dead nodes held.
+
+        Returns the dead nodes found, the calls re-queued from them (their media hubs
+        died with them, so their live calls wait again, same case, for the next agent),
+        and whether this node had itself been declared dead (it stalled too long).
+        """
         now = utcnow()
         cutoff = now - timedelta(seconds=self.config.node_timeout_s)
         async with self.db.session() as s:
-            await s.execute(update(Node).where(Node.id == self.node_id)
-                            .values(heartbeat_at=now))
+            beat = await s.execute(update(Node).where(Node.id == self.node_id)
+                                   .values(heartbeat_at=now))
+            revived = beat.rowcount != 1  # type: ignore[attr-defined]
+            if revived:
+                logger.error("node %s was declared dead by another node (it stalled for "
+                             "over %.0f s); registering again", self.node_id,
+                             self.config.node_timeout_s)
+                s.add(Node(id=self.node_id, started_at=now, heartbeat_at=now))
             dead = list((await s.scalars(select(Node.id).where(
                 Node.heartbeat_at < cutoff).with_for_update(skip_locked=True))).all())
             if not dead:
-                return []
+                return [], [], revived
             agents = (await s.scalars(select(AgentStatus).where(
                 AgentStatus.node_id.in_(dead), AgentStatus.state != "offline")
                 .with_for_update(skip_locked=True))).all()
@@ -512,7 +544,23 @@ class CallQueue:
                 if status.state != "in_call":
                     status.state = "offline"
                     status.since = now
+            requeued = []
+            for call in (await s.scalars(select(Call).where(
+                    Call.status == CallStatus.LIVE, Call.hub_node.in_(dead))
+                    .with_for_update(skip_locked=True))).all():
+                holder = await s.get(AgentStatus, call.agent_id) if call.agent_id else None
+                if holder is not None and holder.node_id in dead:
+                    holder.state = "offline"
+                    holder.since = now
+                call.status = CallStatus.QUEUED
+                call.agent_id = None
+                call.hub_node = None
+                call.answered_at = None
+                requeued.append(call.id)
+                await audit.append(s, actor="system:router", action="call.requeued",
+                                   case_id=call.case_id,
+                                   detail={"call_id": call.id, "dead_node": dead})
             for node_id in dead:
                 await s.delete(await s.get_one(Node, node_id))
                 logger.warning("node %s missed its heartbeat; its agents are offline", node_id)
-            return dead
+            return dead, requeued, revived

@@ -1,0 +1,116 @@
+"""Events between the nodes of one deployment: PostgreSQL ``LISTEN/NOTIFY``.
+
+A node publishes small JSON events ("the queue changed", "deliver this message to
+kiosk:3 wherever its socket is", "tell every agent"); every other node receives them
+and acts locally. SQLite deployments are a single node: ``LocalBus`` drops events, as
+there is nobody else to tell. Events carry no personal data beyond what the pushed
+message itself carries, and must stay under PostgreSQL's 8000-byte payload limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "vwindow_events"
+MAX_PAYLOAD = 7900
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class LocalBus:
+    """One node: nothing to tell anyone."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.handler: Handler | None = None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def publish(self, event: dict[str, Any]) -> bool:
+        return False
+
+
+class PgBus(LocalBus):
+    """``NOTIFY`` on one channel; each node ignores its own events."""
+
+    def __init__(self, node_id: str, db_url: str) -> None:
+        super().__init__(node_id)
+        self._dsn = make_url(db_url).set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        import asyncpg
+
+        self._conn = await asyncpg.connect(self._dsn)
+        await self._conn.add_listener(CHANNEL, self._on_notify)
+        logger.info("node %s listening for events on %s", self.node_id, CHANNEL)
+
+    async def stop(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.remove_listener(CHANNEL, self._on_notify)
+            finally:
+                await conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def publish(self, event: dict[str, Any]) -> bool:
+        if self._conn is None:
+            return False
+        payload = json.dumps({**event, "from": self.node_id}, ensure_ascii=False,
+                             default=str)
+        if len(payload.encode()) > MAX_PAYLOAD:
+            logger.error("event %s of %d bytes is too large for NOTIFY; dropped",
+                         event.get("k"), len(payload))
+            return False
+        try:
+            async with self._lock:
+                await self._conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        except Exception:
+            logger.exception("could not publish event %s", event.get("k"))
+            return False
+        return True
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            event = json.loads(payload)
+        except json.JSONDecodeError:
+            logger.warning("ignoring an event that is not JSON")
+            return
+        if not isinstance(event, dict) or event.get("from") == self.node_id:
+            return
+        if self.handler is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._handle(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, event: dict[str, Any]) -> None:
+        try:
+            if self.handler is not None:
+                await self.handler(event)
+        except Exception:
+            logger.exception("handling event %s from %s failed", event.get("k"),
+                             event.get("from"))
+
+
+def make_bus(node_id: str, db_url: str) -> LocalBus:
+    if db_url.startswith("postgresql"):
+        return PgBus(node_id, db_url)
+    return LocalBus(node_id)

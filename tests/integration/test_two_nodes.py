@@ -1,0 +1,322 @@
+"""Two ``vwindow serve`` processes on one PostgreSQL behave as one call centre.
+
+200 calls from 40 kiosks and 20 agents spread over both nodes, with agents accepting,
+declining, letting offers ring out and dropping their sockets, and kiosks giving up or
+asking for a callback: every call ends answered or abandoned, none is answered twice,
+and calls cross nodes. Then a node is killed with kill -9: its live call is queued
+again and answered by an agent on the surviving node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from signaling.client import ClientError, SignalClient
+from tests.conftest import pg_database
+from tests.helpers import wait_for
+from tests.multinode import KIOSK_KEY, Node, seed, start_node, wait_ready
+from vwindow.db import Database
+from vwindow.models import AgentStatus, AuditEntry, Call, CallStatus
+
+pytestmark = pytest.mark.postgres
+
+ROUTING = {"strategy": "longest_idle", "offer_timeout_s": 1.0, "wrap_up_s": 0,
+           "tick_s": 0.2, "callback_after_s": 2.0, "node_timeout_s": 6.0}
+CALLS = 200
+
+
+async def _token(http: aiohttp.ClientSession, base: str, path: str,
+                 body: dict[str, str]) -> str:
+    async with http.post(f"{base}/api/v1/auth/{path}", json=body) as r:
+        assert r.status == 200, await r.text()
+        token: str = (await r.json())["token"]
+        return token
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.placed = 0
+        self.accepted: dict[int, list[str]] = defaultdict(list)
+        self.kiosk_node: dict[int, int] = {}
+        self.agent_node: dict[int, int] = {}
+        self.cancelled: set[int] = set()
+        self.callbacks: set[int] = set()
+        self.actions: Counter[str] = Counter()
+
+
+async def _agent(http: aiohttp.ClientSession, urls: list[str], index: int, username: str,
+                 tally: Tally, done: asyncio.Event, rng: random.Random) -> None:
+    node = index % 2
+    token = await _token(http, urls[node], "login",
+                         {"username": username, "password": "demo1234"})
+    offers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def connect() -> SignalClient:
+        client = SignalClient(http, urls[node], token)
+        client.on("call.ringing", offers.put_nowait)
+        # Set away after a missed offer: like a real agent, press 就绪 again.
+        client.on("agent.state", lambda m: offers.put_nowait(m) if m["state"] == "away"
+                  else None)
+        await client.connect()
+        await client.request("agent.state", state="ready")
+        return client
+
+    client = await connect()
+    try:
+        while not done.is_set():
+            try:
+                ring = await asyncio.wait_for(offers.get(), 0.5)
+            except TimeoutError:
+                continue
+            if ring["type"] == "agent.state":
+                tally.actions["ready again after away"] += 1
+                await asyncio.sleep(0.2)
+                await client.request("agent.state", state="ready")
+                continue
+            try:
+                client = await _answer(client, ring, username, node, tally, rng, offers,
+                                       connect)
+            except ClientError as err:
+                # Whatever went wrong, a real agent would press 就绪 again.
+                tally.actions[f"error {err.code}: {err.message[:40]}"] += 1
+                if client.closed.is_set():
+                    client = await connect()
+                else:
+                    await client.request("agent.state", state="ready")
+    finally:
+        await client.close()
+
+
+async def _answer(client: SignalClient, ring: dict[str, Any], username: str, node: int,
+                  tally: Tally, rng: random.Random, offers: asyncio.Queue[dict[str, Any]],
+                  connect: Any) -> SignalClient:
+    """One offer: accept and handle it, decline it, let it ring out, or drop the socket."""
+    call_id = ring["call"]["call_id"]
+    roll = rng.random()
+    if roll < 0.6:
+        try:
+            await client.request("call.accept", call_id=call_id)
+        except ClientError as err:
+            tally.actions[f"accept refused: {err.code}"] += 1
+            await client.request("agent.state", state="ready")
+            return client
+        tally.accepted[call_id].append(username)
+        tally.agent_node[call_id] = node
+        tally.actions["accept"] += 1
+        await asyncio.sleep(rng.uniform(0.05, 0.3))
+        await client.request("call.end", call_id=call_id)
+    elif roll < 0.75:
+        tally.actions["decline"] += 1
+        try:
+            await client.request("call.decline", call_id=call_id)
+        except ClientError as err:
+            tally.actions[f"decline refused: {err.code}"] += 1
+    elif roll < 0.9:
+        tally.actions["ring out"] += 1
+        await asyncio.sleep(ROUTING["offer_timeout_s"] + 0.5)  # type: ignore[operator]
+        await client.request("agent.state", state="ready")
+    else:
+        tally.actions["disconnect"] += 1
+        await client.close()
+        await asyncio.sleep(rng.uniform(0.1, 0.6))
+        while not offers.empty():
+            offers.get_nowait()
+        client = await connect()
+    return client
+
+
+async def _kiosk(http: aiohttp.ClientSession, urls: list[str], index: int, code: str,
+                 tally: Tally, rng: random.Random) -> None:
+    node = rng.randrange(2)
+    token = await _token(http, urls[node], "kiosk", {"kiosk_code": code,
+                                                     "device_key": KIOSK_KEY})
+    client = SignalClient(http, urls[node], token)
+    await client.connect()
+    try:
+        while tally.placed < CALLS:
+            tally.placed += 1
+            queued = await client.request("call.start", service_code="SB-001")
+            call_id = queued["call"]["call_id"]
+            tally.kiosk_node[call_id] = node
+            roll = rng.random()
+            if roll < 0.15:
+                await asyncio.sleep(rng.uniform(0.1, 1.0))
+                try:
+                    await client.request("call.cancel", call_id=call_id)
+                    tally.cancelled.add(call_id)
+                    continue
+                except ClientError:
+                    pass  # answered in the meantime
+            elif roll < 0.3:
+                try:
+                    await wait_for(client, "queue.callback_offer", timeout=5,
+                                   pred=lambda m, c=call_id: m["call_id"] == c)
+                    await client.request("call.callback", call_id=call_id)
+                    tally.callbacks.add(call_id)
+                except (TimeoutError, ClientError):
+                    pass  # answered before the offer came
+            await wait_for(client, "call.answered", timeout=90,
+                           pred=lambda m, c=call_id: m["call"]["call_id"] == c)
+            await wait_for(client, "call.ended", timeout=30,
+                           pred=lambda m, c=call_id: m["call_id"] == c)
+    finally:
+        await client.close()
+
+
+async def _diagnose(db_url: str, nodes: list[Node], tally: Tally) -> str:
+    """What was stuck, for the failure message."""
+    db = Database(db_url)
+    try:
+        async with db.session() as s:
+            waiting = (await s.scalars(select(Call).where(
+                Call.status.in_((CallStatus.QUEUED, CallStatus.LIVE))))).all()
+            states = (await s.scalars(select(AgentStatus))).all()
+    finally:
+        await db.stop()
+    lines = [f"actions {dict(tally.actions)}"]
+    lines += [f"call {c.id} {c.status} agent={c.agent_id} offered={c.offered_to} "
+              f"excluded={c.excluded} hub={c.hub_node}" for c in waiting]
+    lines += [f"agent {a.agent_id} {a.state} {a.reason} node={a.node_id}" for a in states]
+    for node in nodes:
+        lines += [f"[{node.node_id}] {line.rstrip()}" for line in node.log[-15:]]
+    return "\n".join(lines)
+
+
+async def _requeued(db_url: str, timeout: float) -> list[int]:
+    """Call ids re-queued from dead nodes, once there are any."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    db = Database(db_url)
+    try:
+        while True:
+            async with db.session() as s:
+                entries = (await s.scalars(select(AuditEntry).where(
+                    AuditEntry.action == "call.requeued"))).all()
+            if entries or asyncio.get_running_loop().time() > deadline:
+                return [int(e.detail["call_id"]) for e in entries]
+            await asyncio.sleep(0.5)
+    finally:
+        await db.stop()
+
+
+def _stop(nodes: list[Node]) -> None:
+    for node in nodes:
+        node.stop()
+
+
+async def test_two_nodes_200_calls_each_answered_once(pg_server: Any, tmp_path: Path) -> None:
+    db_url = pg_database(pg_server)
+    agents, kiosks = await seed(db_url, agents=20, kiosks=40)
+    nodes = [start_node(f"node-{n}", db_url, tmp_path, **ROUTING) for n in "ab"]
+    try:
+        urls = [await wait_ready(n) for n in nodes]
+        tally = Tally()
+        done = asyncio.Event()
+        rng = random.Random(20261121)
+        async with aiohttp.ClientSession() as http:
+            staff = [asyncio.create_task(_agent(http, urls, i, name, tally, done,
+                                                random.Random(rng.random())))
+                     for i, name in enumerate(agents)]
+            await asyncio.sleep(1.0)  # everyone ready before the rush
+            callers = [_kiosk(http, urls, i, code, tally, random.Random(rng.random()))
+                       for i, code in enumerate(kiosks)]
+            try:
+                await asyncio.wait_for(asyncio.gather(*callers), 240)
+            except BaseException:
+                print(await _diagnose(db_url, nodes, tally))
+                raise
+            finally:
+                done.set()
+                await asyncio.gather(*staff, return_exceptions=True)
+
+        db = Database(db_url)
+        try:
+            async with db.session() as s:
+                calls = (await s.scalars(select(Call))).all()
+                answers = Counter(
+                    e.detail["call_id"] for e in (await s.scalars(
+                        select(AuditEntry).where(AuditEntry.action == "call.answered"))).all())
+        finally:
+            await db.stop()
+        mine = [c for c in calls if c.id in tally.kiosk_node]
+        assert len(mine) == CALLS
+        by_status = Counter(c.status for c in mine)
+        assert set(by_status) <= {CallStatus.ENDED, CallStatus.CANCELLED}, by_status
+        for call in mine:
+            if call.status == CallStatus.ENDED:
+                assert call.agent_id is not None and call.answered_at is not None
+                assert len(tally.accepted[call.id]) == 1, (call.id, tally.accepted[call.id])
+                assert answers[call.id] == 1
+            else:
+                assert call.id in tally.cancelled and not tally.accepted[call.id]
+        assert by_status[CallStatus.CANCELLED] == len(tally.cancelled)
+        # Calls crossed nodes both ways; the awkward paths really happened.
+        crossed = Counter((tally.kiosk_node[c], tally.agent_node[c]) for c in tally.agent_node)
+        assert crossed[(0, 1)] > 0 and crossed[(1, 0)] > 0, crossed
+        for action in ("accept", "decline", "ring out", "disconnect"):
+            assert tally.actions[action] > 0, tally.actions
+        assert tally.callbacks and any(c.callback and c.status == CallStatus.ENDED
+                                       for c in mine)
+        print(f"\n{by_status}, {tally.actions}, crossed {dict(crossed)}")
+    finally:
+        _stop(nodes)
+
+
+async def test_killed_node_calls_are_queued_again_and_taken_elsewhere(
+        pg_server: Any, tmp_path: Path) -> None:
+    db_url = pg_database(pg_server)
+    agents, kiosks = await seed(db_url, agents=2, kiosks=2)
+    nodes = [start_node(f"node-{n}", db_url, tmp_path, **ROUTING) for n in "ab"]
+    try:
+        url_a, url_b = [await wait_ready(n) for n in nodes]
+        async with aiohttp.ClientSession() as http:
+            tok = {name: await _token(http, url, "login",
+                                      {"username": name, "password": "demo1234"})
+                   for name, url in zip(agents, (url_a, url_b), strict=True)}
+            on_a = SignalClient(http, url_a, tok[agents[0]])
+            on_b = SignalClient(http, url_b, tok[agents[1]])
+            kiosk_tokens = [await _token(http, url_b, "kiosk", {"kiosk_code": k,
+                                                                 "device_key": KIOSK_KEY})
+                            for k in kiosks]
+            k1 = SignalClient(http, url_b, kiosk_tokens[0])
+            k2 = SignalClient(http, url_b, kiosk_tokens[1])
+            for c in (on_a, on_b, k1, k2):
+                await c.connect()
+            # Only the agent on node A is ready: it takes the first call there.
+            await on_a.request("agent.state", state="ready")
+            first = (await k1.request("call.start", service_code="SB-001"))["call"]["call_id"]
+            await wait_for(on_a, "call.ringing")
+            await on_a.request("call.accept", call_id=first)
+            await wait_for(k1, "call.answered")
+            second = (await k2.request("call.start", service_code="SB-001"))["call"]["call_id"]
+
+            nodes[0].kill()
+            # Node B notices the lapsed heartbeat and queues the live call again.
+            requeued = await _requeued(db_url, timeout=30)
+            assert requeued == [first]
+            # It kept its place (it waited longest): the agent on B is offered it first.
+            await on_b.request("agent.state", state="ready")
+            ring = await wait_for(on_b, "call.ringing", timeout=10)
+            assert ring["call"]["call_id"] == first
+            await on_b.request("call.accept", call_id=first)
+            ring = await wait_for(on_b, "agent.state", pred=lambda m: m["state"] == "in_call")
+            db = Database(db_url)
+            try:
+                async with db.session() as s:
+                    again = await s.get_one(Call, first)
+                    waiting = await s.get_one(Call, second)
+            finally:
+                await db.stop()
+            assert again.status == CallStatus.LIVE and again.hub_node == "node-b"
+            assert waiting.status == CallStatus.QUEUED
+            for c in (on_b, k1, k2):
+                await c.close()
+    finally:
+        _stop(nodes)
