@@ -126,9 +126,7 @@ class Switchboard:
         await self.router.decline(int(conn.principal.subject), call_id)
 
     async def _stop_ringing(self, message: dict[str, Any], except_key: str | None) -> None:
-        for conn in self.presence.by_role(Role.AGENT):
-            if conn.principal.key != except_key:
-                await conn.send(dict(message))
+        await self.presence.tell_role(Role.AGENT, message, except_key=except_key)
 
     # -- calls -------------------------------------------------------------------------
 
@@ -173,7 +171,7 @@ class Switchboard:
         name = view.agent.name if view.agent else ""
         await self._stop_ringing({"type": "call.taken", "call_id": call_id, "agent_name": name},
                                  conn.principal.key)
-        await self.presence.send_to(f"kiosk:{self._kiosk_ids[call_id]}",
+        await self.presence.deliver(f"kiosk:{self._kiosk_ids[call_id]}",
                                     {"type": "call.answered", "call": _dump(view)})
         self.changed()
         logger.info("call %s: room %s", call_id, sorted(room.members))
