@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 POSITION_REFRESH_S = 10.0
 """Kiosks get their estimate again this often even when nothing moved (it ages)."""
+POSITION_INTERVAL_S = 0.5
+"""Positions are worked out at most this often (a busy queue wakes the router a lot)."""
 BEATS_PER_TIMEOUT = 5
 """Heartbeats per ``node_timeout_s``: a node is declared dead only after several misses."""
 
@@ -46,6 +48,7 @@ class Router:
         self._rung: set[tuple[int, int]] = set()  # ring-all: (call, agent) already told
         self._told: dict[int, tuple[int, int | None, bool]] = {}  # call -> last position push
         self._told_at = 0.0
+        self._positions_at = 0.0
         self._beat_at = 0.0
 
     @property
@@ -234,7 +237,10 @@ class Router:
             await self.presence.deliver(f"kiosk:{kiosk_id}", {
                 "type": "queue.callback_offer", "call_id": call_id,
                 "waited_s": self.config.callback_after_s})
-        await self._push_positions(force=time.monotonic() - self._told_at >= POSITION_REFRESH_S)
+        if time.monotonic() - self._positions_at >= POSITION_INTERVAL_S:
+            self._positions_at = time.monotonic()
+            await self._push_positions(
+                force=time.monotonic() - self._told_at >= POSITION_REFRESH_S)
 
     async def _restore_states(self) -> None:
         """After this node was wrongly declared dead: its agents' states, as they are."""
@@ -258,7 +264,9 @@ class Router:
         logger.info("call %s offered to agent %s", offer.call.call_id, offer.agent_id)
 
     async def _push_positions(self, *, force: bool) -> None:
-        infos = await self.queue.queue_info()
+        """Tell this node's waiting kiosks their place and estimate, when it changed."""
+        here = {int(c.principal.subject) for c in self.presence.by_role(Role.KIOSK)}
+        infos = await self.queue.queue_info(here) if here else []
         live = {info.call_id for info in infos}
         for call_id in [c for c in self._told if c not in live]:
             del self._told[call_id]

@@ -137,7 +137,7 @@ class Switchboard:
                                 callback=False, rules=self.queue.rules)
         view = await self.cases.start_call(kiosk_id, service_code, dialect, priority)
         self._kiosk_ids[view.call_id] = kiosk_id
-        info = next((i for i in await self.queue.queue_info() if i.call_id == view.call_id),
+        info = next((i for i in await self.queue.queue_info({kiosk_id}) if i.call_id == view.call_id),
                     None)
         self.router.wake()
         self.changed()

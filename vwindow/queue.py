@@ -108,16 +108,15 @@ class CallQueue:
 
     # -- snapshots ---------------------------------------------------------------------
 
-    async def _waiting_calls(self, s: AsyncSession, *, unoffered_and_locked: bool = False
+    async def _waiting_calls(self, s: AsyncSession, *, unoffered: bool = False
                              ) -> list[tuple[Call, routing.WaitingCall]]:
         query = (select(Call, Township.county, Township.default_dialect)
                  .join(Kiosk, Kiosk.id == Call.kiosk_id)
                  .join(Township, Township.id == Kiosk.township_id)
                  .where(Call.status == CallStatus.QUEUED)
                  .order_by(Call.priority.desc(), Call.queued_at, Call.id))
-        if unoffered_and_locked:
-            query = (query.where(Call.offered_to.is_(None))
-                     .with_for_update(skip_locked=True, of=Call))
+        if unoffered:
+            query = query.where(Call.offered_to.is_(None))
         rows = (await s.execute(query)).all()
         return [(call, _waiting(call, county, dialect)) for call, county, dialect in rows]
 
@@ -222,24 +221,39 @@ class CallQueue:
     # -- calls -------------------------------------------------------------------------
 
     async def route(self) -> list[Offer]:
-        """One routing pass: offer waiting calls to this node's free eligible agents."""
+        """One routing pass: offer waiting calls to this node's free eligible agents.
+
+        The plan is made on an unlocked snapshot; then only the planned calls are locked
+        (``FOR UPDATE SKIP LOCKED``) and re-checked, so a node routing at the same time
+        is never blocked and never gets the same call: what it has locked is skipped here
+        and planned again on the next pass.
+        """
         now = utcnow()
         async with self.db.session() as s:
-            waiting = await self._waiting_calls(s, unoffered_and_locked=True)
-            if not waiting:
-                return []
             agents = await self._agents(s, ready_here_locked=True)
             if not agents:
                 return []
+            waiting = await self._waiting_calls(s, unoffered=True)
+            if not waiting:
+                return []
             planned = routing.plan([w for _, w in waiting], [a for _, a in agents], now,
                                    self.rules)
-            calls = {call.id: call for call, _ in waiting}
+            if not planned.offers:
+                return []
+            ring_all = self.rules.strategy == "ring_all"
+            wanted = {call_id for call_id, _ in planned.offers}
+            query = select(Call).where(Call.id.in_(wanted), Call.status == CallStatus.QUEUED,
+                                       Call.offered_to.is_(None))
+            if not ring_all:
+                query = query.with_for_update(skip_locked=True)
+            calls = {c.id: c for c in (await s.scalars(query)).all()}
             statuses = {status.agent_id: status for status, _ in agents}
             offers: list[Offer] = []
-            ring_all = self.rules.strategy == "ring_all"
             expires = None if ring_all else now + timedelta(seconds=self.config.offer_timeout_s)
             for call_id, agent_id in planned.offers:
-                call = calls[call_id]
+                call = calls.get(call_id)
+                if call is None:
+                    continue  # taken, cancelled or being offered by another node
                 if not ring_all:
                     call.offered_to = agent_id
                     call.offer_expires_at = expires
@@ -452,17 +466,19 @@ class CallQueue:
             return self.config.default_handle_s
         return max(1.0, sum(spans) / len(spans))
 
-    async def queue_info(self) -> list[QueueInfo]:
-        """Position and wait estimate of every waiting call."""
+    async def queue_info(self, kiosks: set[int] | None = None) -> list[QueueInfo]:
+        """Position and wait estimate of every waiting call (or of ``kiosks``' calls)."""
         now = utcnow()
         handle = await self.handle_time_s()
         async with self.db.session() as s:
             waiting = await self._waiting_calls(s)
             agents = [slot for _, slot in await self._agents(s)]
-        calls = [w for _, w in waiting]
+        places = routing.positions(w for _, w in waiting)
         out = []
         for call, w in waiting:
-            place = routing.position(w, calls)
+            if kiosks is not None and call.kiosk_id not in kiosks:
+                continue
+            place = places[call.id]
             if call.offered_to is not None:
                 eta: float | None = 0.0  # ringing at an agent's console right now
             else:

@@ -156,6 +156,8 @@ def plan(calls: Iterable[WaitingCall], agents: Iterable[AgentSlot], now: datetim
     pool = [a for a in agents if free(a)]
     out = Plan()
     for call in serving_order(calls):
+        if not pool:
+            break
         candidates = [a for a in pool if eligible(call, a, now, rules)]
         if not candidates:
             continue
@@ -170,12 +172,18 @@ def plan(calls: Iterable[WaitingCall], agents: Iterable[AgentSlot], now: datetim
 
 def position(call: WaitingCall, waiting: Iterable[WaitingCall]) -> int:
     """1-based place among the waiting calls of the same service category."""
-    same = [c for c in waiting if c.category == call.category]
-    order = serving_order(same)
-    for index, other in enumerate(order):
-        if other.id == call.id:
-            return index + 1
-    return len(order) + 1
+    calls = list(waiting)
+    return positions(calls).get(call.id, 0) or len(calls) + 1
+
+
+def positions(waiting: Iterable[WaitingCall]) -> dict[int, int]:
+    """Every waiting call's 1-based place among the calls of its service category."""
+    places: dict[int, int] = {}
+    seen: dict[str, int] = {}
+    for call in serving_order(waiting):
+        seen[call.category] = seen.get(call.category, 0) + 1
+        places[call.id] = seen[call.category]
+    return places
 
 
 def eligible_in_s(call: WaitingCall, agent: AgentSlot, now: datetime,
