@@ -79,6 +79,16 @@ class CallDecline(_Message):
     call_id: CallId
 
 
+class CallTransfer(_Message):
+    """The agent hands a live call on, to a colleague by name or to a department queue."""
+
+    type: Literal["call.transfer"]
+    call_id: CallId
+    to_agent: str | None = Field(default=None, min_length=1, max_length=64)
+    to_queue: str | None = Field(default=None, min_length=1, max_length=64)
+    note: str = Field(min_length=1, max_length=1000)
+
+
 class CallAccept(_Message):
     type: Literal["call.accept"]
     call_id: CallId
@@ -198,7 +208,7 @@ class DashboardSubscribe(_Message):
 
 ALL_MESSAGES: tuple[type[_Message], ...] = (
     Auth, Ping, AgentState, CallStart, CallCancel, CallCallback, CallAccept, CallDecline,
-    CallEnd, CallInvite, CallJoin,
+    CallEnd, CallInvite, CallJoin, CallTransfer,
     RtcJoin, RtcAnswer, RtcCandidate, RtcLeave, RtcPublish, RtcUnpublish, SessionMonitor,
     MediaSnapshot, DeviceCapture, DeviceProgress, ChatSend, DashboardSubscribe,
 )

@@ -137,8 +137,8 @@ class Switchboard:
                                 callback=False, rules=self.queue.rules)
         view = await self.cases.start_call(kiosk_id, service_code, dialect, priority)
         self._kiosk_ids[view.call_id] = kiosk_id
-        info = next((i for i in await self.queue.queue_info({kiosk_id}) if i.call_id == view.call_id),
-                    None)
+        infos = await self.queue.queue_info({kiosk_id})
+        info = next((i for i in infos if i.call_id == view.call_id), None)
         self.router.wake()
         self.changed()
         reply: dict[str, Any] = {"type": "call.queued", "call": _dump(view),
@@ -176,6 +176,34 @@ class Switchboard:
         self.changed()
         logger.info("call %s: room %s", call_id, sorted(room.members))
         return {"type": "call.accepted", "call": _dump(view)}
+
+    async def transfer(self, conn: Connection, call_id: int, to_agent: str | None,
+                       to_queue: str | None, note: str) -> dict[str, Any]:
+        """Hand the call on; the kiosk stays in the session and waits for the next agent."""
+        await self.require_member(conn, call_id, roles=(Role.AGENT,))
+        agent_id = int(conn.principal.subject)
+        view, where = await self.queue.transfer(agent_id, call_id, to_username=to_agent,
+                                                to_category=to_queue, note=note,
+                                                author_name=conn.principal.name)
+        hub = self.media.find(call_id)
+        for participant in [c.participant_id for c in self.presence.connections(
+                conn.principal.key)]:
+            if hub is not None and hub.has(participant):
+                await hub.leave(participant)
+                await self.presence.send_room(call_id, {
+                    "type": "participant.left", "call_id": call_id,
+                    "participant": {"id": participant, "kind": "agent",
+                                    "name": conn.principal.name}})
+        await self.cases.participants_left(call_id, conn.participant_id)
+        room = self.presence.rooms.get(call_id)
+        if room is not None:
+            room.members.discard(conn.principal.key)
+        await self.presence.send_room(call_id, {"type": "call.transferring",
+                                                "call_id": call_id, "to": where})
+        await self.router.call_ended(agent_id)
+        self.router.wake()
+        self.changed()
+        return {"type": "call.transferred", "call": _dump(view), "to": where}
 
     async def _remember_kiosk(self, view: CallView) -> None:
         if view.call_id not in self._kiosk_ids:

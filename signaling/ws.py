@@ -30,6 +30,7 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
     p.CallCallback: (Role.KIOSK,),
     p.CallAccept: (Role.AGENT,),
     p.CallDecline: (Role.AGENT,),
+    p.CallTransfer: (Role.AGENT,),
     p.CallEnd: (Role.AGENT, Role.KIOSK),
     p.RtcJoin: (Role.KIOSK, Role.AGENT, Role.SURVEYOR, Role.SUPERVISOR),
     p.RtcAnswer: (Role.KIOSK, Role.AGENT, Role.SURVEYOR, Role.SUPERVISOR),
@@ -166,6 +167,8 @@ async def _dispatch(services: Services, conn: Connection,
             return await sb.request_callback(conn, call_id)
         case p.CallDecline(call_id=call_id):
             await sb.decline_call(conn, call_id)
+        case p.CallTransfer(call_id=call_id, to_agent=to_agent, to_queue=to_queue, note=note):
+            return await sb.transfer(conn, call_id, to_agent, to_queue, note)
         case p.CallAccept(call_id=call_id):
             return await sb.accept_call(conn, call_id)
         case p.CallEnd(call_id=call_id):

@@ -32,6 +32,7 @@ from vwindow.models import (
     CallInvitation,
     CallStatus,
     Case,
+    CaseNote,
     CaseStatus,
     Kiosk,
     Material,
@@ -51,10 +52,16 @@ from vwindow.views import (
     CatalogItem,
     KioskRef,
     MaterialView,
+    NoteView,
     ServiceRef,
 )
 
 logger = logging.getLogger(__name__)
+
+
+def note_view(n: CaseNote) -> NoteView:
+    return NoteView(id=n.id, kind=n.kind, author_name=n.author_name, text=n.text,
+                    created_at=n.created_at)
 
 
 def material_view(m: Material) -> MaterialView:
@@ -86,6 +93,9 @@ class Cases:
         kiosk = await s.get_one(Kiosk, call.kiosk_id)
         town = await s.get_one(Township, kiosk.township_id)
         agent = await s.get(User, call.agent_id) if call.agent_id else None
+        note = (await s.scalars(select(CaseNote).where(
+            CaseNote.call_id == call.id, CaseNote.kind == "transfer")
+            .order_by(CaseNote.id.desc()).limit(1))).first()
         return CallView(
             call_id=call.id,
             case_id=call.case_id,
@@ -99,6 +109,7 @@ class Cases:
             dialect=call.dialect,
             priority=call.priority,
             callback=call.callback,
+            transfer_note=note_view(note) if note else None,
         )
 
     async def call_view(self, call_id: int) -> CallView:
@@ -415,6 +426,8 @@ class Cases:
                     select(Material).where(Material.case_id == case_id).order_by(Material.id)
                 )
             ).all()
+            notes = (await s.scalars(select(CaseNote).where(CaseNote.case_id == case_id)
+                                     .order_by(CaseNote.id))).all()
             return CaseView(
                 case_id=case.id,
                 number=case.number,
@@ -424,6 +437,7 @@ class Cases:
                 assigned_agent_id=case.assigned_agent_id,
                 created_at=case.created_at,
                 materials=[material_view(m) for m in mats],
+                notes=[note_view(n) for n in notes],
             )
 
     # -- ratings -------------------------------------------------------------------

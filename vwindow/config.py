@@ -98,6 +98,10 @@ class RoutingConfig(_Section):
     elderly_boost: int = 10
     appointment_boost: int = 5
     callback_boost: int = 0
+    transfer_boost: int = 20
+    """A transferred caller has waited once already: served before new calls."""
+    transfer_timeout_s: float = Field(default=60.0, gt=0)
+    """A call transferred to a named agent who does not take it goes to the queue after this."""
     default_handle_s: float = Field(default=300.0, gt=0)
     """Handle time assumed for wait estimates until real calls have been measured."""
     tick_s: float = Field(default=1.0, gt=0)

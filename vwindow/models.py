@@ -159,6 +159,23 @@ class Call(Base):
     callback: Mapped[bool] = mapped_column(default=False)
     """The kiosk stopped waiting on screen: an agent calls it back when free."""
     callback_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reserved_for: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    """A transfer to a named agent: only that agent is offered the call until it lapses."""
+    reserved_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CaseNote(Base):
+    """A note on a case (a transfer's hand-over note, the back office's remarks)."""
+
+    __tablename__ = "case_notes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    author: Mapped[str] = mapped_column(String(64))
+    author_name: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class AgentStatus(Base):

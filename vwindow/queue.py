@@ -23,16 +23,24 @@ from vwindow.auth import Principal
 from vwindow.cases import Cases
 from vwindow.config import RoutingConfig
 from vwindow.db import Database
-from vwindow.errors import ConflictError, ForbiddenError, InvalidStateError, NotFoundError
+from vwindow.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidStateError,
+    NotFoundError,
+    ValidationError,
+)
 from vwindow.models import (
     AgentStatus,
     Call,
     CallInvitation,
     CallStatus,
     Case,
+    CaseNote,
     CaseStatus,
     Kiosk,
     Node,
+    ServiceItem,
     Township,
     User,
     utcnow,
@@ -92,7 +100,7 @@ def _waiting(call: Call, county: str, default_dialect: str | None) -> routing.Wa
     return routing.WaitingCall(
         id=call.id, category=call.category or "", county=county, queued_at=call.queued_at,
         dialect=call.dialect or default_dialect, priority=call.priority,
-        excluded=frozenset(call.excluded or ()))
+        excluded=frozenset(call.excluded or ()), reserved_for=call.reserved_for)
 
 
 class CallQueue:
@@ -279,6 +287,8 @@ class CallQueue:
                 agent_id = int(call.offered_to or 0)
                 call.offered_to = None
                 call.offer_expires_at = None
+                if call.reserved_for == agent_id:  # the named colleague is not there
+                    call.reserved_for = call.reserved_until = None
                 status = await s.get(AgentStatus, agent_id, with_for_update=True)
                 if status is not None and status.state == "ringing":
                     status.state = "away"
@@ -290,6 +300,13 @@ class CallQueue:
                                    detail={"call_id": call.id, "agent_id": agent_id})
                 logger.info("call %s: offer to agent %s not answered in %.0f s", call.id,
                             agent_id, self.config.offer_timeout_s)
+            lapsed = (await s.scalars(select(Call).where(
+                Call.status == CallStatus.QUEUED, Call.offered_to.is_(None),
+                Call.reserved_until <= now).with_for_update(skip_locked=True))).all()
+            for call in lapsed:
+                logger.info("call %s: transfer to agent %s lapsed; back to the queue",
+                            call.id, call.reserved_for)
+                call.reserved_for = call.reserved_until = None
             return out
 
     async def decline(self, agent_id: int, call_id: int) -> None:
@@ -305,6 +322,8 @@ class CallQueue:
                 raise ConflictError(f"call {call_id} is offered to another agent",
                                     field="call_id")
             call.excluded = sorted({*(call.excluded or ()), agent_id})
+            if call.reserved_for == agent_id:
+                call.reserved_for = call.reserved_until = None
             status = await s.get(AgentStatus, agent_id, with_for_update=True)
             if call.offered_to == agent_id:
                 call.offered_to = None
@@ -338,8 +357,12 @@ class CallQueue:
                 update(Call)
                 .where(Call.id == call_id, Call.status == CallStatus.QUEUED,
                        or_(Call.offered_to.is_(None), Call.offered_to == agent_id))
-                .values(status=CallStatus.LIVE, agent_id=agent_id, answered_at=now,
-                        hub_node=self.node_id, offered_to=None, offer_expires_at=None))
+                .values(status=CallStatus.LIVE, agent_id=agent_id,
+                        answered_at=func.coalesce(Call.answered_at, now),
+                        # A transferred call's session goes on where its hub is.
+                        hub_node=func.coalesce(Call.hub_node, self.node_id),
+                        offered_to=None, offer_expires_at=None, reserved_for=None,
+                        reserved_until=None))
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 current = await s.get_one(Call, call_id, populate_existing=True)
                 if current.status == CallStatus.QUEUED:
@@ -378,6 +401,11 @@ class CallQueue:
         if agent_id in waiting.excluded:
             raise ForbiddenError(f"you declined call {call.id}; it goes to another agent",
                                  field="call_id")
+        if waiting.reserved_for is not None:
+            if waiting.reserved_for != agent_id:
+                raise ForbiddenError(f"call {call.id} was transferred to another agent",
+                                     field="call_id")
+            return
         if not routing.has_skill(slot, waiting.category):
             raise ForbiddenError(f"call {call.id} needs the skill {waiting.category!r}",
                                  field="call_id")
@@ -386,6 +414,66 @@ class CallQueue:
         if not routing.level_allows(slot, waiting, now, self.rules):
             raise ForbiddenError(f"call {call.id} is for the agents of {waiting.county} "
                                  "until it overflows", field="call_id")
+
+    async def transfer(self, agent_id: int, call_id: int, *, to_username: str | None,
+                       to_category: str | None, note: str, author_name: str
+                       ) -> tuple[CallView, str]:
+        """Hand a live call on, to a named colleague or to a department's queue.
+
+        The call waits again (served before new calls), its media session goes on with
+        the kiosk in it, and the note travels with the case. Returns the call and a label
+        of where it went.
+        """
+        if (to_username is None) == (to_category is None):
+            raise ValidationError("transfer to exactly one of an agent or a queue",
+                                  field="to_agent")
+        now = utcnow()
+        async with self.db.session() as s:
+            call = await s.get(Call, call_id, with_for_update=True)
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            if call.status != CallStatus.LIVE or call.agent_id != agent_id:
+                raise ForbiddenError(f"call {call_id} is not your live call", field="call_id")
+            if to_username is not None:
+                target = (await s.scalars(select(User).where(
+                    User.username == to_username, User.role == "agent",
+                    User.active.is_(True)))).first()
+                if target is None:
+                    raise NotFoundError(f"there is no agent {to_username!r}",
+                                        field="to_agent")
+                if target.id == agent_id:
+                    raise ValidationError("you cannot transfer a call to yourself",
+                                          field="to_agent")
+                call.reserved_for = target.id
+                call.reserved_until = now + timedelta(seconds=self.config.transfer_timeout_s)
+                where = target.display_name
+            else:
+                known = (await s.scalars(select(ServiceItem.category).where(
+                    ServiceItem.category == to_category))).first()
+                if known is None:
+                    raise NotFoundError(f"there is no queue {to_category!r}",
+                                        field="to_queue")
+                call.category = to_category
+                where = str(to_category)
+            author = await s.get_one(User, agent_id)
+            call.status = CallStatus.QUEUED
+            call.agent_id = None
+            call.offered_to = None
+            call.offer_expires_at = None
+            call.excluded = sorted({*(call.excluded or ()), agent_id})
+            call.priority += self.config.transfer_boost
+            case_note = CaseNote(case_id=call.case_id, call_id=call.id, kind="transfer",
+                                 author=f"agent:{agent_id}", author_name=author.display_name,
+                                 text=note, created_at=now)
+            s.add(case_note)
+            await s.flush()
+            await audit.append(s, actor=f"agent:{agent_id}", action="call.transferred",
+                               case_id=call.case_id,
+                               detail={"call_id": call_id, "to_agent": call.reserved_for,
+                                       "to_queue": to_category, "note_id": case_note.id})
+            logger.info("call %s transferred by agent %s to %s", call_id, agent_id,
+                        f"agent {call.reserved_for}" if to_username else f"queue {to_category}")
+            return await self.cases.view(s, call), where
 
     async def cancel(self, principal: Principal, call_id: int) -> tuple[CallView, int | None]:
         """The kiosk gives up waiting; returns the call and the agent whose offer dropped."""

@@ -52,6 +52,8 @@ class WaitingCall:
     priority: int = 0
     excluded: frozenset[int] = frozenset()
     """Agents who declined this call: it goes to someone else."""
+    reserved_for: int | None = None
+    """Transferred to this agent by name: nobody else is offered it meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ def level_allows(agent: AgentSlot, call: WaitingCall, now: datetime,
 
 def eligible(call: WaitingCall, agent: AgentSlot, now: datetime, rules: RoutingRules) -> bool:
     """Could ``agent`` take ``call`` now, ignoring whether the agent is free?"""
+    if call.reserved_for is not None:
+        # The transferring agent chose this colleague, skills and level notwithstanding.
+        return agent.id == call.reserved_for and agent.id not in call.excluded
     return (agent.id not in call.excluded
             and has_skill(agent, call.category)
             and speaks(agent, call, now, rules)

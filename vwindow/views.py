@@ -23,6 +23,14 @@ class AgentRef(BaseModel):
     name: str
 
 
+class NoteView(BaseModel):
+    id: int
+    kind: str
+    author_name: str
+    text: str
+    created_at: datetime
+
+
 class CallView(BaseModel):
     call_id: int
     case_id: int
@@ -36,6 +44,8 @@ class CallView(BaseModel):
     dialect: str | None = None
     priority: int = 0
     callback: bool = False
+    transfer_note: NoteView | None = None
+    """The hand-over note of the latest transfer of this call, for the next agent."""
 
 
 class MaterialView(BaseModel):
@@ -59,6 +69,7 @@ class CaseView(BaseModel):
     assigned_agent_id: int | None
     created_at: datetime
     materials: list[MaterialView]
+    notes: list[NoteView] = []
 
 
 class CatalogItem(BaseModel):

@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from signaling.client import ClientError, SignalClient
+from signaling.client import ClientError, HubPeer, SignalClient
 from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_routing
-from tests.helpers import wait_for
+from tests.helpers import camera_and_mic, first_frame, wait_for
 from vwindow.auth import hash_secret
 from vwindow.models import Kiosk, Township
 
@@ -253,4 +253,74 @@ async def test_elderly_caller_goes_first(routed: Server) -> None:
         await k3.request("call.start", service_code="SB-001", birth_date="1948-13-01")
     assert err.value.field == "birth_date" and "1948-13-01" in err.value.message
     for c in (k1, k2, k3, a1):
+        await c.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_transfer_to_a_colleague_with_a_note(routed: Server) -> None:
+    a1 = await _agent(routed, "agent1")
+    (kiosk,) = await _kiosks(routed, 1)
+    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    await wait_for(a1, "call.ringing")
+    accepted = await a1.request("call.accept", call_id=call_id)
+    case_id = accepted["call"]["case_id"]
+    kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+    await kiosk_peer.join()
+    a2 = await _agent(routed, "agent2")
+    # Who and where are named when wrong; nothing changes.
+    for bad, field in (({"to_agent": "nobody"}, "to_agent"), ({"to_queue": "nowhere"},
+                                                              "to_queue"),
+                       ({"to_agent": "agent2", "to_queue": "market"}, "to_agent")):
+        with pytest.raises(ClientError) as err:
+            await a1.request("call.transfer", call_id=call_id, note="x", **bad)
+        assert err.value.field == field
+    with pytest.raises(ClientError) as err:
+        await a2.request("call.transfer", call_id=call_id, to_agent="agent1", note="x")
+    assert err.value.code == "forbidden"
+
+    note = "群众需补交户口簿，请李强核对参保记录"
+    moved = await a1.request("call.transfer", call_id=call_id, to_agent="agent2", note=note)
+    assert moved["to"].startswith("李强") and moved["call"]["status"] == "queued"
+    assert (await wait_for(kiosk, "call.transferring"))["to"].startswith("李强")
+    await wait_for(a1, "agent.state", pred=lambda m: m["state"] == "ready")
+    ring = await wait_for(a2, "call.ringing")
+    assert ring["call"]["call_id"] == call_id
+    assert ring["call"]["transfer_note"]["text"] == note
+    assert ring["call"]["transfer_note"]["author_name"].startswith("王芳")
+    await a2.request("call.accept", call_id=call_id)
+    answered = await wait_for(kiosk, "call.answered",
+                              pred=lambda m: m["call"]["agent"]["name"].startswith("李强"))
+    assert answered["call"]["status"] == "live"
+    # The kiosk never left the session: the new agent sees its camera at once.
+    agent2_peer = HubPeer(a2, call_id, camera_and_mic(320, 240, (255, 0, 0)))
+    await agent2_peer.join()
+    await first_frame(agent2_peer, "camera", "kiosk")
+    # The note is on the case for whoever works on it later.
+    async with routed.http.get(f"{routed.url}/api/v1/cases/{case_id}",
+                               headers={"Authorization": f"Bearer {a2.token}"}) as r:
+        case = await r.json()
+    assert [(n["kind"], n["text"]) for n in case["notes"]] == [("transfer", note)]
+    # The first agent is no longer on the case's call.
+    with pytest.raises(ClientError):
+        await a1.request("chat.send", call_id=call_id, text="还在吗")
+    for peer in (kiosk_peer, agent2_peer):
+        await peer.close()
+    for c in (a1, a2, kiosk):
+        await c.close()
+
+
+async def test_transfer_to_a_department_queue(routed: Server) -> None:
+    a1 = await _agent(routed, "agent1")
+    (kiosk,) = await _kiosks(routed, 1)
+    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    await wait_for(a1, "call.ringing")
+    await a1.request("call.accept", call_id=call_id)
+    a2 = await _agent(routed, "agent2")  # the only one with the market skill
+    await a1.request("call.transfer", call_id=call_id, to_queue="market",
+                     note="群众实际要办个体户登记")
+    ring = await wait_for(a2, "call.ringing")
+    assert ring["call"]["call_id"] == call_id
+    await a2.request("call.accept", call_id=call_id)
+    await wait_for(kiosk, "call.answered")
+    for c in (a1, a2, kiosk):
         await c.close()
