@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, expect
 
 from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_routing
-from tests.e2e.pages import login_kiosk, login_staff
+from tests.e2e.pages import login_kiosk, login_staff, video_frames
 
 pytestmark = pytest.mark.e2e
 
@@ -117,6 +117,58 @@ async def test_queue_offer_missed_wrap_up(routed: Server, browser: Browser) -> N
         await expect(state2).to_have_attribute("data-reason", "lunch")
         await expect(state2).to_contain_text("午餐")
         await expect(board.locator('#agents li[data-state="away"]')).to_have_count(2)
+        assert not errors, errors
+    finally:
+        for ctx in contexts:
+            await ctx.close()
+
+
+async def test_transfer_with_a_note(routed: Server, browser: Browser) -> None:
+    base = routed.url
+    errors: list[str] = []
+    contexts = []
+    pages: dict[str, Page] = {}
+    try:
+        for name in ("kiosk", "agent1", "agent2"):
+            ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+            contexts.append(ctx)
+            page = await ctx.new_page()
+            page.on("pageerror", lambda err, n=name: errors.append(f"{n}: {err}"))
+            pages[name] = page
+        kiosk, agent1, agent2 = pages["kiosk"], pages["agent1"], pages["agent2"]
+        await login_staff(agent1, base, "/agent/", "agent1")
+        await _press_ready(agent1)
+        await login_kiosk(kiosk, base)
+        await kiosk.click('[data-service-code="SB-001"]')
+        await kiosk.click("#call-button")
+        offer = agent1.locator("#ringing li[data-call-id]")
+        await offer.locator(".accept-call").click()
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await expect(kiosk.locator("#agent-name")).to_contain_text("王芳")
+        await video_frames(agent1, 'video[data-role="camera"][data-participant-kind="kiosk"]')
+
+        await login_staff(agent2, base, "/agent/", "agent2")
+        await _press_ready(agent2)
+        # A transfer needs a note: the form says so and stays.
+        await agent1.fill("#transfer-agent", "agent2")
+        await agent1.click("#transfer-button")
+        await expect(agent1.locator("#transfer-status")).to_have_attribute("data-outcome",
+                                                                          "error")
+        note = "群众还需办理医保参保，请接续"
+        await agent1.fill("#transfer-note", note)
+        await agent1.click("#transfer-button")
+        await expect(agent1.locator("#ringing-note")).to_contain_text("已转接给 李强")
+        await expect(kiosk.locator("#transfer-notice")).to_contain_text("正在为您转接到 李强")
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+
+        offer2 = agent2.locator("#ringing li[data-call-id]")
+        await expect(offer2.locator(".transfer-note-text")).to_have_text(note)
+        await offer2.locator(".accept-call").click()
+        await expect(kiosk.locator("#transfer-notice")).to_be_hidden()
+        await expect(kiosk.locator("#agent-name")).to_contain_text("李强")
+        # The kiosk never left the session: the new agent sees it, and it sees them.
+        await video_frames(agent2, 'video[data-role="camera"][data-participant-kind="kiosk"]')
+        await video_frames(kiosk, "#remote-agent-camera")
         assert not errors, errors
     finally:
         for ctx in contexts:

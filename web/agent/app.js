@@ -15,6 +15,7 @@ import { Tiles } from '/common/tiles.js';
 import { CasePanel } from '/agent/casepanel.js';
 import { ScreenShare } from '/agent/screenshare.js';
 import { InviteForm, InvitationCard } from '/agent/conference.js';
+import { TransferForm } from '/agent/transfer.js';
 import { MonitorBanner } from '/agent/monitorbanner.js';
 
 // An expert's call is not in `welcome.active_call` (that names only the call an agent
@@ -54,6 +55,10 @@ const app = {
 const casePanel = new CasePanel(api, () => app);
 const screenShare = new ScreenShare(() => app.media);
 const invite = new InviteForm(() => app);
+const transfer = new TransferForm(api, () => app, (reply) => {
+  leaveLive();
+  setText(byId('ringing-note'), 'agent.transfer.done', { to: reply.to || '' });
+});
 const banner = new MonitorBanner();
 const invitation = new InvitationCard({ onAccept: joinAsExpert, onChange: () => updateRinging() });
 
@@ -251,6 +256,9 @@ function addRinging(call, msg = {}) {
     h('div', { class: 'ring-info' },
       h('strong', { class: 'ring-service' }, call.service ? call.service.name : '',
         call.callback ? h('span', { class: 'badge callback-badge', i18n: ['agent.ringing.callback'] }) : null),
+      call.transfer_note ? h('span', { class: 'ring-transfer' },
+        h('span', { i18n: ['agent.ringing.transferFrom', { name: call.transfer_note.author_name }] }), ' ',
+        h('q', { class: 'transfer-note-text' }, call.transfer_note.text)) : null,
       deadline,
       h('span', { class: 'ring-kiosk' }, kioskText(kiosk)),
       h('span', { class: 'ring-wait' }, h('span', { i18n: ['agent.ringing.waiting'] }), ' ',
@@ -351,6 +359,8 @@ async function enterLive(call, role = 'agent') {
   byId('leave-call').hidden = role !== 'expert';
   invite.show(role === 'agent');
   invite.reset();
+  transfer.show(role === 'agent');
+  transfer.reset();
   banner.clear();
   screenShare.reset();
   if (invitation.call && invitation.call.call_id === call.call_id) invitation.hide();
@@ -397,6 +407,7 @@ function leaveLive() {
   casePanel.clear();
   banner.clear();
   invite.reset();
+  transfer.reset();
   conn.set('media', false);
   forgetExpertCall();
   app.callRole = null;

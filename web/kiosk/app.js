@@ -133,6 +133,13 @@ function wireSignal(signal) {
     if (app.call && msg.call_id === app.call.call_id && !app.call.callback) byId('callback-offer').hidden = false;
   });
   signal.on('call.answered', (msg) => enterLive(msg.call));
+  signal.on('call.transferring', (msg) => {
+    if (!app.call || msg.call_id !== app.call.call_id) return;
+    byId('agent-name').textContent = '';
+    const notice = byId('transfer-notice');
+    setText(notice, 'kiosk.transfer.notice', { to: msg.to || '' });
+    notice.hidden = false;
+  });
   signal.on('call.ended', (msg) => onEnded(msg));
   signal.on('capture.progress', (msg) => {
     if (app.call && msg.call_id === app.call.call_id) capture.update(msg);
@@ -365,7 +372,13 @@ function stopLocalMedia() {
 }
 
 async function enterLive(call) {
-  if (state() === 'live' && app.call && app.call.call_id === call.call_id) return;
+  if (state() === 'live' && app.call && app.call.call_id === call.call_id) {
+    // Answered again after a transfer: same session, a new officer.
+    app.call = call;
+    byId('agent-name').textContent = call.agent ? call.agent.name : '';
+    byId('transfer-notice').hidden = true;
+    return;
+  }
   clearTimeout(app.backTimer);
   app.call = call;
   byId('call-service').textContent = call.service ? call.service.name : '';
