@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, async_playwright
 
+from tests.netns import netlab  # noqa: F401  (a fixture, for test_outage.py)
+
 CHROMIUM = os.environ.get("VWINDOW_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",

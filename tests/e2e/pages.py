@@ -77,3 +77,55 @@ async def set_ready(page: Page) -> None:
         except AssertionError:
             continue
     raise AssertionError("the agent console never became ready")
+
+
+FRESH_FRAMES_JS = """
+async ([selector, sinceMs, timeoutMs]) => {
+  // Two frames presented at or after `sinceMs` on whichever element matches `selector`
+  // now or later: a rejoin replaces the <video> (and its track) under us.
+  const deadline = Date.now() + timeoutMs;
+  const watched = new WeakSet();
+  let first = null;
+  let count = 0;
+  let size = null;
+  return await new Promise((resolve, reject) => {
+    const tick = () => {
+      if (count >= 2) return;
+      if (Date.now() > deadline) {
+        reject(new Error('no fresh frames on ' + selector));
+        return;
+      }
+      for (const v of document.querySelectorAll(selector)) {
+        if (watched.has(v) || !v.srcObject) continue;
+        watched.add(v);
+        v.scrollIntoView({block: 'center'});
+        if (v.paused) v.play().catch(() => {});
+        const cb = (now, meta) => {
+          if (!v.isConnected || count >= 2) return;
+          if (Date.now() >= sinceMs) {
+            count += 1;
+            if (first === null) first = Date.now();
+            size = {width: meta.width, height: meta.height};
+            if (count >= 2) {
+              resolve({firstAt: first, ...size});
+              return;
+            }
+          }
+          v.requestVideoFrameCallback(cb);
+        };
+        v.requestVideoFrameCallback(cb);
+      }
+      setTimeout(tick, 50);
+    };
+    tick();
+  });
+}
+"""
+
+
+async def fresh_frames(page: Page, selector: str, since_ms: float,
+                       timeout_s: float = 30) -> dict[str, int]:
+    """Wait for frames presented from ``since_ms`` (epoch ms) on; ``firstAt`` is the first."""
+    result: dict[str, int] = await page.evaluate(
+        FRESH_FRAMES_JS, [selector, since_ms, int(timeout_s * 1000)])
+    return result

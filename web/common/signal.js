@@ -14,6 +14,15 @@ const PING_EVERY_MS = 15000;
 const PING_TIMEOUT_MS = 10000;
 const REQUEST_TIMEOUT_MS = 20000;
 const MAX_BACKOFF_S = 5;
+// A socket that dropped is reopened after this (jittered); a refused one backs off to 5 s.
+const FIRST_RETRY_MS = 250;
+// Open + authenticate within this (plus a few round trips), else try a new socket. Past a
+// network outage the kernel resends a pending SYN after 1, 3, 7, 15 s: a fresh attempt
+// every ~2 s gets through about 1 s after the network is back instead of up to 8 s.
+const CONNECT_TIMEOUT_MS = 1500;
+// probe(): a ping unanswered for this (plus a few round trips) means the socket is dead.
+const PROBE_TIMEOUT_MS = 1500;
+const MAX_WAIT_MS = 10000;
 // Replies that only settle a request and are not worth an event of their own.
 const SILENT_REPLIES = new Set(['ack', 'pong', 'error']);
 
@@ -55,7 +64,15 @@ export class SignalClient extends Emitter {
     this._attempt = 0;
     this._retryTimer = null;
     this._pingTimer = null;
+    this._connectTimer = null;
+    this._connectTimedOut = false;
+    this._probe = null;
+    this._rttMs = 0;
     this._connectWaiters = null;
+    if (typeof window !== 'undefined') {
+      // The machine's own network came back: do not sit out the back-off.
+      window.addEventListener('online', () => this._onOnline());
+    }
   }
 
   get connected() {
@@ -98,6 +115,27 @@ export class SignalClient extends Emitter {
     return true;
   }
 
+  /**
+   * Is the socket alive? A ping that must be answered within a few round trips; if it is
+   * not, the socket is dropped (and reopened). For when media says the link went quiet:
+   * TCP may take minutes to notice a dead path, and resends with growing gaps after one.
+   * Resolves true if the server answered.
+   */
+  probe() {
+    if (!this.ready) return Promise.resolve(false);
+    if (this._probe) return this._probe;
+    const ws = this.ws;
+    this._probe = this._ping(this._wait(PROBE_TIMEOUT_MS))
+      .then(() => true, (err) => {
+        if (err.code === 'timeout' && ws === this.ws) this._dropSocket();
+        return false;
+      })
+      .finally(() => {
+        this._probe = null;
+      });
+    return this._probe;
+  }
+
   close() {
     this._closedByUser = true;
     clearTimeout(this._retryTimer);
@@ -115,8 +153,31 @@ export class SignalClient extends Emitter {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(obj));
   }
 
+  /** `base` ms plus a few round trips, so a slow link is not taken for a dead one. */
+  _wait(base) {
+    return Math.min(MAX_WAIT_MS, base + 4 * this._rttMs);
+  }
+
+  /** A ping; measures the round trip. */
+  _ping(timeout) {
+    const sent = performance.now();
+    return this.request('ping', {}, { timeout }).then((reply) => {
+      const rtt = performance.now() - sent;
+      this._rttMs = this._rttMs ? 0.8 * this._rttMs + 0.2 * rtt : rtt;
+      return reply;
+    });
+  }
+
+  _onOnline() {
+    if (this._closedByUser || this.ready || !this._outage) return;
+    if (this.ws) return; // an attempt is under way
+    clearTimeout(this._retryTimer);
+    this._open();
+  }
+
   _open() {
     let ws;
+    this._connectTimedOut = false;
     try {
       ws = new WebSocket(this.url);
     } catch {
@@ -124,6 +185,14 @@ export class SignalClient extends Emitter {
       return;
     }
     this.ws = ws;
+    clearTimeout(this._connectTimer);
+    this._connectTimer = setTimeout(() => {
+      if (ws !== this.ws || this.ready) return;
+      // Nothing came back: the path is dead, not the server refusing. Try a new socket
+      // soon rather than wait out the kernel's SYN back-off on this one.
+      this._connectTimedOut = true;
+      this._dropSocket();
+    }, this._wait(CONNECT_TIMEOUT_MS));
     ws.onopen = () => this._authenticate(true);
     ws.onmessage = (ev) => this._onMessage(ev);
     ws.onclose = () => this._onClose(ws);
@@ -160,6 +229,7 @@ export class SignalClient extends Emitter {
   }
 
   _onWelcome(welcome) {
+    clearTimeout(this._connectTimer);
     this.ready = true;
     this.welcome = welcome;
     this.resumeToken = welcome.resume_token || null;
@@ -209,7 +279,7 @@ export class SignalClient extends Emitter {
   _startPing() {
     clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => {
-      this.request('ping', {}, { timeout: PING_TIMEOUT_MS }).catch((err) => {
+      this._ping(PING_TIMEOUT_MS).catch((err) => {
         // A silent dead socket never fires `close` quickly; drop it ourselves.
         if (err.code === 'timeout') this._dropSocket();
       });
@@ -233,6 +303,7 @@ export class SignalClient extends Emitter {
 
   _teardown() {
     clearInterval(this._pingTimer);
+    clearTimeout(this._connectTimer);
     this._pingTimer = null;
     this.ready = false;
     const ws = this.ws;
@@ -261,7 +332,11 @@ export class SignalClient extends Emitter {
       this.emit('reconnecting');
     }
     this._attempt += 1;
-    const delay = Math.min(this._attempt, MAX_BACKOFF_S) * 1000;
+    // A timed-out attempt found no path: retrying soon costs a SYN. One refused or closed
+    // at once reached a server that is down or restarting: back off.
+    const base = this._connectTimedOut || this._attempt === 1
+      ? FIRST_RETRY_MS : Math.min(this._attempt - 1, MAX_BACKOFF_S) * 1000;
+    const delay = base * (0.8 + 0.4 * Math.random());
     clearTimeout(this._retryTimer);
     this._retryTimer = setTimeout(() => {
       if (!this._closedByUser) this._open();
