@@ -1,28 +1,24 @@
-"""The call queue in the database: agent states, offers, claims, positions, nodes.
+"""The call queue in the database: agent states, offers, claims, transfers, callbacks.
 
-Every change is one transaction. Routing passes lock the waiting calls and this node's
-ready agents with ``SELECT … FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite serialises
-writers anyway), so two nodes routing at once never offer one call twice or one agent
-two calls; the claim is a conditional ``UPDATE`` that only the offered agent (or, with
-no offer standing, an eligible free agent) can win. The rules themselves are in
-``vwindow.routing``; what to push to whom is ``signaling.router``'s business.
+Every change is one transaction. A routing pass plans on an unlocked snapshot and then
+locks only the calls it chose (``SELECT … FOR UPDATE SKIP LOCKED``), so two nodes routing
+at once never offer one call twice or one agent two calls; the claim is a conditional
+``UPDATE`` that only the offered agent (or, with no offer standing, an eligible free
+agent) can win. The rules themselves are in ``vwindow.routing``; what kiosks and
+dashboards read is ``vwindow.queue_board``; node heartbeats are ``vwindow.nodes``; what
+to push to whom is ``signaling.router``'s business.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vwindow import audit, routing
 from vwindow.auth import Principal
-from vwindow.cases import Cases
-from vwindow.config import RoutingConfig
-from vwindow.db import Database
 from vwindow.errors import (
     ConflictError,
     ForbiddenError,
@@ -39,114 +35,30 @@ from vwindow.models import (
     CaseNote,
     CaseStatus,
     Kiosk,
-    Node,
     ServiceItem,
     Township,
     User,
     utcnow,
 )
+from vwindow.nodes import NodeLife
+from vwindow.queue_base import (
+    CallQueueBase,
+    Offer,
+    QueueInfo,
+    Withdrawn,
+    _slot,
+    _waiting,
+)
+from vwindow.queue_board import QueueBoard
 from vwindow.views import CallView
+
+__all__ = ["CallQueue", "Offer", "QueueInfo", "Withdrawn"]
 
 logger = logging.getLogger(__name__)
 
-HANDLE_TIME_SAMPLE = 50
-"""Recent answered calls averaged for the handle time of wait estimates."""
 
-
-@dataclass(frozen=True)
-class Offer:
-    call: CallView
-    agent_id: int
-    expires_at: datetime | None
-    """None for ring-all, where nothing is reserved and the first to accept wins."""
-
-
-@dataclass(frozen=True)
-class Withdrawn:
-    """An offer that ended without an answer: ``missed`` (timed out) or ``withdrawn``."""
-
-    call_id: int
-    agent_id: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class QueueInfo:
-    call_id: int
-    kiosk_id: int
-    position: int
-    eta_s: float | None
-    """None: no eligible agent is on duty, so no estimate can be made."""
-    callback: bool
-
-
-def rules_of(config: RoutingConfig) -> routing.RoutingRules:
-    return routing.RoutingRules(
-        strategy=config.strategy, overflow_s=config.overflow_s,
-        dialect_overflow_s=config.dialect_overflow_s, elderly_age=config.elderly_age,
-        elderly_boost=config.elderly_boost, appointment_boost=config.appointment_boost,
-        callback_boost=config.callback_boost)
-
-
-def _slot(status: AgentStatus, user: User, live_calls: int = 0) -> routing.AgentSlot:
-    return routing.AgentSlot(
-        id=user.id, state=status.state, level=user.level, county=user.county,
-        skills=frozenset(user.skills or ()), dialects=frozenset(user.dialects or ()),
-        idle_since=status.idle_since, last_offer_at=status.last_offer_at,
-        live_calls=live_calls)
-
-
-def _waiting(call: Call, county: str, default_dialect: str | None) -> routing.WaitingCall:
-    return routing.WaitingCall(
-        id=call.id, category=call.category or "", county=county, queued_at=call.queued_at,
-        dialect=call.dialect or default_dialect, priority=call.priority,
-        excluded=frozenset(call.excluded or ()), reserved_for=call.reserved_for)
-
-
-class CallQueue:
-    """Queue operations for one node (``node_id``) over the shared database."""
-
-    def __init__(self, db: Database, cases: Cases, config: RoutingConfig,
-                 node_id: str) -> None:
-        self.db = db
-        self.cases = cases
-        self.config = config
-        self.rules = rules_of(config)
-        self.node_id = node_id
-
-    # -- snapshots ---------------------------------------------------------------------
-
-    async def _waiting_calls(self, s: AsyncSession, *, unoffered: bool = False
-                             ) -> list[tuple[Call, routing.WaitingCall]]:
-        query = (select(Call, Township.county, Township.default_dialect)
-                 .join(Kiosk, Kiosk.id == Call.kiosk_id)
-                 .join(Township, Township.id == Kiosk.township_id)
-                 .where(Call.status == CallStatus.QUEUED)
-                 .order_by(Call.priority.desc(), Call.queued_at, Call.id))
-        if unoffered:
-            query = query.where(Call.offered_to.is_(None))
-        rows = (await s.execute(query)).all()
-        return [(call, _waiting(call, county, dialect)) for call, county, dialect in rows]
-
-    async def _agents(self, s: AsyncSession, *, ready_here_locked: bool = False
-                      ) -> list[tuple[AgentStatus, routing.AgentSlot]]:
-        query = select(AgentStatus, User).join(User, User.id == AgentStatus.agent_id)
-        if ready_here_locked:
-            query = (query.where(AgentStatus.state == "ready",
-                                 AgentStatus.node_id == self.node_id)
-                     .with_for_update(skip_locked=True, of=AgentStatus))
-        else:
-            query = query.where(AgentStatus.state != "offline")
-        rows = (await s.execute(query.order_by(AgentStatus.agent_id))).all()
-        ids = [status.agent_id for status, _ in rows]
-        busy: dict[int, int] = {}
-        if ids:
-            counted = await s.execute(
-                select(Call.agent_id, func.count()).where(
-                    Call.status == CallStatus.LIVE, Call.agent_id.in_(ids))
-                .group_by(Call.agent_id))
-            busy = {int(agent or 0): int(n) for agent, n in counted.all()}
-        return [(status, _slot(status, user, busy.get(user.id, 0))) for status, user in rows]
+class CallQueueOps(CallQueueBase):
+    """Changes: agent states, offers, claims, transfers, callbacks."""
 
     # -- agent states ------------------------------------------------------------------
 
@@ -202,16 +114,6 @@ class CallQueue:
             .where(CallInvitation.agent_id == agent_id, CallInvitation.joined_at.is_not(None),
                    Call.status == CallStatus.LIVE))).first()
         return joined is not None
-
-    async def _clear_offer(self, s: AsyncSession, agent_id: int) -> int | None:
-        call = (await s.scalars(select(Call).where(Call.offered_to == agent_id,
-                                                   Call.status == CallStatus.QUEUED)
-                                .with_for_update())).first()
-        if call is None:
-            return None
-        call.offered_to = None
-        call.offer_expires_at = None
-        return call.id
 
     async def finish_wrap_ups(self, connected: set[int]) -> list[int]:
         """Agents of this node whose wrap-up ran out: ready if still connected, else offline."""
@@ -540,131 +442,6 @@ class CallQueue:
             state, _ = await self.set_state(agent_id, "ready", force=True)
         return state
 
-    # -- what kiosks and dashboards see ------------------------------------------------
 
-    async def handle_time_s(self) -> float:
-        async with self.db.session() as s:
-            rows = (await s.execute(
-                select(Call.answered_at, Call.ended_at)
-                .where(Call.status == CallStatus.ENDED, Call.answered_at.is_not(None),
-                       Call.ended_at.is_not(None))
-                .order_by(Call.ended_at.desc()).limit(HANDLE_TIME_SAMPLE))).all()
-        spans = [(end - start).total_seconds() for start, end in rows if start and end]
-        if len(spans) < 3:
-            return self.config.default_handle_s
-        return max(1.0, sum(spans) / len(spans))
-
-    async def queue_info(self, kiosks: set[int] | None = None) -> list[QueueInfo]:
-        """Position and wait estimate of every waiting call (or of ``kiosks``' calls)."""
-        now = utcnow()
-        handle = await self.handle_time_s()
-        async with self.db.session() as s:
-            waiting = await self._waiting_calls(s)
-            agents = [slot for _, slot in await self._agents(s)]
-        places = routing.positions(w for _, w in waiting)
-        out = []
-        for call, w in waiting:
-            if kiosks is not None and call.kiosk_id not in kiosks:
-                continue
-            place = places[call.id]
-            if call.offered_to is not None:
-                eta: float | None = 0.0  # ringing at an agent's console right now
-            else:
-                eta = routing.estimate_wait_s(w, place, agents, now, self.rules, handle)
-            out.append(QueueInfo(call.id, call.kiosk_id, place, eta, call.callback))
-        return out
-
-    async def waiting_views(self) -> list[CallView]:
-        async with self.db.session() as s:
-            return [await self.cases.view(s, call) for call, _ in await self._waiting_calls(s)]
-
-    async def offered_to(self, agent_id: int) -> CallView | None:
-        """The call currently offered to ``agent_id``, if any."""
-        async with self.db.session() as s:
-            call = (await s.scalars(select(Call).where(
-                Call.offered_to == agent_id, Call.status == CallStatus.QUEUED))).first()
-            return await self.cases.view(s, call) if call else None
-
-    async def dashboard_agents(self) -> list[dict[str, Any]]:
-        async with self.db.session() as s:
-            rows = (await s.execute(
-                select(User, AgentStatus).outerjoin(AgentStatus,
-                                                    AgentStatus.agent_id == User.id)
-                .where(User.role == "agent", User.active.is_(True))
-                .order_by(User.id))).all()
-        return [{"id": u.id, "name": u.display_name, "level": u.level,
-                 "state": st.state if st else "offline",
-                 "reason": st.reason if st else None,
-                 "since": st.since.isoformat() if st else None} for u, st in rows]
-
-    # -- nodes -------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """This node (re)starts: its agents' old states are void until they reconnect."""
-        now = utcnow()
-        async with self.db.session() as s:
-            node = await s.get(Node, self.node_id)
-            if node is None:
-                s.add(Node(id=self.node_id, started_at=now, heartbeat_at=now))
-            else:
-                node.started_at = node.heartbeat_at = now
-            stale = (await s.scalars(select(AgentStatus).where(
-                AgentStatus.node_id == self.node_id,
-                AgentStatus.state.in_(("ready", "ringing", "wrap_up", "away"))))).all()
-            for status in stale:
-                if status.state == "ringing":
-                    await self._clear_offer(s, status.agent_id)
-                status.state = "offline"
-                status.since = now
-
-    async def heartbeat(self) -> tuple[list[str], list[int], bool]:
-        """Beat for this node; release what dead nodes held.
-
-        Returns the dead nodes found, the calls re-queued from them (their media hubs
-        died with them, so their live calls wait again, same case, for the next agent),
-        and whether this node had itself been declared dead (it stalled too long).
-        """
-        now = utcnow()
-        cutoff = now - timedelta(seconds=self.config.node_timeout_s)
-        async with self.db.session() as s:
-            beat = await s.execute(update(Node).where(Node.id == self.node_id)
-                                   .values(heartbeat_at=now))
-            revived = beat.rowcount != 1  # type: ignore[attr-defined]
-            if revived:
-                logger.error("node %s was declared dead by another node (it stalled for "
-                             "over %.0f s); registering again", self.node_id,
-                             self.config.node_timeout_s)
-                s.add(Node(id=self.node_id, started_at=now, heartbeat_at=now))
-            dead = list((await s.scalars(select(Node.id).where(
-                Node.heartbeat_at < cutoff).with_for_update(skip_locked=True))).all())
-            if not dead:
-                return [], [], revived
-            agents = (await s.scalars(select(AgentStatus).where(
-                AgentStatus.node_id.in_(dead), AgentStatus.state != "offline")
-                .with_for_update(skip_locked=True))).all()
-            for status in agents:
-                if status.state == "ringing":
-                    await self._clear_offer(s, status.agent_id)
-                if status.state != "in_call":
-                    status.state = "offline"
-                    status.since = now
-            requeued = []
-            for call in (await s.scalars(select(Call).where(
-                    Call.status == CallStatus.LIVE, Call.hub_node.in_(dead))
-                    .with_for_update(skip_locked=True))).all():
-                holder = await s.get(AgentStatus, call.agent_id) if call.agent_id else None
-                if holder is not None and holder.node_id in dead:
-                    holder.state = "offline"
-                    holder.since = now
-                call.status = CallStatus.QUEUED
-                call.agent_id = None
-                call.hub_node = None
-                call.answered_at = None
-                requeued.append(call.id)
-                await audit.append(s, actor="system:router", action="call.requeued",
-                                   case_id=call.case_id,
-                                   detail={"call_id": call.id, "dead_node": dead})
-            for node_id in dead:
-                await s.delete(await s.get_one(Node, node_id))
-                logger.warning("node %s missed its heartbeat; its agents are offline", node_id)
-            return dead, requeued, revived
+class CallQueue(CallQueueOps, QueueBoard, NodeLife):
+    """Queue operations for one node (``node_id``) over the shared database."""

@@ -1,0 +1,134 @@
+"""The call queue's shared part: the rules from config, snapshots of calls and agents,
+and the results a routing pass hands to ``signaling.router`` (offers, withdrawn offers,
+queue places). ``vwindow.queue.CallQueue`` puts the parts together."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vwindow import routing
+from vwindow.cases import Cases
+from vwindow.config import RoutingConfig
+from vwindow.db import Database
+from vwindow.models import (
+    AgentStatus,
+    Call,
+    CallStatus,
+    Kiosk,
+    Township,
+    User,
+)
+from vwindow.views import CallView
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Offer:
+    call: CallView
+    agent_id: int
+    expires_at: datetime | None
+    """None for ring-all, where nothing is reserved and the first to accept wins."""
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """An offer that ended without an answer: ``missed`` (timed out) or ``withdrawn``."""
+
+    call_id: int
+    agent_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    call_id: int
+    kiosk_id: int
+    position: int
+    eta_s: float | None
+    """None: no eligible agent is on duty, so no estimate can be made."""
+    callback: bool
+
+
+def rules_of(config: RoutingConfig) -> routing.RoutingRules:
+    return routing.RoutingRules(
+        strategy=config.strategy, overflow_s=config.overflow_s,
+        dialect_overflow_s=config.dialect_overflow_s, elderly_age=config.elderly_age,
+        elderly_boost=config.elderly_boost, appointment_boost=config.appointment_boost,
+        callback_boost=config.callback_boost)
+
+
+def _slot(status: AgentStatus, user: User, live_calls: int = 0) -> routing.AgentSlot:
+    return routing.AgentSlot(
+        id=user.id, state=status.state, level=user.level, county=user.county,
+        skills=frozenset(user.skills or ()), dialects=frozenset(user.dialects or ()),
+        idle_since=status.idle_since, last_offer_at=status.last_offer_at,
+        live_calls=live_calls)
+
+
+def _waiting(call: Call, county: str, default_dialect: str | None) -> routing.WaitingCall:
+    return routing.WaitingCall(
+        id=call.id, category=call.category or "", county=county, queued_at=call.queued_at,
+        dialect=call.dialect or default_dialect, priority=call.priority,
+        excluded=frozenset(call.excluded or ()), reserved_for=call.reserved_for)
+
+
+class CallQueueBase:
+    """What the queue's parts share: the database, the rules, snapshots."""
+
+    def __init__(self, db: Database, cases: Cases, config: RoutingConfig,
+                 node_id: str) -> None:
+        self.db = db
+        self.cases = cases
+        self.config = config
+        self.rules = rules_of(config)
+        self.node_id = node_id
+
+    # -- snapshots ---------------------------------------------------------------------
+
+    async def _waiting_calls(self, s: AsyncSession, *, unoffered: bool = False
+                             ) -> list[tuple[Call, routing.WaitingCall]]:
+        query = (select(Call, Township.county, Township.default_dialect)
+                 .join(Kiosk, Kiosk.id == Call.kiosk_id)
+                 .join(Township, Township.id == Kiosk.township_id)
+                 .where(Call.status == CallStatus.QUEUED)
+                 .order_by(Call.priority.desc(), Call.queued_at, Call.id))
+        if unoffered:
+            query = query.where(Call.offered_to.is_(None))
+        rows = (await s.execute(query)).all()
+        return [(call, _waiting(call, county, dialect)) for call, county, dialect in rows]
+
+    async def _agents(self, s: AsyncSession, *, ready_here_locked: bool = False
+                      ) -> list[tuple[AgentStatus, routing.AgentSlot]]:
+        query = select(AgentStatus, User).join(User, User.id == AgentStatus.agent_id)
+        if ready_here_locked:
+            query = (query.where(AgentStatus.state == "ready",
+                                 AgentStatus.node_id == self.node_id)
+                     .with_for_update(skip_locked=True, of=AgentStatus))
+        else:
+            query = query.where(AgentStatus.state != "offline")
+        rows = (await s.execute(query.order_by(AgentStatus.agent_id))).all()
+        ids = [status.agent_id for status, _ in rows]
+        busy: dict[int, int] = {}
+        if ids:
+            counted = await s.execute(
+                select(Call.agent_id, func.count()).where(
+                    Call.status == CallStatus.LIVE, Call.agent_id.in_(ids))
+                .group_by(Call.agent_id))
+            busy = {int(agent or 0): int(n) for agent, n in counted.all()}
+        return [(status, _slot(status, user, busy.get(user.id, 0))) for status, user in rows]
+
+    async def _clear_offer(self, s: AsyncSession, agent_id: int) -> int | None:
+        call = (await s.scalars(select(Call).where(Call.offered_to == agent_id,
+                                                   Call.status == CallStatus.QUEUED)
+                                .with_for_update())).first()
+        if call is None:
+            return None
+        call.offered_to = None
+        call.offer_expires_at = None
+        return call.id
