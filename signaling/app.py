@@ -11,12 +11,13 @@ from typing import Any
 from aiohttp import web
 
 from media.service import MediaService
-from signaling import rest
+from signaling import rest, rest_appointments
 from signaling.bus import make_bus
 from signaling.presence import Presence
 from signaling.services import SERVICES, Services
 from signaling.switchboard import Switchboard
 from signaling.ws import close_all, websocket_handler
+from vwindow.appointments import Appointments
 from vwindow.auth import TokenIssuer
 from vwindow.cases import Cases
 from vwindow.config import Config
@@ -58,7 +59,8 @@ def build_services(config: Config) -> Services:
     holder.append(switchboard)
     media.on_member_state = switchboard.member_state
     return Services(config=config, db=db, store=store, tokens=tokens, cases=cases,
-                    presence=presence, media=media, switchboard=switchboard)
+                    presence=presence, media=media, switchboard=switchboard,
+                    appointments=Appointments(db, cases))
 
 
 def make_app(config: Config, services: Services | None = None) -> web.Application:
@@ -66,6 +68,7 @@ def make_app(config: Config, services: Services | None = None) -> web.Applicatio
                           client_max_size=config.server.max_upload_bytes + 1024)
     app[SERVICES] = services or build_services(config)
     app.add_routes(rest.routes)
+    app.add_routes(rest_appointments.routes)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/api/v1/openapi.yaml", openapi)
     web_root = Path(config.server.web_root) if config.server.web_root else DEFAULT_WEB_ROOT

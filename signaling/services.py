@@ -9,6 +9,7 @@ from aiohttp import web
 from media.service import MediaService
 from signaling.presence import Presence
 from signaling.switchboard import Switchboard
+from vwindow.appointments import Appointments
 from vwindow.auth import TokenIssuer
 from vwindow.cases import Cases
 from vwindow.config import Config
@@ -26,6 +27,7 @@ class Services:
     presence: Presence
     media: MediaService
     switchboard: Switchboard
+    appointments: Appointments
 
 
 SERVICES = web.AppKey("services", Services)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Integer,
@@ -70,6 +71,8 @@ class CallStatus(enum.StrEnum):
 class CaseStatus(enum.StrEnum):
     RECEIVED = "received"
     IN_PROGRESS = "in_progress"
+    BOOKED = "booked"
+    """Booked for a visit to a service hall's window (预约办)."""
     COMPLETED = "completed"
 
 
@@ -175,6 +178,37 @@ class CaseNote(Base):
     author: Mapped[str] = mapped_column(String(64))
     author_name: Mapped[str] = mapped_column(String(100))
     text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AppointmentSlot(Base):
+    """A window time at a service hall that citizens can be booked into."""
+
+    __tablename__ = "appointment_slots"
+    __table_args__ = (CheckConstraint("booked >= 0 AND booked <= capacity",
+                                      name="ck_slot_capacity"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hall: Mapped[str] = mapped_column(String(100))
+    service_item_id: Mapped[int | None] = mapped_column(ForeignKey("service_items.id"))
+    """None: any service item."""
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    capacity: Mapped[int] = mapped_column(Integer)
+    booked: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Appointment(Base):
+    """A citizen's booking (with the case and its materials) for one slot."""
+
+    __tablename__ = "appointments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    slot_id: Mapped[int] = mapped_column(ForeignKey("appointment_slots.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    active_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), unique=True)
+    """The case while the booking stands (NULL once cancelled): one booking per case."""
+    status: Mapped[str] = mapped_column(String(16), default="booked")
+    created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

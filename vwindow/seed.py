@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 
 from vwindow.auth import hash_secret
 from vwindow.db import Database
-from vwindow.models import Kiosk, Role, ServiceItem, Township, User
+from vwindow.models import AppointmentSlot, Kiosk, Role, ServiceItem, Township, User
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,18 @@ async def seed_demo(db: Database) -> DemoLogins:
         s.add(User(username="agent3", display_name="陈静（市政务中心专家）", role=Role.AGENT,
                    password_hash=pw, level="city", dialects=["普通话", "徽州话"],
                    skills=["*"]))
+        # Window slots at the county hall for the next working days (预约办).
+        shanghai = timezone(timedelta(hours=8))
+        today = datetime.now(shanghai).date()
+        for days in range(1, 11):
+            day = today + timedelta(days=days)
+            if day.weekday() >= 5:
+                continue
+            for hour in (9, 14):
+                start = datetime(day.year, day.month, day.day, hour, tzinfo=shanghai)
+                s.add(AppointmentSlot(hall="黄山区政务服务中心 综合窗口", starts_at=start,
+                                      ends_at=start + timedelta(hours=1), capacity=3,
+                                      booked=0))
         s.add(User(username=DEMO.supervisor, display_name="张主任（值班长）",
                    role=Role.SUPERVISOR, password_hash=pw, level="county"))
     logger.info("demo data seeded")
