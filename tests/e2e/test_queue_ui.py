@@ -173,3 +173,50 @@ async def test_transfer_with_a_note(routed: Server, browser: Browser) -> None:
     finally:
         for ctx in contexts:
             await ctx.close()
+
+
+async def test_booking_a_window_visit(routed: Server, browser: Browser) -> None:
+    base = routed.url
+    errors: list[str] = []
+    contexts = []
+    pages: dict[str, Page] = {}
+    try:
+        for name in ("kiosk", "agent1", "hall"):
+            ctx = await browser.new_context(viewport={"width": 1280, "height": 1000})
+            contexts.append(ctx)
+            page = await ctx.new_page()
+            page.on("pageerror", lambda err, n=name: errors.append(f"{n}: {err}"))
+            pages[name] = page
+        kiosk, agent, hall = pages["kiosk"], pages["agent1"], pages["hall"]
+        await login_staff(agent, base, "/agent/", "agent1")
+        await _press_ready(agent)
+        await login_kiosk(kiosk, base)
+        await kiosk.click('[data-service-code="SB-001"]')
+        await kiosk.click("#call-button")
+        await agent.locator("#ringing li[data-call-id] .accept-call").click()
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+
+        await agent.click("#booking-load")
+        await expect(agent.locator("#booking-slot option").first).to_contain_text("综合窗口")
+        await agent.click("#booking-button")
+        await expect(agent.locator("#booking-code")).to_have_text(re.compile(r"^[A-Z2-9]{8}$"))
+        code = (await agent.locator("#booking-code").text_content() or "").strip()
+        await expect(agent.locator("#booking-qr svg")).to_be_visible()
+        # The citizen sees the same code and its QR at the kiosk.
+        await expect(kiosk.locator("#booking-notice-code")).to_have_text(code)
+        await expect(kiosk.locator("#booking-notice-qr svg")).to_be_visible()
+
+        # At the hall, a colleague types the code as read out and finds the case.
+        await login_staff(hall, base, "/agent/", "agent2")
+        await hall.fill("#lookup-code", code.lower())
+        await hall.click("#lookup-button")
+        case_number = await agent.locator("#case-number").text_content()
+        await expect(hall.locator("#lookup-case")).to_have_text(case_number or "")
+        await expect(hall.locator("#lookup-status")).to_have_text("已预约")
+        await hall.fill("#lookup-code", "ZZZZZZZZ")
+        await hall.click("#lookup-button")
+        await expect(hall.locator("#lookup-error")).to_be_visible()
+        assert not errors, errors
+    finally:
+        for ctx in contexts:
+            await ctx.close()

@@ -16,6 +16,7 @@ import { CasePanel } from '/agent/casepanel.js';
 import { ScreenShare } from '/agent/screenshare.js';
 import { InviteForm, InvitationCard } from '/agent/conference.js';
 import { TransferForm } from '/agent/transfer.js';
+import { BookingBox, BookingLookup } from '/agent/appointments.js';
 import { MonitorBanner } from '/agent/monitorbanner.js';
 
 // An expert's call is not in `welcome.active_call` (that names only the call an agent
@@ -55,6 +56,8 @@ const app = {
 const casePanel = new CasePanel(api, () => app);
 const screenShare = new ScreenShare(() => app.media);
 const invite = new InviteForm(() => app);
+const booking = new BookingBox(api, () => app);
+new BookingLookup(api); // eslint-disable-line no-new
 const transfer = new TransferForm(api, () => app, (reply) => {
   leaveLive();
   setText(byId('ringing-note'), 'agent.transfer.done', { to: reply.to || '' });
@@ -361,6 +364,8 @@ async function enterLive(call, role = 'agent') {
   invite.reset();
   transfer.show(role === 'agent');
   transfer.reset();
+  byId('booking-box').hidden = role !== 'agent';
+  booking.reset();
   banner.clear();
   screenShare.reset();
   if (invitation.call && invitation.call.call_id === call.call_id) invitation.hide();
@@ -408,6 +413,7 @@ function leaveLive() {
   banner.clear();
   invite.reset();
   transfer.reset();
+  booking.reset();
   conn.set('media', false);
   forgetExpertCall();
   app.callRole = null;
