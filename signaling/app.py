@@ -16,7 +16,7 @@ from signaling.bus import make_bus
 from signaling.presence import Presence
 from signaling.services import SERVICES, Services
 from signaling.switchboard import Switchboard
-from signaling.ws import close_all, websocket_handler
+from signaling.ws import close_all, handle_relay, websocket_handler
 from vwindow.appointments import Appointments
 from vwindow.auth import TokenIssuer
 from vwindow.cases import Cases
@@ -93,6 +93,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     async def on_event(event: dict[str, Any]) -> None:
         await router.on_event(event)
         await services.presence.on_event(event)
+        await handle_relay(services, event)
 
     bus.handler = on_event
     await bus.start()

@@ -10,8 +10,10 @@ message itself carries, and must stay under PostgreSQL's 8000-byte payload limit
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -76,6 +78,10 @@ class PgBus(LocalBus):
         payload = json.dumps({**event, "from": self.node_id}, ensure_ascii=False,
                              default=str)
         if len(payload.encode()) > MAX_PAYLOAD:
+            # SDP offers with many m-lines: they compress several-fold.
+            packed = base64.b64encode(zlib.compress(payload.encode(), 9)).decode()
+            payload = json.dumps({"z": packed, "from": self.node_id})
+        if len(payload.encode()) > MAX_PAYLOAD:
             logger.error("event %s of %d bytes is too large for NOTIFY; dropped",
                          event.get("k"), len(payload))
             return False
@@ -90,8 +96,10 @@ class PgBus(LocalBus):
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
             event = json.loads(payload)
-        except json.JSONDecodeError:
-            logger.warning("ignoring an event that is not JSON")
+            if isinstance(event, dict) and isinstance(event.get("z"), str):
+                event = json.loads(zlib.decompress(base64.b64decode(event["z"])))
+        except (json.JSONDecodeError, zlib.error, ValueError):
+            logger.warning("ignoring an event that is not (packed) JSON")
             return
         if not isinstance(event, dict) or event.get("from") == self.node_id:
             return

@@ -113,11 +113,12 @@ class KioskAgent:
         if peer is not None:
             await peer.close()
 
-    async def _progress(self, request_id: str, stage: str, percent: float | None = None,
-                        message: str | None = None) -> None:
+    async def _progress(self, request_id: str, call_id: int, stage: str,
+                        percent: float | None = None, message: str | None = None) -> None:
         if self._signal is None:
             return
-        fields: dict[str, Any] = {"request_id": request_id, "stage": stage}
+        fields: dict[str, Any] = {"request_id": request_id, "call_id": call_id,
+                                  "stage": stage}
         if percent is not None:
             fields["percent"] = percent
         if message:
@@ -136,18 +137,19 @@ class KioskAgent:
         case_id = int(msg["case_id"])
         call_id = int(msg["call_id"])
         try:
-            await self._progress(request_id, "capturing", 10)
+            await self._progress(request_id, call_id, "capturing", 10)
             still = await self.camera.capture_still()
             self._pages += 1
-            await self._progress(request_id, "uploading", 50)
+            await self._progress(request_id, call_id, "uploading", 50)
             await self._upload(case_id, call_id, still.jpeg, f"page-{self._pages}.jpg")
-            await self._progress(request_id, "done", 100)
+            await self._progress(request_id, call_id, "done", 100)
             self.captures_done += 1
             logger.info("case %s: page %d captured (%dx%d, %d bytes)", case_id, self._pages,
                         still.width, still.height, len(still.jpeg))
         except Exception as err:
             logger.exception("case %s: capture failed", case_id)
-            await self._progress(request_id, "failed", message=f"拍摄失败 / capture failed: {err}")
+            await self._progress(request_id, call_id, "failed",
+                                 message=f"拍摄失败 / capture failed: {err}")
 
     async def _upload(self, case_id: int, call_id: int, data: bytes, filename: str) -> None:
         if self._http is None or self._signal is None:

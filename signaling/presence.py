@@ -54,6 +54,22 @@ class Connection:
             logger.info("send to %s failed: %s", self.participant_id, err)
 
 
+@dataclass(eq=False)
+class RelayedConnection(Connection):
+    """A socket on another node, speaking about a call whose room is here.
+
+    Its messages arrive over the bus; what this node sends it goes back over the bus to
+    the node that holds the real socket.
+    """
+
+    presence: Presence | None = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        message.setdefault("v", 1)
+        if self.presence is not None:
+            await self.presence.deliver(self.principal.key, message, client=self.client)
+
+
 @dataclass
 class Room:
     """The principals taking part in one live call, for pushes to 'everyone in the call'."""
@@ -165,12 +181,21 @@ class Presence:
             client = event.get("client")
             await self.send_to(event["key"], message,
                                client=client if isinstance(client, str) else None)
+        elif event.get("k") == "room" and isinstance(event.get("call_id"), int):
+            await self._send_room_here(event["call_id"], message)
         elif event.get("k") == "role" and event.get("role") in {r.value for r in Role}:
             except_key = event.get("except")
             await self._send_role(Role(event["role"]), message,
                                   except_key if isinstance(except_key, str) else None)
 
     async def send_room(self, call_id: int, message: dict[str, Any]) -> None:
+        """Send to everyone in the call; if its room is on another node, that node does."""
+        if call_id not in self.rooms:
+            await self.bus.publish({"k": "room", "call_id": call_id, "msg": message})
+            return
+        await self._send_room_here(call_id, message)
+
+    async def _send_room_here(self, call_id: int, message: dict[str, Any]) -> None:
         room = self.rooms.get(call_id)
         if room is None:
             return

@@ -191,6 +191,9 @@ class DeviceCapture(_Message):
 class DeviceProgress(_Message):
     type: Literal["device.progress"]
     request_id: str = Field(min_length=1, max_length=64)
+    call_id: CallId | None = None
+    """The call of the request (the device.capture push names it): routes the report to
+    the node holding the call's room."""
     stage: Literal["capturing", "uploading", "done", "failed"]
     percent: float | None = Field(default=None, ge=0, le=100)
     message: str | None = Field(default=None, max_length=500)

@@ -63,10 +63,11 @@ class Switchboard:
             # Recordings of sessions a crash cut short: up to the crash, into their case.
             await self._store_recording(int(result.session_id), result)
         for view in await self.cases.live():
-            # Calls live before a restart: their rooms come back so clients can rejoin.
+            # Calls live here before a restart: their rooms come back so clients rejoin.
             await self._remember_kiosk(view)
-            self._room_for(view)
-            self.media.hub(view.call_id)
+            if await self.cases.hub_node(view.call_id) == self.node_id:
+                self._room_for(view)
+                self.media.hub(view.call_id)
         for view in await self.queue.waiting_views():
             await self._remember_kiosk(view)
         await self.router.start()
@@ -261,7 +262,8 @@ class Switchboard:
         if view is None:
             return None
         await self._remember_kiosk(view)
-        if view.status == "live":
+        # A call whose room is on another node is reached through that node (relayed).
+        if view.status == "live" and await self.cases.hub_node(view.call_id) == self.node_id:
             room = self._room_for(view)
             if conn.principal.role is Role.SURVEYOR:
                 room.members.add(conn.principal.key)
@@ -403,11 +405,14 @@ class Switchboard:
 
     async def notify_participant(self, participant_id: str, message: dict[str, Any]) -> None:
         conn = self.presence.by_participant(participant_id)
-        if conn is None:
+        if conn is not None:
+            await conn.send(message)
+            return
+        key, _, client = participant_id.partition("/")
+        # Its socket may be on another node (the call's hub is here, the kiosk is there).
+        if not await self.presence.deliver(key, message, client=client or None):
             logger.info("no socket for %s; message %s dropped", participant_id,
                         message.get("type"))
-            return
-        await conn.send(message)
 
     # -- captures, materials, chat ---------------------------------------------------
 
@@ -415,7 +420,8 @@ class Switchboard:
         room = await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK))
         kiosk_key = f"kiosk:{self._kiosk_ids.get(call_id, 0)}"
         request_id = secrets.token_hex(6)
-        sent = await self.presence.send_to(
+        # The kiosk's device agent may be connected to another node: deliver it there.
+        sent = await self.presence.deliver(
             kiosk_key,
             {"type": "device.capture", "call_id": call_id, "case_id": room.case_id,
              "request_id": request_id},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -10,7 +11,7 @@ from aiohttp import WSMsgType, web
 
 from media.hub import TrackRole
 from signaling import protocol as p
-from signaling.presence import Connection
+from signaling.presence import Connection, RelayedConnection
 from signaling.services import SERVICES, Services
 from signaling.turn import ice_servers
 from vwindow.auth import Principal
@@ -48,6 +49,14 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
     p.DashboardSubscribe: (Role.SUPERVISOR,),
 }
 
+
+# Messages about a live call that are handled where the call's room and media hub are:
+# on another node, they are relayed there over the bus (``relay_to_hub_node``).
+ROOM_MESSAGES: tuple[type[p._Message], ...] = (
+    p.RtcJoin, p.RtcAnswer, p.RtcCandidate, p.RtcLeave, p.RtcPublish, p.RtcUnpublish,
+    p.ChatSend, p.DeviceCapture, p.DeviceProgress, p.MediaSnapshot, p.SessionMonitor,
+    p.CallEnd, p.CallInvite, p.CallJoin, p.CallTransfer,
+)
 
 # The kiosk's device agent shares the kiosk's token but only publishes and reports.
 DEVICE_CLIENT_MESSAGES: frozenset[type[p._Message]] = frozenset({
@@ -152,6 +161,8 @@ async def _dispatch(services: Services, conn: Connection,
     if conn.client == "devices" and type(message) not in DEVICE_CLIENT_MESSAGES:
         raise ForbiddenError(f"the device agent may not send {message_type(message)!r}",
                              field="type")
+    if isinstance(message, ROOM_MESSAGES) and await relay_to_hub_node(services, conn, message):
+        return None  # the hub's node answers (with this message's id as ref)
     sb = services.switchboard
     match message:
         case p.Ping():
@@ -216,6 +227,55 @@ async def _dispatch(services: Services, conn: Connection,
         case _:
             raise ForbiddenError(f"{message_type(message)!r} is not handled")
     return {"type": "ack"}
+
+
+async def relay_to_hub_node(services: Services, conn: Connection, message: p._Message) -> bool:
+    """Send ``message`` to the node holding its call's room, if that is another node."""
+    call_id = getattr(message, "call_id", None)
+    if call_id is None or call_id in services.presence.rooms:
+        return False
+    node = await services.cases.hub_node(call_id)
+    if node is None or node == services.config.server.node_id:
+        return False
+    principal = conn.principal
+    return await services.presence.bus.publish({
+        "k": "relay", "node": node, "client": conn.client,
+        "principal": {"role": principal.role.value, "subject": principal.subject,
+                      "name": principal.name, "case_id": principal.case_id,
+                      "call_id": principal.call_id},
+        "msg": message.model_dump(mode="json")})
+
+
+async def handle_relay(services: Services, event: dict[str, Any]) -> None:
+    """A message relayed from another node's socket about a call whose room is here."""
+    if event.get("k") != "relay" or event.get("node") != services.config.server.node_id:
+        return
+    who = event.get("principal")
+    raw = event.get("msg")
+    if not isinstance(who, dict) or not isinstance(raw, dict):
+        return
+    principal = Principal(role=Role(who["role"]), subject=str(who["subject"]),
+                          name=str(who.get("name", "")), case_id=who.get("case_id"),
+                          call_id=who.get("call_id"))
+    conn = RelayedConnection(ws=None, principal=principal,  # type: ignore[arg-type]
+                             client=str(event.get("client") or "page"),
+                             presence=services.presence)
+    try:
+        message = p.parse_message(json.dumps(raw))
+        reply = await _dispatch(services, conn, message)
+        if reply is not None:
+            reply["ref"] = message.id
+            await conn.send(reply)
+    except p.ProtocolError as err:
+        await conn.send(p.error_message(err.code, err.message, field=err.field, ref=err.ref))
+    except VWindowError as err:
+        await conn.send(p.error_message(err.code, err.message, field=err.field,
+                                        ref=str(raw.get("id") or "")))
+    except Exception:
+        logger.exception("relayed %s failed", raw.get("type"))
+        await conn.send(p.error_message("internal", "the server could not handle this "
+                                        "message; it has been logged",
+                                        ref=str(raw.get("id") or "")))
 
 
 def _hub_for(services: Services, conn: Connection, call_id: int) -> Any:

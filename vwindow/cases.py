@@ -119,6 +119,13 @@ class Cases:
                 raise NotFoundError(f"call {call_id} does not exist", field="call_id")
             return await self.view(s, call)
 
+    async def hub_node(self, call_id: int) -> str | None:
+        """The node holding the live call's room and media hub (None: not live)."""
+        async with self.db.session() as s:
+            row = (await s.execute(select(Call.hub_node).where(
+                Call.id == call_id, Call.status == CallStatus.LIVE))).first()
+            return row[0] if row else None
+
     async def get_call(self, call_id: int) -> Call:
         async with self.db.session() as s:
             call = await s.get(Call, call_id)

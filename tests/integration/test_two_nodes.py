@@ -19,9 +19,11 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from signaling.client import ClientError, SignalClient
+from devices.registry import create_device
+from signaling.client import ClientError, HubPeer, SignalClient
+from signaling.kioskagent import KioskAgent
 from tests.conftest import pg_database
-from tests.helpers import wait_for
+from tests.helpers import camera_and_mic, first_frame, wait_for
 from tests.multinode import KIOSK_KEY, Node, seed, start_node, wait_ready
 from vwindow.db import Database
 from vwindow.models import AgentStatus, AuditEntry, Call, CallStatus
@@ -317,6 +319,62 @@ async def test_killed_node_calls_are_queued_again_and_taken_elsewhere(
             assert again.status == CallStatus.LIVE and again.hub_node == "node-b"
             assert waiting.status == CallStatus.QUEUED
             for c in (on_b, k1, k2):
+                await c.close()
+    finally:
+        _stop(nodes)
+
+
+async def test_media_and_chat_cross_nodes(pg_server: Any, tmp_path: Path) -> None:
+    """The kiosk stays on node A; the agent answers on node B, where the hub opens: the
+    kiosk's media and chat reach the hub through node A, relayed over the bus."""
+    db_url = pg_database(pg_server)
+    agents, kiosks = await seed(db_url, agents=1, kiosks=1)
+    nodes = [start_node(f"node-{n}", db_url, tmp_path, **ROUTING) for n in "ab"]
+    try:
+        url_a, url_b = [await wait_ready(n) for n in nodes]
+        async with aiohttp.ClientSession() as http:
+            kiosk = SignalClient(http, url_a, await _token(
+                http, url_a, "kiosk", {"kiosk_code": kiosks[0], "device_key": KIOSK_KEY}))
+            agent = SignalClient(http, url_b, await _token(
+                http, url_b, "login", {"username": agents[0], "password": "demo1234"}))
+            for c in (kiosk, agent):
+                await c.connect()
+            await agent.request("agent.state", state="ready")
+            call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"][
+                "call_id"]
+            await wait_for(agent, "call.ringing")
+            await agent.request("call.accept", call_id=call_id)
+            await wait_for(kiosk, "call.answered")
+            kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+            agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
+            await kiosk_peer.join()
+            await agent_peer.join()
+            seen_by_agent = await first_frame(agent_peer, "camera", "kiosk", timeout=20)
+            seen_by_kiosk = await first_frame(kiosk_peer, "camera", "agent", timeout=20)
+            assert (seen_by_agent.width, seen_by_kiosk.width) == (320, 320)
+            await kiosk.request("chat.send", call_id=call_id, text="你好，听得见吗")
+            chat = await wait_for(agent, "chat.message")
+            assert chat["text"] == "你好，听得见吗"
+            # The kiosk's document camera (its device agent also on node A): the agent on
+            # B asks for a page; progress and the page reach B.
+            devices = KioskAgent(url_a, kiosks[0], KIOSK_KEY,
+                                 create_device("doccam", "sim", seed=5))  # type: ignore[arg-type]
+            await devices.start()
+            try:
+                await asyncio.wait_for(devices.connected.wait(), 10)
+                await asyncio.sleep(1.0)  # the device agent joins the call's media
+                await agent.request("device.capture", call_id=call_id)
+                await wait_for(agent, "capture.progress", timeout=20,
+                               pred=lambda m: m["stage"] == "done")
+                page = await wait_for(agent, "case.material", timeout=10)
+                assert page["material"]["source"] == "doccam"
+            finally:
+                await devices.stop()
+            await agent.request("call.end", call_id=call_id)
+            await wait_for(kiosk, "call.ended")
+            for peer in (kiosk_peer, agent_peer):
+                await peer.close()
+            for c in (kiosk, agent):
                 await c.close()
     finally:
         _stop(nodes)
