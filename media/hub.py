@@ -163,10 +163,13 @@ class SessionHub:
         async def on_state() -> None:
             logger.info("session %s: %s connection %s", self.session_id, info.id,
                         pc.connectionState)
-            current = self._members.get(info.id) is member
-            if pc.connectionState in ("disconnected", "failed") and current:
+            current = self._members.get(info.id) is member and not member.closed
+            # "closed" while still a member: aioice gave up on consent (the link stalled
+            # for ~3 s) and closed the connection itself; the same as failing.
+            lost = pc.connectionState == "failed" or pc.connectionState == "closed"
+            if (pc.connectionState == "disconnected" or lost) and current:
                 await self._member_state(info.id, "reconnecting")
-            if pc.connectionState == "failed" and current:
+            if lost and current:
                 # The client rejoins with a new peer connection (aiortc has no ICE restart).
                 await self.leave(info.id)
             elif pc.connectionState == "connected" and current:

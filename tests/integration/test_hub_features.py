@@ -237,3 +237,21 @@ async def test_flaky_kiosk_rejoining_does_not_grow_the_agents_sdp(
         assert asyncio.get_running_loop().time() < deadline, "newest camera never arrived"
     await peer.close()
     await kiosk.close()
+
+
+async def test_connection_closed_under_the_hub_counts_as_lost(
+        server: Server, live_call: LiveCall) -> None:
+    """aioice closes a connection whose consent checks go unanswered: the hub must treat
+    that like a failure (tell the room, drop the member) so the client rejoins."""
+    hub = server.services.media.find(live_call.call_id)
+    assert hub is not None
+    kiosk_id = next(p.id for p in hub.participants if p.kind == "kiosk")
+    member = hub._members[kiosk_id]  # the hub's side of the kiosk's connection
+    await member.pc.close()  # what aioice's consent expiry ends in
+    await wait_for(live_call.agent, "participant.state", timeout=5,
+                   pred=lambda m: m["participant_id"] == kiosk_id
+                   and m["state"] == "reconnecting")
+    deadline = asyncio.get_running_loop().time() + 5
+    while hub.has(kiosk_id):
+        assert asyncio.get_running_loop().time() < deadline, "the closed member stayed"
+        await asyncio.sleep(0.05)
