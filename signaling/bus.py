@@ -63,8 +63,9 @@ class PgBus(LocalBus):
         logger.info("node %s listening for events on %s", self.node_id, CHANNEL)
 
     async def stop(self) -> None:
-        if self._conn is not None:
+        async with self._lock:  # not while a publish is using the connection
             conn, self._conn = self._conn, None
+        if conn is not None:
             try:
                 await conn.remove_listener(CHANNEL, self._on_notify)
             finally:
@@ -87,6 +88,8 @@ class PgBus(LocalBus):
             return False
         try:
             async with self._lock:
+                if self._conn is None:
+                    return False
                 await self._conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
         except Exception:
             logger.exception("could not publish event %s", event.get("k"))

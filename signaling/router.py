@@ -49,6 +49,7 @@ class Router:
         self._told: dict[int, tuple[int, int | None, bool]] = {}  # call -> last position push
         self._told_at = 0.0
         self._positions_at = 0.0
+        self._chores_at = 0.0
         self._beat_at = 0.0
 
     @property
@@ -222,6 +223,11 @@ class Router:
                 logger.warning("calls %s re-queued from dead nodes %s", requeued, dead)
             if revived:
                 await self._restore_states()
+        if now - self._chores_at < min(self.config.tick_s, 0.5):
+            # Woken by a change: route now; timeouts and callbacks wait for the tick.
+            await self._route()
+            return
+        self._chores_at = now
         for withdrawn in await self.queue.expire_offers():
             await self._tell_agent(withdrawn.agent_id, {
                 "type": "call.offer_withdrawn", "call_id": withdrawn.call_id,
@@ -230,9 +236,7 @@ class Router:
         connected = {int(c.principal.subject) for c in self.presence.by_role(Role.AGENT)}
         for agent_id in await self.queue.finish_wrap_ups(connected):
             await self._publish_state(agent_id, "ready", None)
-        offers = await self.queue.route()
-        for offer in offers:
-            await self._ring(offer)
+        await self._route()
         for call_id, kiosk_id in await self.queue.due_callback_offers():
             await self.presence.deliver(f"kiosk:{kiosk_id}", {
                 "type": "queue.callback_offer", "call_id": call_id,
@@ -241,6 +245,10 @@ class Router:
             self._positions_at = time.monotonic()
             await self._push_positions(
                 force=time.monotonic() - self._told_at >= POSITION_REFRESH_S)
+
+    async def _route(self) -> None:
+        for offer in await self.queue.route():
+            await self._ring(offer)
 
     async def _restore_states(self) -> None:
         """After this node was wrongly declared dead: its agents' states, as they are."""

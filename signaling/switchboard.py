@@ -126,8 +126,13 @@ class Switchboard:
     async def decline_call(self, conn: Connection, call_id: int) -> None:
         await self.router.decline(int(conn.principal.subject), call_id)
 
-    async def _stop_ringing(self, message: dict[str, Any], except_key: str | None) -> None:
-        await self.presence.tell_role(Role.AGENT, message, except_key=except_key)
+    async def _stop_ringing(self, message: dict[str, Any], except_key: str | None,
+                            offered: int | None = None) -> None:
+        """Ring-all rang every ready agent: tell them all. An offer rang one agent only."""
+        if self.queue.rules.strategy == "ring_all":
+            await self.presence.tell_role(Role.AGENT, message, except_key=except_key)
+        elif offered is not None and f"agent:{offered}" != except_key:
+            await self.presence.deliver(f"agent:{offered}", message)
 
     # -- calls -------------------------------------------------------------------------
 
@@ -151,7 +156,8 @@ class Switchboard:
     async def cancel_call(self, conn: Connection, call_id: int) -> None:
         _, offered = await self.queue.cancel(conn.principal, call_id)
         self._kiosk_ids.pop(call_id, None)
-        await self._stop_ringing({"type": "call.cancelled", "call_id": call_id}, None)
+        await self._stop_ringing({"type": "call.cancelled", "call_id": call_id}, None,
+                                 offered)
         if offered is not None:
             await self.router.offer_ended(offered)
         self.router.call_left_queue(call_id)

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from vwindow.models import AuditEntry, utcnow
 
 GENESIS = bytes(32)
 _PG_AUDIT_LOCK = 0x76776E64  # advisory lock key serialising appends across nodes
+_PENDING = "vwindow.audit.pending"
 
 
 def _canonical(
@@ -47,28 +49,38 @@ async def append(
     action: str,
     case_id: int | None = None,
     detail: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """Append one entry in the caller's transaction."""
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = (
-        await session.execute(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
-    ).scalar_one_or_none()
+) -> None:
+    """Append one entry in the caller's transaction (written when it commits).
+
+    The chain's tail is a single point every writer on every node must pass, so the
+    entries are linked and inserted at commit, under the lock for the shortest time
+    (lock, read the tail, insert, commit) instead of for the rest of the transaction.
+    """
+    pending = session.sync_session.info.setdefault(_PENDING, [])
+    pending.append((case_id, utcnow(), actor, action, dict(detail or {})))
+
+
+@event.listens_for(Session, "before_commit")
+def _link_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+    last = session.execute(
+        select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).scalar_one_or_none()
     prev = last if last is not None else GENESIS
-    at = utcnow()
-    body = detail or {}
-    entry = AuditEntry(
-        case_id=case_id,
-        at=at,
-        actor=actor,
-        action=action,
-        detail=body,
-        prev_hash=prev,
-        hash=link_hash(prev, case_id, at, actor, action, body),
-    )
-    session.add(entry)
-    await session.flush()
-    return entry
+    for case_id, at, actor, action, body in pending:
+        entry_hash = link_hash(prev, case_id, at, actor, action, body)
+        session.add(AuditEntry(case_id=case_id, at=at, actor=actor, action=action,
+                               detail=body, prev_hash=prev, hash=entry_hash))
+        prev = entry_hash
+    session.flush()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 @dataclass(frozen=True)

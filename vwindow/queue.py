@@ -143,10 +143,10 @@ class CallQueueOps(CallQueueBase):
             agents = await self._agents(s, ready_here_locked=True)
             if not agents:
                 return []
-            waiting = await self._waiting_calls(s, unoffered=True)
+            waiting = await self._waiting_rows(s, unoffered=True)
             if not waiting:
                 return []
-            planned = routing.plan([w for _, w in waiting], [a for _, a in agents], now,
+            planned = routing.plan([w.call for w in waiting], [a for _, a in agents], now,
                                    self.rules)
             if not planned.offers:
                 return []

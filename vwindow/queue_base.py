@@ -78,6 +78,14 @@ def _waiting(call: Call, county: str, default_dialect: str | None) -> routing.Wa
         excluded=frozenset(call.excluded or ()), reserved_for=call.reserved_for)
 
 
+@dataclass(frozen=True)
+class WaitingRow:
+    call: routing.WaitingCall
+    kiosk_id: int
+    callback: bool
+    offered_to: int | None
+
+
 class CallQueueBase:
     """What the queue's parts share: the database, the rules, snapshots."""
 
@@ -90,6 +98,29 @@ class CallQueueBase:
         self.node_id = node_id
 
     # -- snapshots ---------------------------------------------------------------------
+
+    async def _waiting_rows(self, s: AsyncSession, *, unoffered: bool = False
+                            ) -> list[WaitingRow]:
+        """The waiting calls as plain rows (no ORM objects): routing reads them each pass."""
+        query = (select(Call.id, Call.category, Township.county, Call.queued_at, Call.dialect,
+                        Township.default_dialect, Call.priority, Call.excluded,
+                        Call.reserved_for, Call.kiosk_id, Call.callback, Call.offered_to)
+                 .join(Kiosk, Kiosk.id == Call.kiosk_id)
+                 .join(Township, Township.id == Kiosk.township_id)
+                 .where(Call.status == CallStatus.QUEUED)
+                 .order_by(Call.priority.desc(), Call.queued_at, Call.id))
+        if unoffered:
+            query = query.where(Call.offered_to.is_(None))
+        out = []
+        for (call_id, category, county, queued_at, dialect, default_dialect, priority,
+             excluded, reserved_for, kiosk_id, callback, offered_to) in (
+                await s.execute(query)).all():
+            waiting = routing.WaitingCall(
+                id=call_id, category=category or "", county=county, queued_at=queued_at,
+                dialect=dialect or default_dialect, priority=priority,
+                excluded=frozenset(excluded or ()), reserved_for=reserved_for)
+            out.append(WaitingRow(waiting, kiosk_id, bool(callback), offered_to))
+        return out
 
     async def _waiting_calls(self, s: AsyncSession, *, unoffered: bool = False
                              ) -> list[tuple[Call, routing.WaitingCall]]:

@@ -38,19 +38,20 @@ class QueueBoard(CallQueueBase):
         now = utcnow()
         handle = await self.handle_time_s()
         async with self.db.session() as s:
-            waiting = await self._waiting_calls(s)
+            waiting = await self._waiting_rows(s)
             agents = [slot for _, slot in await self._agents(s)]
-        places = routing.positions(w for _, w in waiting)
+        places = routing.positions(row.call for row in waiting)
         out = []
-        for call, w in waiting:
-            if kiosks is not None and call.kiosk_id not in kiosks:
+        for row in waiting:
+            if kiosks is not None and row.kiosk_id not in kiosks:
                 continue
-            place = places[call.id]
-            if call.offered_to is not None:
+            place = places[row.call.id]
+            if row.offered_to is not None:
                 eta: float | None = 0.0  # ringing at an agent's console right now
             else:
-                eta = routing.estimate_wait_s(w, place, agents, now, self.rules, handle)
-            out.append(QueueInfo(call.id, call.kiosk_id, place, eta, call.callback))
+                eta = routing.estimate_wait_s(row.call, place, agents, now, self.rules,
+                                              handle)
+            out.append(QueueInfo(row.call.id, row.kiosk_id, place, eta, row.callback))
         return out
 
     async def waiting_views(self) -> list[CallView]:
