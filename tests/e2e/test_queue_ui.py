@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -220,3 +221,40 @@ async def test_booking_a_window_visit(routed: Server, browser: Browser) -> None:
     finally:
         for ctx in contexts:
             await ctx.close()
+
+
+async def test_long_wait_books_a_window_visit_instead(routed: Server, browser: Browser) -> None:
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    try:
+        kiosk = await ctx.new_page()
+        kiosk.on("pageerror", lambda err: errors.append(str(err)))
+        await login_kiosk(kiosk, routed.url)
+        await kiosk.click('[data-service-code="SB-001"]')
+        await kiosk.click("#call-button")
+        await expect(kiosk.locator("#callback-offer")).to_be_visible(timeout=5000)
+        await kiosk.click("#self-book")
+        await expect(kiosk.locator("#self-booking-slot option").first).to_contain_text("综合窗口")
+        await kiosk.click("#self-booking-confirm")
+        # Booked: the code stays on screen, the call is withdrawn and the kiosk is free.
+        await expect(kiosk.locator("#booking-notice-code")).to_have_text(
+            re.compile(r"^[A-Z2-9]{8}$"))
+        await expect(kiosk.locator("#booking-notice-qr svg")).to_be_visible()
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "idle")
+        await expect(kiosk.locator("#booking-notice")).to_be_visible()
+        code = await kiosk.locator("#booking-notice-code").text_content()
+        status, booking = await _staff_get(routed, f"/appointments/{code}")
+        assert status == 200 and booking["status"] == "booked"
+        # 我已记下: nothing left on screen for the next citizen.
+        await kiosk.click("#booking-done")
+        await expect(kiosk.locator("#booking-notice")).to_be_hidden()
+        assert not errors, errors
+    finally:
+        await ctx.close()
+
+
+async def _staff_get(server: Server, path: str) -> tuple[int, Any]:
+    token = await server.login("agent2")
+    async with server.http.get(f"{server.url}/api/v1{path}",
+                               headers={"Authorization": f"Bearer {token}"}) as r:
+        return r.status, await r.json()
