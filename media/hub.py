@@ -163,7 +163,8 @@ class SessionHub:
         async def on_state() -> None:
             logger.info("session %s: %s connection %s", self.session_id, info.id,
                         pc.connectionState)
-            current = self._members.get(info.id) is member and not member.closed
+            current = (self._members.get(info.id) is member and not member.closed
+                       and not self._closed)
             # "closed" while still a member: aioice gave up on consent (the link stalled
             # for ~3 s) and closed the connection itself; the same as failing.
             lost = pc.connectionState == "failed" or pc.connectionState == "closed"
@@ -306,7 +307,11 @@ class SessionHub:
         for task in list(self._tasks):
             task.cancel()
         for pid in list(self._members):
-            member = self._members.pop(pid)
+            # A member may leave on its own meanwhile (its connection failing while we
+            # close the others).
+            member = self._members.pop(pid, None)
+            if member is None:
+                continue
             member.closed = True
             await member.pc.close()
         for pub in list(self._publications.values()):

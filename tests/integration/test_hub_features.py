@@ -255,3 +255,15 @@ async def test_connection_closed_under_the_hub_counts_as_lost(
     while hub.has(kiosk_id):
         assert asyncio.get_running_loop().time() < deadline, "the closed member stayed"
         await asyncio.sleep(0.05)
+
+
+async def test_hub_stops_cleanly_while_a_member_leaves(
+        server: Server, live_call: LiveCall) -> None:
+    """Closing a hub at the end of a call while a member's connection fails on its own
+    (clients hang up first) must still close the hub and keep its recording."""
+    hub = server.services.media.find(live_call.call_id)
+    assert hub is not None
+    # The last member in the hub's list leaves while the hub closes the first ones.
+    last = hub.participants[-1].id
+    await asyncio.gather(hub.stop(), hub.leave(last))
+    assert not hub.participants
