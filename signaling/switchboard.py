@@ -173,15 +173,18 @@ class Switchboard:
         agent_id = int(conn.principal.subject)
         view = await self.router.claim(agent_id, call_id)
         await self._remember_kiosk(view)
-        room = self._room_for(view)
-        self.media.hub(call_id)
+        if await self.cases.hub_node(call_id) == self.node_id:
+            room = self._room_for(view)
+            self.media.hub(call_id)
+            logger.info("call %s: room %s", call_id, sorted(room.members))
+        # else: a transferred call whose session goes on at another node; this agent's
+        # messages about it are relayed there.
         name = view.agent.name if view.agent else ""
         await self._stop_ringing({"type": "call.taken", "call_id": call_id, "agent_name": name},
                                  conn.principal.key)
         await self.presence.deliver(f"kiosk:{self._kiosk_ids[call_id]}",
                                     {"type": "call.answered", "call": _dump(view)})
         self.changed()
-        logger.info("call %s: room %s", call_id, sorted(room.members))
         return {"type": "call.accepted", "call": _dump(view)}
 
     async def transfer(self, conn: Connection, call_id: int, to_agent: str | None,

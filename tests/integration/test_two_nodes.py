@@ -328,11 +328,14 @@ async def test_media_and_chat_cross_nodes(pg_server: Any, tmp_path: Path) -> Non
     """The kiosk stays on node A; the agent answers on node B, where the hub opens: the
     kiosk's media and chat reach the hub through node A, relayed over the bus."""
     db_url = pg_database(pg_server)
-    agents, kiosks = await seed(db_url, agents=1, kiosks=1)
+    agents, kiosks = await seed(db_url, agents=2, kiosks=1)
     nodes = [start_node(f"node-{n}", db_url, tmp_path, **ROUTING) for n in "ab"]
     try:
         url_a, url_b = [await wait_ready(n) for n in nodes]
         async with aiohttp.ClientSession() as http:
+            colleague = SignalClient(http, url_a, await _token(
+                http, url_a, "login", {"username": agents[1], "password": "demo1234"}))
+            await colleague.connect()
             kiosk = SignalClient(http, url_a, await _token(
                 http, url_a, "kiosk", {"kiosk_code": kiosks[0], "device_key": KIOSK_KEY}))
             agent = SignalClient(http, url_b, await _token(
@@ -370,11 +373,23 @@ async def test_media_and_chat_cross_nodes(pg_server: Any, tmp_path: Path) -> Non
                 assert page["material"]["source"] == "doccam"
             finally:
                 await devices.stop()
-            await agent.request("call.end", call_id=call_id)
+            # Transferred to a colleague on node A: the session goes on at node B.
+            await agent.request("call.transfer", call_id=call_id, to_agent=agents[1],
+                                note="请接续办理")
+            await agent_peer.close()
+            await colleague.request("agent.state", state="ready")
+            ring = await wait_for(colleague, "call.ringing", timeout=10)
+            assert ring["call"]["transfer_note"]["text"] == "请接续办理"
+            await colleague.request("call.accept", call_id=call_id)
+            colleague_peer = HubPeer(colleague, call_id,
+                                     camera_and_mic(320, 240, (0, 255, 0)))
+            await colleague_peer.join()
+            await first_frame(colleague_peer, "camera", "kiosk", timeout=20)
+            await colleague.request("call.end", call_id=call_id)
             await wait_for(kiosk, "call.ended")
-            for peer in (kiosk_peer, agent_peer):
+            for peer in (kiosk_peer, colleague_peer):
                 await peer.close()
-            for c in (kiosk, agent):
+            for c in (kiosk, agent, colleague):
                 await c.close()
     finally:
         _stop(nodes)
