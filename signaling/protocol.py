@@ -58,6 +58,8 @@ class CallStart(_Message):
     dialect: str | None = Field(default=None, max_length=32)
     birth_date: date | None = None
     """From the caller's ID card when read before the call: elderly callers go first."""
+    booking_code: str | None = Field(default=None, min_length=8, max_length=12)
+    """A booking (预约办) the caller holds: appointment holders go first."""
 
 
 class CallCancel(_Message):

@@ -137,9 +137,10 @@ class Switchboard:
     # -- calls -------------------------------------------------------------------------
 
     async def start_call(self, conn: Connection, service_code: str, dialect: str | None,
-                         birth_date: date | None = None) -> dict[str, Any]:
+                         birth_date: date | None = None, *,
+                         appointment: bool = False) -> dict[str, Any]:
         kiosk_id = int(conn.principal.subject)
-        priority = priority_for(birth_date, datetime.now(UTC).date(), appointment=False,
+        priority = priority_for(birth_date, datetime.now(UTC).date(), appointment=appointment,
                                 callback=False, rules=self.queue.rules)
         view = await self.cases.start_call(kiosk_id, service_code, dialect, priority)
         self._kiosk_ids[view.call_id] = kiosk_id

@@ -184,6 +184,19 @@ class Appointments:
                 raise NotFoundError(f"no booking with code {code}", field="code")
             return await self._view(s, appointment)
 
+    async def holds(self, raw_code: str) -> bool:
+        """Is ``raw_code`` a standing booking? (Its holder is served first when calling.)"""
+        try:
+            code = normalise_code(raw_code)
+        except ValidationError as err:
+            raise ValidationError(err.message, field="booking_code") from err
+        async with self.db.session() as s:
+            status = (await s.scalars(select(Appointment.status).where(
+                Appointment.code == code))).first()
+        if status is None:
+            raise NotFoundError(f"no booking with code {code}", field="booking_code")
+        return status == "booked"
+
     async def for_case(self, case_id: int) -> AppointmentView | None:
         async with self.db.session() as s:
             appointment = (await s.scalars(select(Appointment).where(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from signaling.client import SignalClient
+from signaling.client import ClientError, SignalClient
 from tests.conftest import Server
 from tests.helpers import wait_for
 
@@ -141,5 +141,24 @@ async def test_bad_bookings_are_named(server: Server) -> None:
                            "ends_at": (start - timedelta(hours=1)).isoformat(),
                            "capacity": 1})
     assert got == 400 and err["error"]["field"] == "ends_at"
+    for c in (kiosk, agent):
+        await c.close()
+
+
+async def test_appointment_holder_is_served_first(server: Server) -> None:
+    kiosk, agent, call_id, case_id = await _live_call(server)
+    slot_id = await _slot(server, capacity=2)
+    _, booking = await _req(server, "POST", f"/cases/{case_id}/appointments", agent.token,
+                            {"slot_id": slot_id})
+    await agent.request("call.end", call_id=call_id)
+    # The holder calls again (say, to ask about the visit) with the code: priority.
+    holder = await kiosk.request("call.start", service_code="SB-001",
+                                 booking_code=booking["code"])
+    assert holder["call"]["priority"] == server.services.config.routing.appointment_boost > 0
+    await kiosk.request("call.cancel", call_id=holder["call"]["call_id"])
+    for code, field in (("NOTACODE1", "booking_code"), ("ABCDEFGH", "booking_code")):
+        with pytest.raises(ClientError) as err:
+            await kiosk.request("call.start", service_code="SB-001", booking_code=code)
+        assert err.value.field == field
     for c in (kiosk, agent):
         await c.close()

@@ -238,6 +238,7 @@ function goIdle() {
   leaveCall();
   app.call = null;
   byId('service-search').value = '';
+  byId('booking-code-input').value = '';
   selectService(null);
   filterCatalog();
   setState('idle');
@@ -252,7 +253,11 @@ async function onCall() {
   hideError(byId('call-error'));
   startLocalMedia(); // while we wait: the citizen sees themselves
   try {
-    const reply = await app.signal.request('call.start', { service_code: app.selected.code });
+    const body = { service_code: app.selected.code };
+    const booking = byId('booking-code-input').value.trim();
+    if (booking) body.booking_code = booking;
+    const reply = await app.signal.request('call.start', body);
+    byId('booking-code-input').value = '';
     onQueued(reply);
   } catch (err) {
     stopLocalMedia();
