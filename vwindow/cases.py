@@ -88,24 +88,32 @@ class Cases:
 
     async def view(self, s: AsyncSession, call: Call) -> CallView:
         """The view of ``call`` that clients see, read within session ``s``."""
-        case = await s.get_one(Case, call.case_id)
-        item = await s.get_one(ServiceItem, call.service_item_id)
-        kiosk = await s.get_one(Kiosk, call.kiosk_id)
-        town = await s.get_one(Township, kiosk.township_id)
-        agent = await s.get(User, call.agent_id) if call.agent_id else None
+        # One round trip for the names around the call (a view is built on every offer).
+        names = (await s.execute(
+            select(Case.number, ServiceItem.code, ServiceItem.name, Kiosk.code, Kiosk.name,
+                   Township.name, User.display_name)
+            .select_from(Call)
+            .join(Case, Case.id == Call.case_id)
+            .join(ServiceItem, ServiceItem.id == Call.service_item_id)
+            .join(Kiosk, Kiosk.id == Call.kiosk_id)
+            .join(Township, Township.id == Kiosk.township_id)
+            .outerjoin(User, User.id == call.agent_id)
+            .where(Call.id == call.id))).one()
+        number, item_code, item_name, kiosk_code, kiosk_name, town_name, agent_name = names
         note = (await s.scalars(select(CaseNote).where(
             CaseNote.call_id == call.id, CaseNote.kind == "transfer")
             .order_by(CaseNote.id.desc()).limit(1))).first()
         return CallView(
             call_id=call.id,
             case_id=call.case_id,
-            case_number=case.number,
+            case_number=number,
             status=call.status,
-            service=ServiceRef(code=item.code, name=item.name),
-            kiosk=KioskRef(code=kiosk.code, name=kiosk.name, township=town.name),
+            service=ServiceRef(code=item_code, name=item_name),
+            kiosk=KioskRef(code=kiosk_code, name=kiosk_name, township=town_name),
             queued_at=call.queued_at,
             answered_at=call.answered_at,
-            agent=AgentRef(id=agent.id, name=agent.display_name) if agent else None,
+            agent=AgentRef(id=call.agent_id, name=agent_name)
+            if call.agent_id and agent_name is not None else None,
             dialect=call.dialect,
             priority=call.priority,
             callback=call.callback,
