@@ -43,3 +43,10 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     bad.write_text("[server\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad, environ={})
+
+
+def test_the_deployment_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[3] / "deploy" / "vwindow.example.toml"
+    config = load_config(example, environ={})
+    assert config.db.url.startswith("postgresql+asyncpg://")
+    assert config.routing.strategy == "longest_idle" and config.routing.wrap_up_s == 30
