@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from signaling.presence import Connection, Presence
+from vwindow.config import RoutingConfig
 from vwindow.errors import InvalidStateError
 from vwindow.models import Role
 from vwindow.queue import CallQueue, Offer, QueueInfo
@@ -53,7 +54,7 @@ class Router:
         self._beat_at = 0.0
 
     @property
-    def config(self) -> Any:
+    def config(self) -> RoutingConfig:
         return self.queue.config
 
     async def start(self) -> None:
