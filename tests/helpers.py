@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack
 
 from media.tracks import FrameSourceTrack
 from signaling.client import HubPeer, SignalClient
+
+if TYPE_CHECKING:
+    from tests.conftest import Server
 
 
 def color_track(width: int, height: int, bgr: tuple[int, int, int], fps: float = 15) -> \
@@ -57,3 +60,19 @@ async def first_frame(peer: HubPeer, role: str, kind: str, timeout: float = 15.0
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"no {kind} {role} track (have {list(peer.remote)})")
         await asyncio.sleep(0.05)
+
+
+async def answered_call(server: Server, service_code: str = "SB-001", agent: str = "agent1",
+                        ) -> tuple[SignalClient, SignalClient, int, int]:
+    """The demo kiosk calls; ``agent`` comes on duty and answers. Returns the connected
+    kiosk and agent clients, the call id and the case id."""
+    kiosk = SignalClient(server.http, server.url, await server.kiosk_token())
+    staff = SignalClient(server.http, server.url, await server.login(agent))
+    await kiosk.connect()
+    await staff.connect()
+    queued = await kiosk.request("call.start", service_code=service_code)
+    call_id, case_id = queued["call"]["call_id"], queued["call"]["case_id"]
+    await staff.request("agent.state", state="ready")
+    await wait_for(staff, "call.ringing")
+    await staff.request("call.accept", call_id=call_id)
+    return kiosk, staff, call_id, case_id

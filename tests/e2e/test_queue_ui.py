@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_routing
@@ -46,18 +47,41 @@ async def _press_ready(page: Page) -> None:
     raise AssertionError("the agent console never became ready")
 
 
-async def test_queue_offer_missed_wrap_up(routed: Server, browser: Browser) -> None:
-    base = routed.url
+@asynccontextmanager
+async def _pages(browser: Browser, *names: str, height: int = 900
+                 ) -> AsyncIterator[tuple[dict[str, Page], list[str]]]:
+    """One browser context per person; script errors on any page are collected."""
     errors: list[str] = []
+    contexts: list[BrowserContext] = []
     pages: dict[str, Page] = {}
-    contexts = []
     try:
-        for name in ("kiosk", "agent1", "agent2", "supervisor"):
-            ctx = await browser.new_context(viewport={"width": 1280, "height": 860})
+        for name in names:
+            ctx = await browser.new_context(viewport={"width": 1280, "height": height})
             contexts.append(ctx)
             page = await ctx.new_page()
             page.on("pageerror", lambda err, n=name: errors.append(f"{n}: {err}"))
             pages[name] = page
+        yield pages, errors
+    finally:
+        for ctx in contexts:
+            await ctx.close()
+
+
+async def _call_answered(base: str, kiosk: Page, agent: Page) -> None:
+    """The kiosk calls for SB-001 and ``agent`` (logged in as agent1) answers."""
+    await login_staff(agent, base, "/agent/", "agent1")
+    await _press_ready(agent)
+    await login_kiosk(kiosk, base)
+    await kiosk.click('[data-service-code="SB-001"]')
+    await kiosk.click("#call-button")
+    await agent.locator("#ringing li[data-call-id] .accept-call").click()
+    await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+
+
+async def test_queue_offer_missed_wrap_up(routed: Server, browser: Browser) -> None:
+    base = routed.url
+    async with _pages(browser, "kiosk", "agent1", "agent2", "supervisor",
+                      height=860) as (pages, errors):
         kiosk, agent1, agent2, board = (pages[n] for n in ("kiosk", "agent1", "agent2",
                                                             "supervisor"))
         await login_staff(agent1, base, "/agent/", "agent1")
@@ -119,32 +143,13 @@ async def test_queue_offer_missed_wrap_up(routed: Server, browser: Browser) -> N
         await expect(state2).to_contain_text("午餐")
         await expect(board.locator('#agents li[data-state="away"]')).to_have_count(2)
         assert not errors, errors
-    finally:
-        for ctx in contexts:
-            await ctx.close()
 
 
 async def test_transfer_with_a_note(routed: Server, browser: Browser) -> None:
     base = routed.url
-    errors: list[str] = []
-    contexts = []
-    pages: dict[str, Page] = {}
-    try:
-        for name in ("kiosk", "agent1", "agent2"):
-            ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
-            contexts.append(ctx)
-            page = await ctx.new_page()
-            page.on("pageerror", lambda err, n=name: errors.append(f"{n}: {err}"))
-            pages[name] = page
+    async with _pages(browser, "kiosk", "agent1", "agent2") as (pages, errors):
         kiosk, agent1, agent2 = pages["kiosk"], pages["agent1"], pages["agent2"]
-        await login_staff(agent1, base, "/agent/", "agent1")
-        await _press_ready(agent1)
-        await login_kiosk(kiosk, base)
-        await kiosk.click('[data-service-code="SB-001"]')
-        await kiosk.click("#call-button")
-        offer = agent1.locator("#ringing li[data-call-id]")
-        await offer.locator(".accept-call").click()
-        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await _call_answered(base, kiosk, agent1)
         await expect(kiosk.locator("#agent-name")).to_contain_text("王芳")
         await video_frames(agent1, 'video[data-role="camera"][data-participant-kind="kiosk"]')
 
@@ -171,31 +176,13 @@ async def test_transfer_with_a_note(routed: Server, browser: Browser) -> None:
         await video_frames(agent2, 'video[data-role="camera"][data-participant-kind="kiosk"]')
         await video_frames(kiosk, "#remote-agent-camera")
         assert not errors, errors
-    finally:
-        for ctx in contexts:
-            await ctx.close()
 
 
 async def test_booking_a_window_visit(routed: Server, browser: Browser) -> None:
     base = routed.url
-    errors: list[str] = []
-    contexts = []
-    pages: dict[str, Page] = {}
-    try:
-        for name in ("kiosk", "agent1", "hall"):
-            ctx = await browser.new_context(viewport={"width": 1280, "height": 1000})
-            contexts.append(ctx)
-            page = await ctx.new_page()
-            page.on("pageerror", lambda err, n=name: errors.append(f"{n}: {err}"))
-            pages[name] = page
+    async with _pages(browser, "kiosk", "agent1", "hall", height=1000) as (pages, errors):
         kiosk, agent, hall = pages["kiosk"], pages["agent1"], pages["hall"]
-        await login_staff(agent, base, "/agent/", "agent1")
-        await _press_ready(agent)
-        await login_kiosk(kiosk, base)
-        await kiosk.click('[data-service-code="SB-001"]')
-        await kiosk.click("#call-button")
-        await agent.locator("#ringing li[data-call-id] .accept-call").click()
-        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await _call_answered(base, kiosk, agent)
 
         await agent.click("#booking-load")
         await expect(agent.locator("#booking-slot option").first).to_contain_text("综合窗口")
@@ -218,17 +205,11 @@ async def test_booking_a_window_visit(routed: Server, browser: Browser) -> None:
         await hall.click("#lookup-button")
         await expect(hall.locator("#lookup-error")).to_be_visible()
         assert not errors, errors
-    finally:
-        for ctx in contexts:
-            await ctx.close()
 
 
 async def test_long_wait_books_a_window_visit_instead(routed: Server, browser: Browser) -> None:
-    ctx = await browser.new_context(viewport={"width": 1280, "height": 1000})
-    errors: list[str] = []
-    try:
-        kiosk = await ctx.new_page()
-        kiosk.on("pageerror", lambda err: errors.append(str(err)))
+    async with _pages(browser, "kiosk", height=1000) as (pages, errors):
+        kiosk = pages["kiosk"]
         await login_kiosk(kiosk, routed.url)
         await kiosk.click('[data-service-code="SB-001"]')
         await kiosk.click("#call-button")
@@ -249,8 +230,6 @@ async def test_long_wait_books_a_window_visit_instead(routed: Server, browser: B
         await kiosk.click("#booking-done")
         await expect(kiosk.locator("#booking-notice")).to_be_hidden()
         assert not errors, errors
-    finally:
-        await ctx.close()
 
 
 async def _staff_get(server: Server, path: str) -> tuple[int, Any]:

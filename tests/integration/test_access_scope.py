@@ -7,20 +7,11 @@ import pytest
 
 from signaling.client import ClientError, SignalClient
 from tests.conftest import Server
-from tests.helpers import wait_for
+from tests.helpers import answered_call, wait_for
 
 
 async def _live_call(server: Server) -> tuple[SignalClient, SignalClient, int, int]:
-    kiosk = SignalClient(server.http, server.url, await server.kiosk_token())
-    agent = SignalClient(server.http, server.url, await server.login("agent1"))
-    await kiosk.connect()
-    await agent.connect()
-    queued = await kiosk.request("call.start", service_code="GT-001")
-    call_id, case_id = queued["call"]["call_id"], queued["call"]["case_id"]
-    await agent.request("agent.state", state="ready")
-    await wait_for(agent, "call.ringing")
-    await agent.request("call.accept", call_id=call_id)
-    return kiosk, agent, call_id, case_id
+    return await answered_call(server, "GT-001")
 
 
 async def _status(server: Server, method: str, path: str, token: str) -> int:

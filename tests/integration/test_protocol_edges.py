@@ -12,7 +12,7 @@ import pytest
 
 from signaling.client import ClientError, SignalClient
 from tests.conftest import Server
-from tests.helpers import wait_for
+from tests.helpers import answered_call
 
 
 async def _raw_ws(server: Server) -> aiohttp.ClientWebSocketResponse:
@@ -158,16 +158,9 @@ async def test_roles_are_enforced_per_message(server: Server) -> None:
 
 
 async def test_agent_b_cannot_read_agent_a_case(server: Server) -> None:
-    kiosk = SignalClient(server.http, server.url, await server.kiosk_token())
-    a = SignalClient(server.http, server.url, await server.login("agent1"))
+    kiosk, a, call_id, case_id = await answered_call(server)
     b = SignalClient(server.http, server.url, await server.login("agent2"))
-    for c in (kiosk, a, b):
-        await c.connect()
-    queued = await kiosk.request("call.start", service_code="SB-001")
-    call_id, case_id = queued["call"]["call_id"], queued["call"]["case_id"]
-    await a.request("agent.state", state="ready")
-    await wait_for(a, "call.ringing")
-    await a.request("call.accept", call_id=call_id)
+    await b.connect()
 
     async def get(token: str, path: str) -> int:
         async with server.http.get(server.url + path,

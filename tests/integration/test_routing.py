@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -22,18 +21,24 @@ ROUTING = {"strategy": "longest_idle", "offer_timeout_s": 2.0, "wrap_up_s": 0,
            "overflow_s": 60, "tick_s": 0.2, "callback_after_s": 0}
 
 
-async def _serve(db_url: str, tmp_path: Path, **routing: Any) -> AsyncIterator[Server]:
-    config = with_routing(make_config(db_url, tmp_path), **{**ROUTING, **routing})
+@pytest.fixture
+async def routed(db_url: str, tmp_path: Path,
+                 request: pytest.FixtureRequest) -> AsyncIterator[Server]:
+    """A server with the default routing (quick timers); ``@pytest.mark.routing(key=…)``
+    on a test changes keys."""
+    marker = request.node.get_closest_marker("routing")
+    overrides = marker.kwargs if marker else {}
+    config = with_routing(make_config(db_url, tmp_path), **{**ROUTING, **overrides})
     runner, url = await start_server(config)
     async with aiohttp.ClientSession() as http:
         yield Server(url, runner.app[SERVICES], http)
     await runner.cleanup()
 
 
-@pytest.fixture
-async def routed(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
-    async for s in _serve(db_url, tmp_path):
-        yield s
+async def _call(kiosk: SignalClient, service_code: str = "SB-001") -> int:
+    """The kiosk calls; the new call's id."""
+    queued = await kiosk.request("call.start", service_code=service_code)
+    return int(queued["call"]["call_id"])
 
 
 async def _kiosks(server: Server, n: int, county: str = "黄山区") -> list[SignalClient]:
@@ -105,7 +110,7 @@ async def test_unanswered_offer_moves_on_and_sets_the_agent_away(routed: Server)
     a1 = await _agent(routed, "agent1")
     a2 = await _agent(routed, "agent2")
     (kiosk,) = await _kiosks(routed, 1)
-    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    call_id = await _call(kiosk)
     await wait_for(a1, "call.ringing")
     withdrawn = await wait_for(a1, "call.offer_withdrawn", timeout=6)
     assert withdrawn == {"type": "call.offer_withdrawn", "call_id": call_id,
@@ -126,7 +131,7 @@ async def test_unanswered_offer_moves_on_and_sets_the_agent_away(routed: Server)
 async def test_cancel_stops_the_ringing_and_frees_the_agent(routed: Server) -> None:
     a1 = await _agent(routed, "agent1")
     (kiosk,) = await _kiosks(routed, 1)
-    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    call_id = await _call(kiosk)
     await wait_for(a1, "call.ringing")
     await kiosk.request("call.cancel", call_id=call_id)
     assert (await wait_for(a1, "call.cancelled"))["call_id"] == call_id
@@ -135,19 +140,14 @@ async def test_cancel_stops_the_ringing_and_frees_the_agent(routed: Server) -> N
         await c.close()
 
 
-@pytest.fixture
-async def slow_wrap(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
-    async for s in _serve(db_url, tmp_path, wrap_up_s=1.0):
-        yield s
-
-
-async def test_wrap_up_then_ready_for_the_next_call(slow_wrap: Server) -> None:
-    a1 = await _agent(slow_wrap, "agent1")
-    k1, k2 = await _kiosks(slow_wrap, 2)
-    first = (await k1.request("call.start", service_code="SB-001"))["call"]["call_id"]
+@pytest.mark.routing(wrap_up_s=1.0)
+async def test_wrap_up_then_ready_for_the_next_call(routed: Server) -> None:
+    a1 = await _agent(routed, "agent1")
+    k1, k2 = await _kiosks(routed, 2)
+    first = await _call(k1)
     await wait_for(a1, "call.ringing")
     await a1.request("call.accept", call_id=first)
-    second = (await k2.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    second = await _call(k2)
     await a1.request("call.end", call_id=first)
     wrap = await wait_for(a1, "agent.state", pred=lambda m: m["state"] == "wrap_up")
     assert wrap["wrap_up_s"] == 1.0
@@ -159,21 +159,16 @@ async def test_wrap_up_then_ready_for_the_next_call(slow_wrap: Server) -> None:
         await c.close()
 
 
-@pytest.fixture
-async def quick_overflow(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
-    async for s in _serve(db_url, tmp_path, overflow_s=1.0):
-        yield s
-
-
-async def test_city_agent_takes_the_overflow(quick_overflow: Server) -> None:
-    city = await _agent(quick_overflow, "agent3")
-    (kiosk,) = await _kiosks(quick_overflow, 1)
-    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+@pytest.mark.routing(overflow_s=1.0)
+async def test_city_agent_takes_the_overflow(routed: Server) -> None:
+    city = await _agent(routed, "agent3")
+    (kiosk,) = await _kiosks(routed, 1)
+    call_id = await _call(kiosk)
     ring = await wait_for(city, "call.ringing", timeout=6)
     assert ring["call"]["call_id"] == call_id
     # A county agent of another county never gets it.
-    (far_kiosk,) = await _kiosks(quick_overflow, 1, county="歙县")
-    a1 = await _agent(quick_overflow, "agent1")
+    (far_kiosk,) = await _kiosks(routed, 1, county="歙县")
+    a1 = await _agent(routed, "agent1")
     far_call = (await far_kiosk.request("call.start", service_code="SB-001"))["call"]
     with pytest.raises(ClientError) as err:
         await a1.request("call.accept", call_id=far_call["call_id"])
@@ -210,27 +205,22 @@ async def test_positions_and_estimates_follow_the_queue(routed: Server) -> None:
         await c.close()
 
 
-@pytest.fixture
-async def callbacks(db_url: str, tmp_path: Path) -> AsyncIterator[Server]:
-    async for s in _serve(db_url, tmp_path, callback_after_s=0.5):
-        yield s
-
-
-async def test_long_wait_is_offered_a_callback(callbacks: Server) -> None:
-    (kiosk,) = await _kiosks(callbacks, 1)
-    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+@pytest.mark.routing(callback_after_s=0.5)
+async def test_long_wait_is_offered_a_callback(routed: Server) -> None:
+    (kiosk,) = await _kiosks(routed, 1)
+    call_id = await _call(kiosk)
     offer = await wait_for(kiosk, "queue.callback_offer", timeout=5)
     assert offer["call_id"] == call_id
     reply = await kiosk.request("call.callback", call_id=call_id)
     assert reply["call"]["callback"] is True
     # The callback keeps its place; the agent who comes on duty gets it, marked as such.
-    a1 = await _agent(callbacks, "agent1")
+    a1 = await _agent(routed, "agent1")
     ring = await wait_for(a1, "call.ringing")
     assert ring["call"]["call_id"] == call_id and ring["call"]["callback"] is True
     await a1.request("call.accept", call_id=call_id)
     assert (await wait_for(kiosk, "call.answered"))["call"]["callback"] is True
     # Someone else's call cannot be turned into a callback.
-    (other,) = await _kiosks(callbacks, 1)
+    (other,) = await _kiosks(routed, 1)
     with pytest.raises(ClientError) as err:
         await other.request("call.callback", call_id=call_id)
     assert err.value.code == "not_found"
@@ -260,7 +250,7 @@ async def test_elderly_caller_goes_first(routed: Server) -> None:
 async def test_transfer_to_a_colleague_with_a_note(routed: Server) -> None:
     a1 = await _agent(routed, "agent1")
     (kiosk,) = await _kiosks(routed, 1)
-    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    call_id = await _call(kiosk)
     await wait_for(a1, "call.ringing")
     accepted = await a1.request("call.accept", call_id=call_id)
     case_id = accepted["call"]["case_id"]
@@ -312,7 +302,7 @@ async def test_transfer_to_a_colleague_with_a_note(routed: Server) -> None:
 async def test_transfer_to_a_department_queue(routed: Server) -> None:
     a1 = await _agent(routed, "agent1")
     (kiosk,) = await _kiosks(routed, 1)
-    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    call_id = await _call(kiosk)
     await wait_for(a1, "call.ringing")
     await a1.request("call.accept", call_id=call_id)
     a2 = await _agent(routed, "agent2")  # the only one with the market skill
