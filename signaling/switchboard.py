@@ -469,9 +469,9 @@ class Switchboard:
 
     async def case_event(self, case_id: int, message: dict[str, Any]) -> None:
         """Tell everyone in the live call of ``case_id`` (if there is one)."""
-        for view in await self.cases.live():
-            if view.case_id == case_id:
-                await self.presence.send_room(view.call_id, message)
+        call_id = await self.cases.live_call_of(case_id)
+        if call_id is not None:
+            await self.presence.send_room(call_id, message)
 
     async def material_added(self, call_id: int | None, material: MaterialView) -> None:
         if call_id is not None:

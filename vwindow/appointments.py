@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from vwindow import audit
 from vwindow.auth import Principal
-from vwindow.cases import Cases, material_view
+from vwindow.cases import Cases, material_view, service_item
 from vwindow.db import Database
 from vwindow.errors import ConflictError, InvalidStateError, NotFoundError, ValidationError
 from vwindow.models import (
@@ -96,11 +96,7 @@ class Appointments:
                 AppointmentSlot.starts_at > now,
                 AppointmentSlot.starts_at < now + timedelta(days=days))
             if service_code is not None:
-                item = (await s.scalars(select(ServiceItem).where(
-                    ServiceItem.code == service_code))).first()
-                if item is None:
-                    raise NotFoundError(f"service item {service_code!r} does not exist",
-                                        field="service")
+                item = await service_item(s, service_code, "service")
                 query = query.where((AppointmentSlot.service_item_id == item.id)
                                     | AppointmentSlot.service_item_id.is_(None))
             if free_only:
@@ -120,12 +116,7 @@ class Appointments:
         async with self.db.session() as s:
             item_id = None
             if service_code is not None:
-                item = (await s.scalars(select(ServiceItem).where(
-                    ServiceItem.code == service_code))).first()
-                if item is None:
-                    raise NotFoundError(f"service item {service_code!r} does not exist",
-                                        field="service")
-                item_id = item.id
+                item_id = (await service_item(s, service_code, "service")).id
             slot = AppointmentSlot(hall=hall, service_item_id=item_id, starts_at=starts_at,
                                    ends_at=ends_at, capacity=capacity, booked=0)
             s.add(slot)
@@ -175,41 +166,33 @@ class Appointments:
             raise ConflictError(f"case {case_id} already has a booking; cancel it first",
                                 field="case_id") from err
 
-    async def find(self, code: str) -> AppointmentView:
-        code = normalise_code(code)
-        async with self.db.session() as s:
-            appointment = (await s.scalars(select(Appointment).where(
-                Appointment.code == code))).first()
-            if appointment is None:
-                raise NotFoundError(f"no booking with code {code}", field="code")
-            return await self._view(s, appointment)
-
-    async def holds(self, raw_code: str) -> bool:
-        """Is ``raw_code`` a standing booking? (Its holder is served first when calling.)"""
+    @staticmethod
+    async def _by_code(s: AsyncSession, raw_code: str, field: str = "code", *,
+                       lock: bool = False) -> Appointment:
+        """The booking a citizen's code names; errors name ``field``."""
         try:
             code = normalise_code(raw_code)
         except ValidationError as err:
-            raise ValidationError(err.message, field="booking_code") from err
-        async with self.db.session() as s:
-            status = (await s.scalars(select(Appointment.status).where(
-                Appointment.code == code))).first()
-        if status is None:
-            raise NotFoundError(f"no booking with code {code}", field="booking_code")
-        return status == "booked"
+            raise ValidationError(err.message, field=field) from err
+        query = select(Appointment).where(Appointment.code == code)
+        appointment = (await s.scalars(query.with_for_update() if lock else query)).first()
+        if appointment is None:
+            raise NotFoundError(f"no booking with code {code}", field=field)
+        return appointment
 
-    async def for_case(self, case_id: int) -> AppointmentView | None:
+    async def find(self, code: str) -> AppointmentView:
         async with self.db.session() as s:
-            appointment = (await s.scalars(select(Appointment).where(
-                Appointment.active_case_id == case_id))).first()
-            return await self._view(s, appointment) if appointment else None
+            return await self._view(s, await self._by_code(s, code))
+
+    async def holds(self, code: str) -> bool:
+        """Is ``code`` a standing booking? (Its holder is served first when calling.)"""
+        async with self.db.session() as s:
+            return (await self._by_code(s, code, "booking_code")).status == "booked"
 
     async def cancel(self, principal: Principal, code: str) -> AppointmentView:
-        code = normalise_code(code)
         async with self.db.session() as s:
-            appointment = (await s.scalars(select(Appointment).where(
-                Appointment.code == code).with_for_update())).first()
-            if appointment is None:
-                raise NotFoundError(f"no booking with code {code}", field="code")
+            appointment = await self._by_code(s, code, lock=True)
+            code = appointment.code
             if appointment.status != "booked":
                 raise InvalidStateError(f"booking {code} is {appointment.status}",
                                         field="code")

@@ -59,6 +59,14 @@ from vwindow.views import (
 logger = logging.getLogger(__name__)
 
 
+async def service_item(s: AsyncSession, code: str, field: str) -> ServiceItem:
+    """The catalog item with ``code``; NotFoundError naming ``field`` otherwise."""
+    item = (await s.scalars(select(ServiceItem).where(ServiceItem.code == code))).first()
+    if item is None:
+        raise NotFoundError(f"service item {code!r} does not exist", field=field)
+    return item
+
+
 def note_view(n: CaseNote) -> NoteView:
     return NoteView(id=n.id, kind=n.kind, author_name=n.author_name, text=n.text,
                     created_at=n.created_at)
@@ -126,6 +134,12 @@ class Cases:
             if call is None:
                 raise NotFoundError(f"call {call_id} does not exist", field="call_id")
             return await self.view(s, call)
+
+    async def live_call_of(self, case_id: int) -> int | None:
+        """The case's live call, if it has one."""
+        async with self.db.session() as s:
+            return (await s.scalars(select(Call.id).where(
+                Call.case_id == case_id, Call.status == CallStatus.LIVE))).first()
 
     async def hub_node(self, call_id: int) -> str | None:
         """The node holding the live call's room and media hub (None: not live)."""
@@ -221,13 +235,7 @@ class Cases:
         self, kiosk_id: int, service_code: str, dialect: str | None = None, priority: int = 0
     ) -> CallView:
         async with self.db.session() as s:
-            item = (
-                await s.scalars(select(ServiceItem).where(ServiceItem.code == service_code))
-            ).first()
-            if item is None:
-                raise NotFoundError(
-                    f"service item {service_code!r} does not exist", field="service_code"
-                )
+            item = await service_item(s, service_code, "service_code")
             kiosk = await s.get(Kiosk, kiosk_id)
             if kiosk is None or not kiosk.active:
                 raise ForbiddenError(f"kiosk {kiosk_id} is not active")

@@ -122,18 +122,6 @@ class CallQueueBase:
             out.append(WaitingRow(waiting, kiosk_id, bool(callback), offered_to))
         return out
 
-    async def _waiting_calls(self, s: AsyncSession, *, unoffered: bool = False
-                             ) -> list[tuple[Call, routing.WaitingCall]]:
-        query = (select(Call, Township.county, Township.default_dialect)
-                 .join(Kiosk, Kiosk.id == Call.kiosk_id)
-                 .join(Township, Township.id == Kiosk.township_id)
-                 .where(Call.status == CallStatus.QUEUED)
-                 .order_by(Call.priority.desc(), Call.queued_at, Call.id))
-        if unoffered:
-            query = query.where(Call.offered_to.is_(None))
-        rows = (await s.execute(query)).all()
-        return [(call, _waiting(call, county, dialect)) for call, county, dialect in rows]
-
     async def _agents(self, s: AsyncSession, *, ready_here_locked: bool = False
                       ) -> list[tuple[AgentStatus, routing.AgentSlot]]:
         query = select(AgentStatus, User).join(User, User.id == AgentStatus.agent_id)

@@ -56,7 +56,10 @@ class QueueBoard(CallQueueBase):
 
     async def waiting_views(self) -> list[CallView]:
         async with self.db.session() as s:
-            return [await self.cases.view(s, call) for call, _ in await self._waiting_calls(s)]
+            calls = (await s.scalars(select(Call).where(Call.status == CallStatus.QUEUED)
+                                     .order_by(Call.priority.desc(), Call.queued_at,
+                                               Call.id))).all()
+            return [await self.cases.view(s, call) for call in calls]
 
     async def offered_to(self, agent_id: int) -> CallView | None:
         """The call currently offered to ``agent_id``, if any."""
