@@ -1,7 +1,7 @@
 // Expert conference on the agent console: the agent on a call invites another agent
 // (#invite-form → call.invite); the invited agent sees #invitation and joins or declines.
 
-import { byId, setText, hideError, showError, kioskText } from '/common/ui.js';
+import { byId, setText, setStatus, hideError, showError, kioskText } from '/common/ui.js';
 
 /** `#invite-form`: username → `call.invite`; the outcome in `#invite-status`. */
 export class InviteForm {
@@ -50,12 +50,7 @@ export class InviteForm {
   }
 
   _status(key, args = null, outcome = '') {
-    this.status.dataset.outcome = outcome;
-    if (key) setText(this.status, key, args);
-    else {
-      delete this.status.dataset.i18n;
-      this.status.textContent = '';
-    }
+    setStatus(this.status, key, args, outcome);
   }
 }
 

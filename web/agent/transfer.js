@@ -1,7 +1,7 @@
 // Transfer on the agent console (中台分派): hand the live call to a colleague by
 // username or to a department queue, with a note the next agent reads before answering.
 
-import { byId, h, setText } from '/common/ui.js';
+import { byId, h, setStatus } from '/common/ui.js';
 
 const CATEGORY_KEYS = ['social_security', 'medical_insurance', 'market', 'civil_affairs', 'land'];
 
@@ -72,11 +72,6 @@ export class TransferForm {
   }
 
   _status(key, args = null, outcome = '') {
-    this.status.dataset.outcome = outcome;
-    if (key) setText(this.status, key, args);
-    else {
-      delete this.status.dataset.i18n;
-      this.status.textContent = '';
-    }
+    setStatus(this.status, key, args, outcome);
   }
 }

@@ -189,6 +189,18 @@ export function errorKey(err) {
 }
 
 /** Show an error in `el` in words a person can act on. */
+/** A form's status line: a message (or none) and its outcome ('', 'ok', 'error') in
+ * `data-outcome`, so styles and tests can tell success from failure. */
+export function setStatus(el, key, args = null, outcome = '') {
+  if (!el) return;
+  el.dataset.outcome = outcome;
+  if (key) setText(el, key, args);
+  else {
+    delete el.dataset.i18n;
+    el.textContent = '';
+  }
+}
+
 export function showError(el, err, key = null) {
   if (!el) return;
   el.hidden = false;
