@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from media.service import MediaService
-from signaling import rest, rest_appointments
+from signaling import rest, rest_appointments, rest_uploads
 from signaling.bus import make_bus
 from signaling.presence import Presence
 from signaling.services import SERVICES, Services
@@ -24,6 +24,7 @@ from vwindow.config import Config
 from vwindow.db import Database
 from vwindow.queue import CallQueue
 from vwindow.store import FileStore
+from vwindow.uploads import Uploads
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ def build_services(config: Config) -> Services:
     media.on_member_state = switchboard.member_state
     return Services(config=config, db=db, store=store, tokens=tokens, cases=cases,
                     presence=presence, media=media, switchboard=switchboard,
-                    appointments=Appointments(db, cases))
+                    appointments=Appointments(db, cases),
+                    uploads=Uploads(db, store, cases,
+                                    max_bytes=config.server.max_upload_bytes))
 
 
 def make_app(config: Config, services: Services | None = None) -> web.Application:
@@ -69,6 +72,7 @@ def make_app(config: Config, services: Services | None = None) -> web.Applicatio
     app[SERVICES] = services or build_services(config)
     app.add_routes(rest.routes)
     app.add_routes(rest_appointments.routes)
+    app.add_routes(rest_uploads.routes)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/api/v1/openapi.yaml", openapi)
     web_root = Path(config.server.web_root) if config.server.web_root else DEFAULT_WEB_ROOT

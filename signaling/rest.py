@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -23,6 +24,7 @@ from vwindow.errors import (
     VWindowError,
 )
 from vwindow.models import Role
+from vwindow.uploads import UploadSpec, check_type
 from vwindow.validation import describe
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def error_response(err: VWindowError) -> web.Response:
     body: dict[str, Any] = {"code": err.code, "message": err.message}
     if err.field:
         body["field"] = err.field
+    body.update(err.details())
     return web.json_response({"error": body}, status=err.http_status)
 
 
@@ -205,39 +208,12 @@ async def get_case(request: web.Request) -> web.Response:
 
 # -- materials -------------------------------------------------------------------------
 
-_MAGIC: dict[str, tuple[bytes, ...]] = {
-    "image/jpeg": (b"\xff\xd8\xff",),
-    "image/png": (b"\x89PNG\r\n\x1a\n",),
-    "application/pdf": (b"%PDF-",),
-}
-_SOURCES = {"doccam", "snapshot", "upload", "idcard", "qr", "surveyor"}
-_SAFE_NAME = re.compile(r"[^\w.\-]+", re.UNICODE)
-
-
-def check_content(data: bytes, content_type: str) -> None:
-    """The bytes must really be the claimed type."""
-    magics = _MAGIC.get(content_type)
-    if magics is None:
-        allowed = ", ".join(sorted(_MAGIC))
-        raise ValidationError(f"content type {content_type!r} is not accepted "
-                              f"(allowed: {allowed})", field="content_type")
-    if not data:
-        raise ValidationError("upload is empty", field="body")
-    if not any(data.startswith(m) for m in magics):
-        raise ValidationError(f"the bytes are not a {content_type} file", field="body")
-
-
-def safe_filename(name: str) -> str:
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = _SAFE_NAME.sub("_", base).strip("._") or "file"
-    return cleaned[:120]
-
-
 _allow("POST", "/api/v1/cases/{case_id}/materials", (Role.KIOSK, Role.AGENT))
 
 
 @routes.post("/api/v1/cases/{case_id}/materials")
 async def upload_material(request: web.Request) -> web.Response:
+    """A whole file in one request; large or unreliable uploads use ``/uploads``."""
     services = request.app[SERVICES]
     principal = _principal(request, (Role.KIOSK, Role.AGENT))
     case_id = _int_param(request, "case_id")
@@ -246,36 +222,38 @@ async def upload_material(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         raise TooLargeError(f"upload of {request.content_length} bytes is over the "
                             f"{limit}-byte limit")
-    data = await _read_limited(request, limit)
     content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    check_content(data, content_type)
-    source = request.query.get("source", "upload")
-    if source not in _SOURCES:
-        raise ValidationError(f"source {source!r} is unknown (use one of "
-                              f"{', '.join(sorted(_SOURCES))})", field="source")
+    check_type(content_type)
+    data = await read_limited(request, limit)
     call_id_raw = request.query.get("call_id")
     call_id = _parse_id(call_id_raw, "call_id") if call_id_raw is not None else None
     if call_id is not None:
         call = await services.cases.get_call(call_id)
         if call.case_id != case_id:
             raise ValidationError(f"call {call_id} is not on case {case_id}", field="call_id")
-    sha = await services.store.put(data)
-    material, new = await services.cases.add_material(
-        principal, case_id, sha256=sha, size=len(data), content_type=content_type,
-        filename=safe_filename(request.query.get("filename", "material")), source=source,
-        call_id=call_id)
-    if new:
-        await services.switchboard.material_added(call_id, material)
-    return web.json_response(material.model_dump(mode="json"), status=201 if new else 200)
+    spec = UploadSpec(sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+                      content_type=content_type,
+                      filename=request.query.get("filename", "material"),
+                      source=request.query.get("source", "upload"), call_id=call_id)
+    if not data:
+        raise ValidationError("upload is empty", field="body")
+    state = await services.uploads.put(principal, case_id, spec, data)
+    if state.material is None:  # put() always ends in a material
+        raise VWindowError("upload did not produce a material")
+    if state.new:
+        await services.switchboard.material_added(call_id, state.material)
+    return web.json_response(state.material.model_dump(mode="json"),
+                             status=201 if state.new else 200)
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
+async def read_limited(request: web.Request, limit: int, *, what: str = "upload") -> bytes:
+    """The body, refused as soon as it passes ``limit`` bytes."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > limit:
-            raise TooLargeError(f"upload is over the {limit}-byte limit")
+            raise TooLargeError(f"{what} is over the {limit}-byte limit", field="body")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -15,6 +15,7 @@ from vwindow.cases import Cases
 from vwindow.config import Config
 from vwindow.db import Database
 from vwindow.store import FileStore
+from vwindow.uploads import Uploads
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Services:
     media: MediaService
     switchboard: Switchboard
     appointments: Appointments
+    uploads: Uploads
 
 
 SERVICES = web.AppKey("services", Services)

@@ -474,11 +474,13 @@ class Switchboard:
             await self.presence.send_room(call_id, message)
 
     async def material_added(self, call_id: int | None, material: MaterialView) -> None:
-        if call_id is not None:
-            await self.presence.send_room(call_id, {"type": "case.material",
-                                                    "case_id": material.case_id,
-                                                    "material": material.model_dump(
-                                                        mode="json")})
+        """Show a new material in its call's room and, when that call is over (a kiosk
+        uploading what it kept while offline), in the case's live call, if any."""
+        live = await self.cases.live_call_of(material.case_id)
+        msg = {"type": "case.material", "case_id": material.case_id,
+               "material": material.model_dump(mode="json")}
+        for target in {c for c in (call_id, live) if c is not None}:
+            await self.presence.send_room(target, msg)
 
     async def chat(self, conn: Connection, call_id: int, text: str) -> None:
         await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK, Role.SURVEYOR))
@@ -505,7 +507,7 @@ class Switchboard:
             material, new = await self.cases.add_material(
                 "system:recorder", call.case_id, sha256=sha, size=size, content_type=mime,
                 filename=f"recording-{call_id}-{stamp}{result.path.suffix}",
-                source="recording", call_id=call_id)
+                source="recording", call_id=call_id, kind="recording")
         except VWindowError:
             logger.exception("call %s: recording could not be stored; kept at %s", call_id,
                              result.path)
@@ -534,7 +536,7 @@ class Switchboard:
         material, new = await self.cases.add_material(
             conn.principal, room.case_id, sha256=sha, size=len(shot.jpeg),
             content_type="image/jpeg", filename=f"snapshot-{pub.owner.kind}-{role}-{stamp}.jpg",
-            source="snapshot", call_id=call_id)
+            source="snapshot", call_id=call_id, kind="snapshot")
         if new:
             await self.material_added(call_id, material)
         return {"type": "snapshot.taken", "material": material.model_dump(mode="json"),

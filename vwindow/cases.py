@@ -81,6 +81,10 @@ def material_view(m: Material) -> MaterialView:
         content_type=m.content_type,
         filename=m.filename,
         source=m.source,
+        call_id=m.call_id,
+        kind=m.kind,
+        document=m.document,
+        page=m.page,
         created_at=m.created_at,
         url=f"/api/v1/materials/{m.id}/content",
     )
@@ -390,6 +394,9 @@ class Cases:
         filename: str,
         source: str,
         call_id: int | None,
+        kind: str = "file",
+        document: str | None = None,
+        page: int | None = None,
     ) -> tuple[MaterialView, bool]:
         """Link stored bytes to a case; the same content twice is one material.
 
@@ -414,6 +421,9 @@ class Cases:
                 content_type=content_type,
                 filename=filename,
                 source=source,
+                kind=kind,
+                document=document,
+                page=page,
                 created_by=actor_key,
             )
             s.add(m)
@@ -424,7 +434,8 @@ class Cases:
             await audit.append(s, actor=actor_key, action="material.added",
                                case_id=case_id,
                                detail={"material_id": m.id, "sha256": sha256, "size": size,
-                                       "type": content_type, "source": source})
+                                       "type": content_type, "source": source,
+                                       "kind": kind})
             logger.info("case %s: material %s added (%s, %d bytes)", case_id, m.id,
                         content_type, size)
             return material_view(m), True

@@ -18,6 +18,10 @@ class VWindowError(Exception):
         self.message = message
         self.field = field
 
+    def details(self) -> dict[str, object]:
+        """Extra machine-readable facts for the client (e.g. where to resume)."""
+        return {}
+
 
 class ConfigError(VWindowError):
     code = "invalid_config"

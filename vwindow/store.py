@@ -28,6 +28,8 @@ class FileStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._tmp = self.root / "tmp"
+        self.partial_root = self.root / "uploads"
+        """Resumable uploads in progress (kept across restarts, unlike ``tmp/``)."""
 
     async def start(self) -> None:
         await asyncio.to_thread(self._prepare)
@@ -37,6 +39,7 @@ class FileStore:
 
     def _prepare(self) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self.partial_root.mkdir(parents=True, exist_ok=True)
         # Temp files left by a crash are never referenced: remove them.
         for leftover in self._tmp.iterdir():
             leftover.unlink(missing_ok=True)
@@ -107,6 +110,24 @@ class FileStore:
         except OSError as err:
             raise StorageError(f"could not store {source.name}: {err.strerror}") from err
         return digest.hexdigest(), size
+
+    def adopt(self, source: Path, sha256: str) -> None:
+        """Move a fully written, fsynced file whose content hashes to ``sha256`` into the
+        store (same file system: one rename). Blocking; call it from a worker thread."""
+        final = self.path_for(sha256)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.is_file():
+                source.unlink(missing_ok=True)
+                return
+            os.replace(source, final)
+            dir_fd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as err:
+            raise StorageError(f"could not store file {sha256[:12]}…: {err.strerror}") from err
 
     async def get(self, sha256: str) -> bytes:
         path = self.path_for(sha256)

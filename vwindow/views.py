@@ -56,6 +56,10 @@ class MaterialView(BaseModel):
     content_type: str
     filename: str
     source: str
+    call_id: int | None = None
+    kind: str = "file"
+    document: str | None = None
+    page: int | None = None
     created_at: datetime
     url: str
 
