@@ -106,3 +106,22 @@ class CodeDecodeError(DeviceError):
 
     code = "code_decode"
     http_status = 400
+
+
+class ScannerError(DeviceError):
+    """A code sent by a hand-held or desk scanner could not be turned into text."""
+
+    code = "scanner_error"
+    http_status = 400
+
+
+class ScannerPayloadError(ScannerError):
+    """A scanned code is not valid in the configured payload format (hex, base64, keys)."""
+
+    code = "scan_payload"
+
+
+class ScannerOverflowError(ScannerError):
+    """A scanned code was longer than the configured limit and was discarded."""
+
+    code = "scan_too_long"

@@ -19,7 +19,8 @@ API
 ``create_device(kind, driver, **options) -> Device``  via ``DeviceRegistry.default()``
 ``available_drivers() -> dict[str, tuple[str, ...]]`` via ``DeviceRegistry.default()``
 
-Built-in drivers: ``doccam``: ``sim``, ``uvc``; ``idcard``: ``sim``, ``serial``.
+Built-in drivers: ``doccam``: ``sim``, ``uvc``; ``idcard``: ``sim``, ``serial``;
+``scanner``: ``sim``, ``evdev`` (keyboard wedge, needs python-evdev), ``serial``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ BUILTIN_DRIVERS: Final[tuple[DriverEntry, ...]] = (
     DriverEntry("doccam", "uvc", "devices.uvc", "UvcDocumentCamera"),
     DriverEntry("idcard", "sim", "devices.sim.idcard", "SimulatedIdCardReader"),
     DriverEntry("idcard", "serial", "devices.idcard", "IdCardReader"),
+    DriverEntry("scanner", "sim", "devices.sim.scanner", "SimulatedScanner"),
+    DriverEntry("scanner", "evdev", "devices.scanner_evdev", "EvdevScanner"),
+    DriverEntry("scanner", "serial", "devices.scanner_serial", "SerialScanner"),
 )
 
 

@@ -76,8 +76,8 @@ def test_class_of_another_kind_is_unavailable() -> None:
 
 def test_unknown_kind_and_driver_are_named() -> None:
     registry = DeviceRegistry.default()
-    with pytest.raises(UnknownDriverError, match="'scanner'"):
-        registry.create("scanner", "sim")
+    with pytest.raises(UnknownDriverError, match="'printer'"):
+        registry.create("printer", "sim")
     with pytest.raises(UnknownDriverError, match=r"'v4l'.*known: sim, uvc"):
         registry.create("doccam", "v4l")
 
