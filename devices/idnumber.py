@@ -27,25 +27,22 @@ from datetime import date
 from typing import Final
 
 from devices.errors import IdNumberError
+from vwindow.errors import ValidationError
+from vwindow.privacy import check_character as _check_character
+from vwindow.privacy import mask_id_number
 
-_WEIGHTS: Final = tuple(pow(2, 17 - i, 11) for i in range(17))
-_CHECK_CHARS: Final = "10X98765432"  # indexed by (weighted sum mod 11)
+__all__ = ["IdNumber", "check_character", "mask_id_number", "normalize_id_number",
+           "parse_id_number", "validate_id_number"]
+
 _LENGTH: Final = 18
 
 
 def check_character(first17: str) -> str:
     """The ISO 7064 MOD 11-2 check character for 17 digits."""
-    if len(first17) != 17 or not first17.isascii() or not first17.isdigit():
-        raise IdNumberError("check character needs exactly 17 ASCII digits", field="id_number")
-    total = sum(int(ch) * w for ch, w in zip(first17, _WEIGHTS, strict=True))
-    return _CHECK_CHARS[total % 11]
-
-
-def mask_id_number(number: str) -> str:
-    """Keep the first 4 and last 4 characters, star the rest (all stars if too short)."""
-    if len(number) <= 8:
-        return "*" * len(number)
-    return number[:4] + "*" * (len(number) - 8) + number[-4:]
+    try:
+        return _check_character(first17)
+    except ValidationError as err:
+        raise IdNumberError(err.message, field=err.field) from None
 
 
 def normalize_id_number(text: str) -> str:

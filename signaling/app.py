@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from media.service import MediaService
-from signaling import rest, rest_appointments, rest_uploads
+from signaling import rest, rest_appointments, rest_readings, rest_uploads
 from signaling.bus import make_bus
 from signaling.presence import Presence
 from signaling.services import SERVICES, Services
@@ -23,6 +23,7 @@ from vwindow.cases import Cases
 from vwindow.config import Config
 from vwindow.db import Database
 from vwindow.queue import CallQueue
+from vwindow.readings import Readings
 from vwindow.store import FileStore
 from vwindow.uploads import Uploads
 
@@ -63,7 +64,8 @@ def build_services(config: Config) -> Services:
                     presence=presence, media=media, switchboard=switchboard,
                     appointments=Appointments(db, cases),
                     uploads=Uploads(db, store, cases,
-                                    max_bytes=config.server.max_upload_bytes))
+                                    max_bytes=config.server.max_upload_bytes),
+                    readings=Readings(db, store))
 
 
 def make_app(config: Config, services: Services | None = None) -> web.Application:
@@ -73,6 +75,7 @@ def make_app(config: Config, services: Services | None = None) -> web.Applicatio
     app.add_routes(rest.routes)
     app.add_routes(rest_appointments.routes)
     app.add_routes(rest_uploads.routes)
+    app.add_routes(rest_readings.routes)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/api/v1/openapi.yaml", openapi)
     web_root = Path(config.server.web_root) if config.server.web_root else DEFAULT_WEB_ROOT

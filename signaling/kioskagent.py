@@ -1,5 +1,7 @@
 """The kiosk's device agent (``vwindow kiosk``): publishes the document camera into the
-kiosk's live session and uploads full-resolution captures into the case on request.
+kiosk's live session, turns capture requests into scanned pages and PDFs in the case
+(:mod:`signaling.kiosk_capture`), sends ID-card reads (:mod:`signaling.kiosk_readers`),
+and keeps whatever could not be uploaded in an on-disk spool until the uplink is back.
 
 It logs in with the kiosk's own device key and connects as the kiosk's ``devices``
 client, so the server knows it belongs to that kiosk and nothing else.
@@ -9,45 +11,83 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from devices.doccam import DocumentCamera
+from devices.idcard import IdCardReader
+from devices.qr import DecodedCode
+from devices.scanner import CodeScanner
 from media.tracks import FrameSourceTrack
 from signaling.client import ClientError, HubPeer, SignalClient, rest_login
+from signaling.kiosk_capture import CaptureRequest, DocumentDesk
+from signaling.kiosk_readers import IdCardDesk
+from signaling.uploader import ChunkedUploader, Spool
 
 logger = logging.getLogger(__name__)
+
+_NETWORK_ERRORS = (TimeoutError, aiohttp.ClientError, ClientError, OSError)
 
 
 class KioskAgent:
     """Runs until stopped; reconnects with backoff when the uplink drops."""
 
     def __init__(self, base_url: str, kiosk_code: str, device_key: str,
-                 camera: DocumentCamera, *, preview_fps: float = 10.0) -> None:
+                 camera: DocumentCamera, *, idcard: IdCardReader | None = None,
+                 scanner: CodeScanner | None = None,
+                 spool_dir: str | Path | None = None, preview_fps: float = 10.0,
+                 drain_every_s: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.kiosk_code = kiosk_code
         self.device_key = device_key
         self.camera = camera
+        self.idcard = idcard
+        self.scanner = scanner
+        self._scanning: asyncio.Task[None] | None = None
+        self.codes_sent = 0
         self.preview_fps = preview_fps
+        self.drain_every_s = drain_every_s
+        self._own_spool = spool_dir is None
+        self.spool = Spool(spool_dir if spool_dir is not None
+                           else tempfile.mkdtemp(prefix="vwindow-spool-"))
+        self.desk = DocumentDesk(camera, self.spool)
+        self.id_desk = IdCardDesk(idcard, self._post) if idcard is not None else None
         self._http: aiohttp.ClientSession | None = None
         self._signal: SignalClient | None = None
         self._peer: HubPeer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._pages = 0
+        self._watch: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.captures_done = 0
 
     async def start(self) -> None:
         await self.camera.start()
+        if self.idcard is not None:
+            try:
+                await self.idcard.start()
+            except Exception as err:
+                # A missing reader must not take the camera down with it.
+                logger.warning("ID-card reader unavailable: %s", err)
+                self.id_desk = None
+        if self.scanner is not None:
+            await self.scanner.start()
+            self._scanning = asyncio.create_task(self._scan_loop(self.scanner),
+                                                 name="kiosk-scanner")
         self._http = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run(), name="kiosk-agent")
+        self._drainer = asyncio.create_task(self._drain_loop(), name="kiosk-spool")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._drainer, self._scanning):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._drainer = self._scanning = None
         await self._leave()
         if self._signal is not None:
             await self._signal.close()
@@ -55,7 +95,31 @@ class KioskAgent:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self.idcard is not None:
+            await self.idcard.stop()
+        if self.scanner is not None:
+            await self.scanner.stop()
         await self.camera.stop()
+        if self._own_spool:
+            shutil.rmtree(self.spool.root, ignore_errors=True)
+
+    def _uploader(self) -> ChunkedUploader | None:
+        signal = self._signal
+        if self._http is None or signal is None or not self.connected.is_set():
+            return None
+        return ChunkedUploader(self._http, self.base_url, lambda: signal.token)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self._http is None or self._signal is None:
+            raise ClientError("disconnected", "not connected to the server")
+        async with self._http.post(f"{self.base_url}{path}", json=body,
+                                   headers={"Authorization": f"Bearer {self._signal.token}"},
+                                   timeout=aiohttp.ClientTimeout(total=20)) as resp:
+            answer: dict[str, Any] = await resp.json()
+            if resp.status >= 400:
+                error = answer.get("error", {})
+                raise ClientError(error.get("code", "error"), error.get("message", ""))
+            return answer
 
     async def _run(self) -> None:
         delay = 1.0
@@ -65,7 +129,7 @@ class KioskAgent:
                 delay = 1.0
             except asyncio.CancelledError:
                 raise
-            except (TimeoutError, aiohttp.ClientError, ClientError, OSError) as err:
+            except _NETWORK_ERRORS as err:
                 logger.warning("kiosk agent: connection problem (%s); retrying in %.0f s",
                                err, delay)
             self.connected.clear()
@@ -84,84 +148,115 @@ class KioskAgent:
         signal.on("call.answered", self._on_answered)
         signal.on("call.ended", self._on_ended)
         signal.on("device.capture", self._on_capture)
+        signal.on("device.idcard", self._on_idcard)
         welcome = await signal.connect()
         self.connected.set()
         logger.info("kiosk agent connected")
         active = welcome.get("active_call")
         if active and active.get("status") == "live":
-            await self._join(int(active["call_id"]))
+            await self._join(int(active["call_id"]), int(active["case_id"]))
         await signal.closed.wait()
 
+    async def _drain_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.drain_every_s)
+            uploader = self._uploader()
+            if uploader is None or not await asyncio.to_thread(self.spool.pending):
+                continue
+            try:
+                async with self.desk.upload_lock:
+                    sent = await self.spool.drain(uploader)
+                if sent:
+                    logger.info("kiosk agent: %d kept upload(s) sent", sent)
+            except _NETWORK_ERRORS as err:
+                logger.info("kiosk agent: spool not drained yet (%s)", err)
+
+    async def _scan_loop(self, scanner: CodeScanner) -> None:
+        async for code in scanner.codes():
+            signal = self._signal
+            if signal is None or not self.connected.is_set():
+                logger.warning("kiosk agent: a scanned code was dropped (offline); scan again")
+                continue
+            try:
+                await signal.request("device.code", text=code.text, source=code.source)
+                self.codes_sent += 1
+            except _NETWORK_ERRORS as err:
+                logger.warning("kiosk agent: scanned code not delivered (%s)", err)
+
     async def _on_answered(self, msg: dict[str, Any]) -> None:
-        await self._join(int(msg["call"]["call_id"]))
+        await self._join(int(msg["call"]["call_id"]), int(msg["call"]["case_id"]))
 
     async def _on_ended(self, msg: dict[str, Any]) -> None:
         if self._peer is not None and self._peer.call_id == msg.get("call_id"):
             await self._leave()
 
-    async def _join(self, call_id: int) -> None:
+    async def _join(self, call_id: int, case_id: int) -> None:
         await self._leave()
         if self._signal is None:
             return
         track = FrameSourceTrack(self.camera.preview_frame, fps=self.preview_fps)
         self._peer = HubPeer(self._signal, call_id, {"doccam": track})
+        if self.id_desk is not None:
+            self._watch = asyncio.create_task(self.id_desk.watch(case_id, call_id),
+                                              name=f"idcard-watch-{call_id}")
         await self._peer.join()
         logger.info("kiosk agent: publishing the document camera in call %s", call_id)
 
     async def _leave(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         peer, self._peer = self._peer, None
         if peer is not None:
             await peer.close()
 
-    async def _progress(self, request_id: str, call_id: int, stage: str,
-                        percent: float | None = None, message: str | None = None) -> None:
-        if self._signal is None:
-            return
-        fields: dict[str, Any] = {"request_id": request_id, "call_id": call_id,
-                                  "stage": stage}
-        if percent is not None:
-            fields["percent"] = percent
-        if message:
-            fields["message"] = message
-        try:
-            await self._signal.request("device.progress", **fields)
-        except (TimeoutError, ClientError) as err:
-            logger.info("progress report not delivered: %s", err)
+    def _reporter(self, request_id: str, call_id: int) -> Any:
+        async def report(stage: str, percent: float | None, message: str | None) -> None:
+            if self._signal is None:
+                return
+            fields: dict[str, Any] = {"request_id": request_id, "call_id": call_id,
+                                      "stage": stage}
+            if percent is not None:
+                fields["percent"] = round(percent, 1)
+            if message:
+                fields["message"] = message[:500]
+            try:
+                await self._signal.request("device.progress", **fields)
+            except (TimeoutError, ClientError) as err:
+                logger.info("progress report not delivered: %s", err)
+        return report
 
     async def _on_capture(self, msg: dict[str, Any]) -> None:
         # Already run beside the socket reader by SignalClient.
-        await self._capture(msg)
+        req = CaptureRequest.from_push(msg)
+        report = self._reporter(req.request_id, req.call_id)
 
-    async def _capture(self, msg: dict[str, Any]) -> None:
-        request_id = str(msg["request_id"])
-        case_id = int(msg["case_id"])
-        call_id = int(msg["call_id"])
+        async def post_code(code: DecodedCode) -> None:
+            try:
+                await self._post(f"/api/v1/cases/{req.case_id}/codes",
+                                 {"text": code.text, "symbology": code.symbology,
+                                  "source": "doccam", "call_id": req.call_id})
+            except _NETWORK_ERRORS as err:
+                logger.info("case %s: code on the page not recorded (%s)", req.case_id, err)
+
         try:
-            await self._progress(request_id, call_id, "capturing", 10)
-            still = await self.camera.capture_still()
-            self._pages += 1
-            await self._progress(request_id, call_id, "uploading", 50)
-            await self._upload(case_id, call_id, still.jpeg, f"page-{self._pages}.jpg")
-            await self._progress(request_id, call_id, "done", 100)
-            self.captures_done += 1
-            logger.info("case %s: page %d captured (%dx%d, %d bytes)", case_id, self._pages,
-                        still.width, still.height, len(still.jpeg))
+            outcome = await self.desk.capture(req, self._uploader(), report, post_code)
         except Exception as err:
-            logger.exception("case %s: capture failed", case_id)
-            await self._progress(request_id, call_id, "failed",
-                                 message=f"拍摄失败 / capture failed: {err}")
+            logger.exception("case %s: capture failed", req.case_id)
+            await report("failed", None, f"拍摄失败 / capture failed: {err}")
+            return
+        if outcome is not None:
+            self.captures_done += 1
 
-    async def _upload(self, case_id: int, call_id: int, data: bytes, filename: str) -> None:
-        if self._http is None or self._signal is None:
-            raise ClientError("disconnected", "not connected to the server")
-        url = f"{self.base_url}/api/v1/cases/{case_id}/materials"
-        async with self._http.post(
-            url, data=data,
-            params={"source": "doccam", "call_id": str(call_id), "filename": filename},
-            headers={"Authorization": f"Bearer {self._signal.token}",
-                     "Content-Type": "image/jpeg"},
-        ) as resp:
-            if resp.status not in (200, 201):
-                body = await resp.json()
-                raise ClientError(body.get("error", {}).get("code", "error"),
-                                  body.get("error", {}).get("message", str(resp.status)))
+    async def _on_idcard(self, msg: dict[str, Any]) -> None:
+        call_id = int(msg["call_id"])
+        report = self._reporter(str(msg["request_id"]), call_id)
+        if self.id_desk is None:
+            await report("failed", None, "本终端未连接身份证读卡器 / no ID-card reader on this "
+                         "kiosk")
+            return
+        try:
+            await self.id_desk.read_on_request(int(msg["case_id"]), call_id, report)
+        except _NETWORK_ERRORS as err:
+            await report("failed", None, f"读卡结果未能上传 / not sent: {err}")

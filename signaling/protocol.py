@@ -186,8 +186,33 @@ class MediaSnapshot(_Message):
 
 
 class DeviceCapture(_Message):
+    """The agent (or the kiosk) asks the kiosk's document camera for a page."""
+
     type: Literal["device.capture"]
     call_id: CallId
+    document: str | None = Field(default=None, min_length=1, max_length=64,
+                                 pattern=r"^[\w\-]+$")
+    """The pages of one document go into one PDF; absent: the current document."""
+    mode: Literal["color", "bw"] = "color"
+    accept_poor: bool = False
+    """Keep a page the quality gates would send back for a retake."""
+
+
+class DeviceIdCard(_Message):
+    """The agent asks the kiosk to read the ID card on its reader into the case."""
+
+    type: Literal["device.idcard"]
+    call_id: CallId
+
+
+class DeviceCode(_Message):
+    """The kiosk's scanner read a code: into the live call's case, else to the kiosk page
+    (e.g. a booking code scanned before calling)."""
+
+    type: Literal["device.code"]
+    text: str = Field(min_length=1, max_length=4096)
+    symbology: str = Field(default="QRCODE", min_length=1, max_length=32)
+    source: Literal["scanner-evdev", "scanner-serial", "scanner-sim"]
 
 
 class DeviceProgress(_Message):
@@ -196,7 +221,8 @@ class DeviceProgress(_Message):
     call_id: CallId | None = None
     """The call of the request (the device.capture push names it): routes the report to
     the node holding the call's room."""
-    stage: Literal["capturing", "uploading", "done", "failed"]
+    stage: Literal["capturing", "processing", "retake", "building_pdf", "uploading",
+                   "queued", "waiting_card", "done", "failed"]
     percent: float | None = Field(default=None, ge=0, le=100)
     message: str | None = Field(default=None, max_length=500)
 
@@ -215,7 +241,8 @@ ALL_MESSAGES: tuple[type[_Message], ...] = (
     Auth, Ping, AgentState, CallStart, CallCancel, CallCallback, CallAccept, CallDecline,
     CallEnd, CallInvite, CallJoin, CallTransfer,
     RtcJoin, RtcAnswer, RtcCandidate, RtcLeave, RtcPublish, RtcUnpublish, SessionMonitor,
-    MediaSnapshot, DeviceCapture, DeviceProgress, ChatSend, DashboardSubscribe,
+    MediaSnapshot, DeviceCapture, DeviceIdCard, DeviceCode, DeviceProgress, ChatSend,
+    DashboardSubscribe,
 )
 
 MESSAGE_TYPES: dict[str, type[_Message]] = {

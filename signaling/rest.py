@@ -202,8 +202,11 @@ async def get_case(request: web.Request) -> web.Response:
     principal = _principal(request, STAFF_AND_KIOSK)
     case_id = _int_param(request, "case_id")
     await services.cases.check_case_access(principal, case_id)
-    view = await services.cases.case_view(case_id)
-    return web.json_response(view.model_dump(mode="json"))
+    body = (await services.cases.case_view(case_id)).model_dump(mode="json")
+    body["id_reads"] = [r.model_dump(mode="json")
+                        for r in await services.readings.id_reads(case_id)]
+    body["codes"] = [c.model_dump(mode="json") for c in await services.readings.codes(case_id)]
+    return web.json_response(body)
 
 
 # -- materials -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from vwindow.auth import TokenIssuer
 from vwindow.cases import Cases
 from vwindow.config import Config
 from vwindow.db import Database
+from vwindow.readings import Readings
 from vwindow.store import FileStore
 from vwindow.uploads import Uploads
 
@@ -30,6 +31,7 @@ class Services:
     switchboard: Switchboard
     appointments: Appointments
     uploads: Uploads
+    readings: Readings
 
 
 SERVICES = web.AppKey("services", Services)

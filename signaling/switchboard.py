@@ -23,8 +23,9 @@ from signaling.router import Router
 from vwindow.cases import Cases
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
-from vwindow.models import Role
+from vwindow.models import CallStatus, Role
 from vwindow.queue import CallQueue
+from vwindow.readings import Readings, purpose_of
 from vwindow.routing import priority_for
 from vwindow.store import FileStore
 from vwindow.views import CallView, MaterialView
@@ -426,25 +427,28 @@ class Switchboard:
 
     # -- captures, materials, chat ---------------------------------------------------
 
-    async def request_capture(self, conn: Connection, call_id: int) -> dict[str, Any]:
+    async def request_device(self, conn: Connection, call_id: int, push_type: str,
+                             extra: dict[str, Any]) -> dict[str, Any]:
+        """Ask the kiosk's device agent to capture a page or read an ID card; its
+        progress reports come back to the room as ``capture.progress``."""
         room = await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK))
         kiosk_key = f"kiosk:{self._kiosk_ids.get(call_id, 0)}"
         request_id = secrets.token_hex(6)
         # The kiosk's device agent may be connected to another node: deliver it there.
         sent = await self.presence.deliver(
             kiosk_key,
-            {"type": "device.capture", "call_id": call_id, "case_id": room.case_id,
-             "request_id": request_id},
+            {"type": push_type, "call_id": call_id, "case_id": room.case_id,
+             "request_id": request_id, **extra},
             client="devices",
         )
         if not sent:
-            raise NotFoundError("the kiosk's document camera is not connected; "
-                                "check that the device agent (vwindow kiosk) is running")
+            raise NotFoundError("the kiosk's devices are not connected; check that the "
+                                "device agent (vwindow kiosk) is running")
         self._captures[request_id] = (call_id, self._kiosk_ids.get(call_id, 0))
         while len(self._captures) > 1000:
             self._captures.pop(next(iter(self._captures)))
         await self.presence.send_room(call_id, {"type": "capture.progress", "call_id": call_id,
-                                                "request_id": request_id,
+                                                "request_id": request_id, "what": push_type,
                                                 "stage": "requested", "percent": 0})
         return {"type": "capture.requested", "request_id": request_id}
 
@@ -466,6 +470,28 @@ class Switchboard:
         if message:
             push["message"] = message
         await self.presence.send_room(call_id, push)
+
+    async def device_code(self, conn: Connection, readings: Readings, text: str,
+                          symbology: str, source: str) -> dict[str, Any]:
+        """A code from the kiosk's scanner: recorded in the live call's case and shown
+        to the agent; with no call, handed to the kiosk's page (a booking code)."""
+        if conn.client != "devices":
+            raise ForbiddenError("only the kiosk's device agent sends scanned codes")
+        call = await self.cases.active_call_for(conn.principal)
+        if call is not None and call.status == CallStatus.LIVE:
+            view = await readings.add_code(conn.principal, call.case_id, text=text,
+                                           symbology=symbology, source=source,
+                                           call_id=call.call_id)
+            payload = view.model_dump(mode="json")
+            await self.presence.send_room(call.call_id, {"type": "case.code",
+                                                         "case_id": call.case_id,
+                                                         "code": payload})
+            return {"type": "code.recorded", "code": payload}
+        purpose = purpose_of(text)
+        await self.presence.deliver(conn.principal.key, {
+            "type": "kiosk.code", "text": text, "symbology": symbology, "purpose": purpose},
+            client="page")
+        return {"type": "code.forwarded", "purpose": purpose}
 
     async def case_event(self, case_id: int, message: dict[str, Any]) -> None:
         """Tell everyone in the live call of ``case_id`` (if there is one)."""

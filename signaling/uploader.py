@@ -175,6 +175,27 @@ class Spool:
         (self.root / f"{name}.json").unlink(missing_ok=True)
         (self.root / f"{name}.bin").unlink(missing_ok=True)
 
+    async def upload_one(self, name: str, uploader: ChunkedUploader,
+                         progress: Progress | None = None) -> dict[str, Any] | None:
+        """Upload one entry and remove it; ``None`` when the server refused it for good
+        (dropped, with a log line). Connection errors propagate and keep the entry."""
+        meta = UploadMeta(**json.loads(
+            await asyncio.to_thread((self.root / f"{name}.json").read_text)))
+        try:
+            data = await asyncio.to_thread(self.data, name)
+        except FileNotFoundError:
+            await asyncio.to_thread(self.remove, name)
+            return None
+        try:
+            material = await uploader.upload(data, meta, progress)
+        except UploadRefusedError as err:
+            logger.warning("spool: case %s upload refused (%s: %s); dropped",
+                           meta.case_id, err.code, err.message)
+            await asyncio.to_thread(self.remove, name)
+            return None
+        await asyncio.to_thread(self.remove, name)
+        return material
+
     async def drain(self, uploader: ChunkedUploader,
                     on_done: Callable[[UploadMeta, dict[str, Any]], Awaitable[None]] | None
                     = None) -> int:
@@ -182,19 +203,9 @@ class Spool:
         tries again later). Returns how many entries were uploaded."""
         done = 0
         for name, meta in await asyncio.to_thread(self.pending):
-            try:
-                data = await asyncio.to_thread(self.data, name)
-            except FileNotFoundError:
-                self.remove(name)
+            material = await self.upload_one(name, uploader)
+            if material is None:
                 continue
-            try:
-                material = await uploader.upload(data, meta)
-            except UploadRefusedError as err:
-                logger.warning("spool: case %s upload refused (%s: %s); dropped",
-                               meta.case_id, err.code, err.message)
-                await asyncio.to_thread(self.remove, name)
-                continue
-            await asyncio.to_thread(self.remove, name)
             done += 1
             if on_done is not None:
                 await on_done(meta, material)

@@ -44,6 +44,8 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
     p.CallJoin: (Role.AGENT,),
     p.MediaSnapshot: (Role.AGENT,),
     p.DeviceCapture: (Role.AGENT, Role.KIOSK),
+    p.DeviceIdCard: (Role.AGENT, Role.KIOSK),
+    p.DeviceCode: (Role.KIOSK,),
     p.DeviceProgress: (Role.KIOSK,),
     p.ChatSend: (Role.AGENT, Role.KIOSK, Role.SURVEYOR),
     p.DashboardSubscribe: (Role.SUPERVISOR,),
@@ -54,14 +56,15 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
 # on another node, they are relayed there over the bus (``relay_to_hub_node``).
 ROOM_MESSAGES: tuple[type[p._Message], ...] = (
     p.RtcJoin, p.RtcAnswer, p.RtcCandidate, p.RtcLeave, p.RtcPublish, p.RtcUnpublish,
-    p.ChatSend, p.DeviceCapture, p.DeviceProgress, p.MediaSnapshot, p.SessionMonitor,
+    p.ChatSend, p.DeviceCapture, p.DeviceIdCard, p.DeviceProgress, p.MediaSnapshot,
+    p.SessionMonitor,
     p.CallEnd, p.CallInvite, p.CallJoin, p.CallTransfer,
 )
 
 # The kiosk's device agent shares the kiosk's token but only publishes and reports.
 DEVICE_CLIENT_MESSAGES: frozenset[type[p._Message]] = frozenset({
     p.Ping, p.RtcJoin, p.RtcAnswer, p.RtcCandidate, p.RtcLeave, p.RtcPublish, p.RtcUnpublish,
-    p.DeviceProgress,
+    p.DeviceProgress, p.DeviceCode,
 })
 
 
@@ -217,8 +220,15 @@ async def _dispatch(services: Services, conn: Connection,
             return await sb.join_as_expert(conn, call_id)
         case p.MediaSnapshot(call_id=call_id, participant_id=pid, role=role):
             return await sb.snapshot_to_case(conn, call_id, pid, role, services.store)
-        case p.DeviceCapture(call_id=call_id):
-            return await sb.request_capture(conn, call_id)
+        case p.DeviceCapture(call_id=call_id, document=document, mode=mode,
+                             accept_poor=accept_poor):
+            return await sb.request_device(conn, call_id, "device.capture",
+                                           {"document": document, "mode": mode,
+                                            "accept_poor": accept_poor})
+        case p.DeviceIdCard(call_id=call_id):
+            return await sb.request_device(conn, call_id, "device.idcard", {})
+        case p.DeviceCode(text=text, symbology=symbology, source=source):
+            return await sb.device_code(conn, services.readings, text, symbology, source)
         case p.DeviceProgress(request_id=rid, stage=stage, percent=pct, message=text):
             await sb.capture_progress(conn, rid, stage, pct, text)
         case p.ChatSend(call_id=call_id, text=text):

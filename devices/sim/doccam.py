@@ -3,8 +3,11 @@
 API
 ---
 ``SimulatedDocumentCamera(*, name=None, seed=0, blur=False, glare=False,
-still_size=(2592, 1944), preview_size=(640, 480), jpeg_quality=90, clock=None)``
+still_size=(2592, 1944), preview_size=(640, 480), jpeg_quality=90, clock=None,
+qr_text=None)``
     a :class:`devices.doccam.DocumentCamera` ("doccam" / "sim" in the registry).
+    ``qr_text`` prints a QR code with that text (UTF-8) in the page's bottom-left corner,
+    like an e-licence or booking slip laid under the camera.
     ``capture_still()`` -> real JPEG (``cv2.imencode``) at ``still_size``; each still shows
     the next "Page N" and fresh sensor noise, so consecutive stills differ.
     ``preview_frame()`` -> BGR ``uint8`` at ``preview_size`` with a moving noise patch,
@@ -30,6 +33,7 @@ from typing import Final
 import cv2
 import numpy as np
 import numpy.typing as npt
+import segno
 
 from devices.doccam import BgrImage, DocumentCamera, Size, Still
 from devices.errors import DeviceConfigError, DeviceIOError
@@ -80,6 +84,7 @@ class SimulatedDocumentCamera(DocumentCamera):
         preview_size: tuple[int, int] = (640, 480),
         jpeg_quality: int = 90,
         clock: Callable[[], datetime] | None = None,
+        qr_text: str | None = None,
     ) -> None:
         super().__init__(name=name)
         for label, (w, h) in (("still_size", still_size), ("preview_size", preview_size)):
@@ -90,6 +95,7 @@ class SimulatedDocumentCamera(DocumentCamera):
         self._seed = seed
         self._blur = blur
         self._glare = glare
+        self._qr_text = qr_text
         self._still_size = Size(*still_size)
         self._preview_size = Size(*preview_size)
         self._jpeg_quality = jpeg_quality
@@ -113,7 +119,8 @@ class SimulatedDocumentCamera(DocumentCamera):
 
     async def _start(self) -> None:
         self._scene = await asyncio.to_thread(
-            _Scene, self._seed, self._still_size, self._preview_size, self._blur, self._glare
+            _Scene, self._seed, self._still_size, self._preview_size, self._blur, self._glare,
+            self._qr_text,
         )
         self._preview_rng = np.random.default_rng(self._seed)
 
@@ -144,12 +151,15 @@ class SimulatedDocumentCamera(DocumentCamera):
 class _Scene:
     """Everything rendered once per ``start()``; per-still and per-frame work is small."""
 
-    def __init__(self, seed: int, still: Size, preview: Size, blur: bool, glare: bool) -> None:
+    def __init__(self, seed: int, still: Size, preview: Size, blur: bool, glare: bool,
+                 qr_text: str | None = None) -> None:
         rng = np.random.default_rng(seed)
         self._seed = seed
         self._still = still
         self._blur = blur
         self.page = _render_page(rng)
+        if qr_text:
+            _print_qr(self.page, qr_text)
         self.matrix = _page_matrix(rng, still)
         self.background = _render_desk(rng, still)
         self.alpha = cv2.warpPerspective(
@@ -306,6 +316,20 @@ def _render_page(rng: np.random.Generator) -> BgrImage:
     cv2.putText(page, "Date: 2024-05-20", (margin + 640, sig_y), _FONT, 0.9, _INK, 2, cv2.LINE_AA)
     _stamp(page, (w - margin - 220 + int(rng.integers(-30, 30)), sig_y - 30), rng)
     return _u8(page)
+
+
+def _print_qr(page: BgrImage, text: str) -> None:
+    """A QR code printed in the bottom-left corner (quiet zone included)."""
+    qr = segno.make(text, error="m", encoding="utf-8")
+    modules = np.array(qr.matrix, dtype=np.uint8)  # 1 = dark
+    side = 240
+    scale = side // (modules.shape[0] + 8)
+    image = np.where(np.kron(modules, np.ones((scale, scale), np.uint8)) > 0, 25, 248)
+    border = 4 * scale
+    image = np.pad(image.astype(np.uint8), border, constant_values=248)
+    h = page.shape[0]
+    y0, x0 = h - 60 - image.shape[0], 100
+    page[y0:y0 + image.shape[0], x0:x0 + image.shape[1]] = image[:, :, None]
 
 
 def _stamp(page: BgrImage, center: tuple[int, int], rng: np.random.Generator) -> None:
