@@ -1,4 +1,4 @@
-"""The call flow of one node: calls in and out of rooms, media, captures, chat, dashboards.
+"""The call flow of one node: calls in and out of rooms, media, chat, dashboards.
 
 Who is offered which waiting call is the router's (``signaling.router``); the claim is
 atomic in the database (``CallQueue.claim``), so two agents accepting at once get one
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -18,17 +17,17 @@ from media.hub import TrackRole
 from media.recording import RecordingResult
 from media.service import MediaService
 from media.snapshot import take_snapshot
+from signaling.kiosk_requests import KioskRequests
 from signaling.presence import Connection, Presence, Room
 from signaling.router import Router
 from vwindow.cases import Cases
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
-from vwindow.models import CallStatus, Role
+from vwindow.models import Role
 from vwindow.queue import CallQueue
-from vwindow.readings import Readings, purpose_of
 from vwindow.routing import priority_for
 from vwindow.store import FileStore
-from vwindow.views import CallView, MaterialView
+from vwindow.views import CallView
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def _dump(view: CallView) -> dict[str, Any]:
     return view.model_dump(mode="json")
 
 
-class Switchboard:
+class Switchboard(KioskRequests):
     def __init__(self, db: Database, cases: Cases, queue: CallQueue, presence: Presence,
                  media: MediaService, node_id: str, store: FileStore) -> None:
         self.db = db
@@ -425,88 +424,7 @@ class Switchboard:
             logger.info("no socket for %s; message %s dropped", participant_id,
                         message.get("type"))
 
-    # -- captures, materials, chat ---------------------------------------------------
-
-    async def request_device(self, conn: Connection, call_id: int, push_type: str,
-                             extra: dict[str, Any]) -> dict[str, Any]:
-        """Ask the kiosk's device agent to capture a page or read an ID card; its
-        progress reports come back to the room as ``capture.progress``."""
-        room = await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK))
-        kiosk_key = f"kiosk:{self._kiosk_ids.get(call_id, 0)}"
-        request_id = secrets.token_hex(6)
-        # The kiosk's device agent may be connected to another node: deliver it there.
-        sent = await self.presence.deliver(
-            kiosk_key,
-            {"type": push_type, "call_id": call_id, "case_id": room.case_id,
-             "request_id": request_id, **extra},
-            client="devices",
-        )
-        if not sent:
-            raise NotFoundError("the kiosk's devices are not connected; check that the "
-                                "device agent (vwindow kiosk) is running")
-        self._captures[request_id] = (call_id, self._kiosk_ids.get(call_id, 0))
-        while len(self._captures) > 1000:
-            self._captures.pop(next(iter(self._captures)))
-        await self.presence.send_room(call_id, {"type": "capture.progress", "call_id": call_id,
-                                                "request_id": request_id, "what": push_type,
-                                                "stage": "requested", "percent": 0})
-        return {"type": "capture.requested", "request_id": request_id}
-
-    async def capture_progress(self, conn: Connection, request_id: str, stage: str,
-                               percent: float | None, message: str | None) -> None:
-        if conn.client != "devices":
-            raise ForbiddenError("only the kiosk's device agent reports capture progress")
-        found = self._captures.get(request_id)
-        if found is None or found[1] != int(conn.principal.subject):
-            raise NotFoundError(f"capture request {request_id!r} is unknown",
-                                field="request_id")
-        call_id = found[0]
-        if stage in ("done", "failed"):
-            self._captures.pop(request_id, None)
-        push: dict[str, Any] = {"type": "capture.progress", "call_id": call_id,
-                                "request_id": request_id, "stage": stage}
-        if percent is not None:
-            push["percent"] = percent
-        if message:
-            push["message"] = message
-        await self.presence.send_room(call_id, push)
-
-    async def device_code(self, conn: Connection, readings: Readings, text: str,
-                          symbology: str, source: str) -> dict[str, Any]:
-        """A code from the kiosk's scanner: recorded in the live call's case and shown
-        to the agent; with no call, handed to the kiosk's page (a booking code)."""
-        if conn.client != "devices":
-            raise ForbiddenError("only the kiosk's device agent sends scanned codes")
-        call = await self.cases.active_call_for(conn.principal)
-        if call is not None and call.status == CallStatus.LIVE:
-            view = await readings.add_code(conn.principal, call.case_id, text=text,
-                                           symbology=symbology, source=source,
-                                           call_id=call.call_id)
-            payload = view.model_dump(mode="json")
-            await self.presence.send_room(call.call_id, {"type": "case.code",
-                                                         "case_id": call.case_id,
-                                                         "code": payload})
-            return {"type": "code.recorded", "code": payload}
-        purpose = purpose_of(text)
-        await self.presence.deliver(conn.principal.key, {
-            "type": "kiosk.code", "text": text, "symbology": symbology, "purpose": purpose},
-            client="page")
-        return {"type": "code.forwarded", "purpose": purpose}
-
-    async def case_event(self, case_id: int, message: dict[str, Any]) -> None:
-        """Tell everyone in the live call of ``case_id`` (if there is one)."""
-        call_id = await self.cases.live_call_of(case_id)
-        if call_id is not None:
-            await self.presence.send_room(call_id, message)
-
-    async def material_added(self, call_id: int | None, material: MaterialView) -> None:
-        """Show a new material in its call's room and, when that call is over (a kiosk
-        uploading what it kept while offline), in the case's live call, if any."""
-        live = await self.cases.live_call_of(material.case_id)
-        msg = {"type": "case.material", "case_id": material.case_id,
-               "material": material.model_dump(mode="json")}
-        for target in {c for c in (call_id, live) if c is not None}:
-            await self.presence.send_room(target, msg)
+    # -- chat, recordings, snapshots --------------------------------------------------
 
     async def chat(self, conn: Connection, call_id: int, text: str) -> None:
         await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK, Role.SURVEYOR))
