@@ -320,15 +320,17 @@ def _render_page(rng: np.random.Generator) -> BgrImage:
 
 def _print_qr(page: BgrImage, text: str) -> None:
     """A QR code printed in the bottom-left corner (quiet zone included)."""
-    qr = segno.make(text, error="m", encoding="utf-8")
+    # make_qr: a short text would otherwise become a Micro QR, which phones and most
+    # scanners cannot read.
+    qr = segno.make_qr(text, error="m", encoding="utf-8")
     modules = np.array(qr.matrix, dtype=np.uint8)  # 1 = dark
-    side = 240
+    side = 220
     scale = side // (modules.shape[0] + 8)
     image = np.where(np.kron(modules, np.ones((scale, scale), np.uint8)) > 0, 25, 248)
     border = 4 * scale
     image = np.pad(image.astype(np.uint8), border, constant_values=248)
     h = page.shape[0]
-    y0, x0 = h - 60 - image.shape[0], 100
+    y0, x0 = h - 20 - image.shape[0], 100  # below the signature line
     page[y0:y0 + image.shape[0], x0:x0 + image.shape[1]] = image[:, :, None]
 
 

@@ -89,23 +89,25 @@ async def test_kiosk_agent_supervisor_surveyor(server: Server, browser: Browser)
         await expect(session_row).to_have_count(1)
         await expect(supervisor.locator("#queue tr[data-call-id]")).to_have_count(0)
 
-        # Capture from the agent console: the page arrives in the case panel.
+        # Capture from the agent console: the original still, the scanned page and the
+        # document's PDF arrive in the case panel.
         await agent.click("#capture-button")
         material = agent.locator("#materials .material")
-        await expect(material).to_have_count(1, timeout=20000)
-        img = material.first.locator("img")
+        await expect(material).to_have_count(3, timeout=20000)
+        img = agent.locator("#materials .material-original img").first
         await expect(img).to_be_visible()
         natural = await img.evaluate("i => i.complete ? i.naturalWidth : 0")
         assert natural == 2592
-        # And from the kiosk: a second page.
+        # And from the kiosk: a second page; the document's PDF is replaced by the new one.
         await kiosk.click("#capture-button")
-        await expect(material).to_have_count(2, timeout=20000)
+        await expect(material).to_have_count(5, timeout=20000)
+        await expect(agent.locator("#materials .material-document")).to_have_count(1)
         # An evidence snapshot of the citizen's camera, decoded on the hub.
         kiosk_tile = agent.locator('figure.tile:has(video[data-role="camera"]'
                                    '[data-participant-kind="kiosk"])')
         await kiosk_tile.locator(".snapshot-button").click()
-        await expect(material).to_have_count(3, timeout=20000)
-        await expect(agent.locator('#materials .material img').nth(2)).to_be_visible()
+        await expect(material).to_have_count(6, timeout=20000)
+        await expect(agent.locator("#materials .material-snapshot img")).to_be_visible()
 
         # A surveyor joins from a phone with the one-time link.
         await agent.click("#surveyor-link-button")

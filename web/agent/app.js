@@ -177,7 +177,13 @@ function wireSignal(signal) {
     if (!msg.call || (app.call && msg.call.call_id === app.call.call_id)) return;
     invitation.show(msg, app.call !== null);
   });
-  signal.on('capture.progress', (msg) => { if (isThisCall(msg)) casePanel.capture.update(msg); });
+  signal.on('capture.progress', (msg) => { if (isThisCall(msg)) casePanel.progress(msg); });
+  signal.on('case.idread', (msg) => {
+    if (app.call && msg.case_id === app.call.case_id) casePanel.devices.addRead(msg.read);
+  });
+  signal.on('case.code', (msg) => {
+    if (app.call && msg.case_id === app.call.case_id) casePanel.devices.addCode(msg.code);
+  });
   signal.on('case.material', (msg) => {
     if (app.call && msg.case_id === app.call.case_id) casePanel.addMaterial(msg.material);
   });

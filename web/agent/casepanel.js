@@ -1,9 +1,11 @@
-// The agent console's case panel: facts, materials, remote capture, surveyor link.
+// The agent console's case panel: facts, materials, remote capture and ID reads,
+// surveyor link.
 
 import {
   byId, setText, t, CaptureProgress, MaterialList, showError, hideError, errorKey, formatClock,
   kioskText, sinceText,
 } from '/common/ui.js';
+import { DevicePanel } from '/agent/devicepanel.js';
 
 export class CasePanel {
   /** @param {() => {signal: object, call: object|null}} getContext */
@@ -12,7 +14,10 @@ export class CasePanel {
     this.getContext = getContext;
     this.capture = new CaptureProgress();
     this.materials = new MaterialList(api, byId('materials'));
+    this.devices = new DevicePanel(api);
     byId('capture-button').addEventListener('click', () => this.onCapture());
+    byId('capture-accept').addEventListener('click', () => this.onCapture({ accept_poor: true }));
+    byId('idcard-button').addEventListener('click', () => this.onIdCard());
     byId('surveyor-link-button').addEventListener('click', () => this.onSurveyorLink());
     byId('surveyor-copy').addEventListener('click', () => this.onCopyLink());
   }
@@ -27,9 +32,13 @@ export class CasePanel {
     this.resetSurveyor();
     this.capture.reset();
     this.materials.clear();
+    this.devices.clear();
     this.updateMaterialsEmpty();
     this.api.get(`/cases/${encodeURIComponent(call.case_id)}`)
-      .then((c) => { for (const m of (c && c.materials) || []) this.addMaterial(m); })
+      .then((c) => {
+        for (const m of (c && c.materials) || []) this.addMaterial(m);
+        this.devices.load(c);
+      })
       .catch((err) => console.warn('case could not be loaded:', err.code));
   }
 
@@ -37,8 +46,16 @@ export class CasePanel {
     delete byId('case-duration').dataset.since;
     byId('case-duration').textContent = '';
     this.materials.clear();
+    this.devices.clear();
     this.capture.reset();
+    byId('capture-accept').hidden = true;
     this.resetSurveyor();
+  }
+
+  /** A capture.progress push: the bar, and the "use it anyway" choice on a retake. */
+  progress(msg) {
+    this.capture.update(msg);
+    byId('capture-accept').hidden = msg.stage !== 'retake';
   }
 
   addMaterial(m) {
@@ -50,14 +67,31 @@ export class CasePanel {
     byId('materials-empty').hidden = byId('materials').children.length > 0;
   }
 
-  async onCapture() {
-    const { signal, call } = this.getContext();
+  async onCapture(extra = {}) {
+    const { call } = this.getContext();
     if (!call) return;
     const btn = byId('capture-button');
     btn.disabled = true;
+    byId('capture-accept').hidden = true;
     this.capture.requested();
+    const body = { call_id: call.call_id, mode: byId('capture-mode').value, ...extra };
+    const docName = byId('capture-document').value.trim().replace(/[^\p{L}\p{N}_-]+/gu, '_');
+    if (docName) body.document = docName.slice(0, 64);
+    await this.deviceRequest(btn, 'device.capture', body);
+  }
+
+  async onIdCard() {
+    const { call } = this.getContext();
+    if (!call) return;
+    this.capture.update({ stage: 'requested' });
+    await this.deviceRequest(byId('idcard-button'), 'device.idcard', { call_id: call.call_id });
+  }
+
+  async deviceRequest(btn, type, body) {
+    const { signal } = this.getContext();
+    btn.disabled = true;
     try {
-      await signal.request('device.capture', { call_id: call.call_id });
+      await signal.request(type, body);
     } catch (err) {
       this.capture.update({ stage: 'failed', message: t(errorKey(err)) });
     } finally {

@@ -310,14 +310,15 @@ export class CaptureProgress {
   update({ stage, percent, message }) {
     this.el.hidden = false;
     this.el.dataset.stage = stage;
-    if (stage === 'done') this.bar.value = 100;
+    if (stage === 'done' || stage === 'queued') this.bar.value = 100;
     else if (typeof percent === 'number') this.bar.value = Math.max(0, Math.min(100, percent));
     else if (stage === 'failed') this.bar.value = 0;
     else this.bar.removeAttribute('value'); // indeterminate
     const pct = typeof percent === 'number' ? Math.round(percent) : null;
     const key = stage === 'failed' ? (message ? 'capture.failedWith' : 'capture.failed')
       : stage === 'uploading' && pct !== null ? 'capture.uploadingPct'
-        : `capture.${stage}`;
+        : stage === 'done' && message ? 'capture.doneWith'
+          : `capture.${stage}`;
     setText(this.text, key, { percent: pct, message: message || '' });
   }
 }
@@ -351,7 +352,21 @@ export class MaterialList {
     const srcKey = `source.${m.source || 'other'}`;
     const meta = h('span', { class: 'material-meta' }, formatClock(m.created_at), ' · ',
       has(srcKey) ? h('span', { i18n: [srcKey] }) : h('span', {}, m.source));
-    const li = h('li', { class: 'material', dataset: { sha256: m.sha256 || '', materialId: m.id } });
+    const kind = m.kind || 'file';
+    if (has(`kind.${kind}`)) {
+      meta.append(' · ', h('span', { class: `kind kind-${kind}`, i18n: [`kind.${kind}`] }));
+      if (m.page) meta.append(' ', h('span', { i18n: ['kind.pageN', { n: m.page }] }));
+    }
+    const li = h('li', {
+      class: `material material-${kind}`,
+      dataset: { sha256: m.sha256 || '', materialId: m.id, kind, document: m.document || '' },
+    });
+    if (kind === 'document' && m.document) {
+      // A document's PDF grows page by page: show only its newest version.
+      for (const old of this.el.querySelectorAll('li.material-document')) {
+        if (old.dataset.document === m.document) old.remove();
+      }
+    }
     if (isImage) {
       const img = h('img', { alt: name, class: 'thumb', loading: 'lazy' });
       const holder = this.openable ? h('a', { href: '#', target: '_blank', rel: 'noopener' }, img) : img;

@@ -152,6 +152,7 @@ function wireSignal(signal) {
     if (app.call && msg.case_id === app.call.case_id) materials.add(msg.material);
   });
   signal.on('chat.message', (msg) => app.chat.add(msg));
+  signal.on('kiosk.code', (msg) => onScannedCode(msg));
   signal.on('error', (msg) => console.warn('signalling error:', msg.code));
 }
 
@@ -239,6 +240,7 @@ function goIdle() {
   app.call = null;
   byId('service-search').value = '';
   byId('booking-code-input').value = '';
+  byId('booking-scanned').hidden = true;
   selectService(null);
   filterCatalog();
   setState('idle');
@@ -258,6 +260,7 @@ async function onCall() {
     if (booking) body.booking_code = booking;
     const reply = await app.signal.request('call.start', body);
     byId('booking-code-input').value = '';
+    byId('booking-scanned').hidden = true;
     onQueued(reply);
   } catch (err) {
     stopLocalMedia();
@@ -466,6 +469,16 @@ async function enterLive(call) {
     if (a) tracks.mic = a;
   }
   app.media.start(call.call_id, tracks);
+}
+
+/** A code scanned outside a call: a booking slip fills the booking-code field. */
+function onScannedCode(msg) {
+  if (msg.purpose !== 'booking' || app.call) return;
+  const input = byId('booking-code-input');
+  input.value = String(msg.text || '').toUpperCase().slice(0, 12);
+  setText(byId('booking-scanned'), 'kiosk.idle.bookingScanned');
+  byId('booking-scanned').hidden = false;
+  input.focus();
 }
 
 async function onCapture() {

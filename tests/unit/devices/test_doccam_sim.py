@@ -12,6 +12,7 @@ import pytest
 
 from devices.doccam import Size, Still
 from devices.errors import DeviceConfigError
+from devices.qr import decode_codes
 from devices.sim.doccam import SimulatedDocumentCamera
 
 
@@ -130,3 +131,11 @@ async def test_clock_sets_captured_at() -> None:
 def test_bad_options_are_named(options: dict[str, object], match: str) -> None:
     with pytest.raises(DeviceConfigError, match=match):
         SimulatedDocumentCamera(**options)  # type: ignore[arg-type]
+
+
+async def test_printed_qr_code_reads_back_from_a_still() -> None:
+    camera = SimulatedDocumentCamera(seed=2, qr_text="91340100MA2N123456")
+    async with camera:
+        still = await camera.capture_still()
+    image = cv2.imdecode(np.frombuffer(still.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert [c.text for c in decode_codes(image)] == ["91340100MA2N123456"]
