@@ -131,28 +131,41 @@ class DocumentDesk:
         if result.needs_retake and not req.accept_poor:
             await report("retake", 100, "；".join(result.messages) or "请重拍 / please retake")
             return None
-        t = time.perf_counter()
-        codes = await asyncio.to_thread(self._codes, result)
-        timings["codes"] = time.perf_counter() - t
         doc = self._document(req.case_id, req.document)
         doc.pages.append(result.jpeg)
         page = len(doc.pages)
-
-        await report("building_pdf", 45, None)
-        t = time.perf_counter()
-        pdf = await assemble_pdf_async(list(doc.pages), title=doc.name)
-        timings["pdf"] = time.perf_counter() - t
         base = UploadMeta(case_id=req.case_id, content_type="image/jpeg", filename="",
                           source="doccam", call_id=req.call_id, document=doc.name, page=page)
-        entries = [
-            (result.original, replace(base, kind="original",
-                                      filename=f"{doc.name}-p{page}-原件.jpg")),
-            (result.jpeg, replace(base, kind="page", filename=f"{doc.name}-p{page}.jpg")),
-            (pdf, replace(base, kind="document", content_type="application/pdf",
-                        filename=f"{doc.name}.pdf", page=None)),
-        ]
-        names = [await asyncio.to_thread(self.spool.add, data, meta) for data, meta in entries]
-        queued = not await self._send(names, [len(d) for d, _ in entries], uploader, report)
+        # The processed page first: it is what the agent is waiting to see. The QR
+        # decode and the PDF run meanwhile; everything is spooled before it is sent.
+        page_entry = (result.jpeg, replace(base, kind="page",
+                                           filename=f"{doc.name}-p{page}.jpg"))
+        original_entry = (result.original, replace(base, kind="original",
+                                                   filename=f"{doc.name}-p{page}-原件.jpg"))
+        page_name = await asyncio.to_thread(self.spool.add, *page_entry)
+        original_name = await asyncio.to_thread(self.spool.add, *original_entry)
+        t = time.perf_counter()
+        codes_task = asyncio.create_task(asyncio.to_thread(self._codes, result))
+        pdf_task = asyncio.create_task(assemble_pdf_async(list(doc.pages), title=doc.name))
+        try:
+            sent = await self._send([page_name], [len(result.jpeg)], uploader, report, 55, 75)
+            await report("building_pdf", 75, None)
+            pdf = await pdf_task
+            timings["pdf"] = time.perf_counter() - t
+            pdf_name = await asyncio.to_thread(
+                self.spool.add, pdf, replace(base, kind="document",
+                                             content_type="application/pdf",
+                                             filename=f"{doc.name}.pdf", page=None))
+            if sent:
+                sent = await self._send([original_name, pdf_name],
+                                        [len(result.original), len(pdf)], uploader, report,
+                                        75, 99)
+            codes = await codes_task
+            timings["codes"] = time.perf_counter() - t
+        finally:
+            for task in (codes_task, pdf_task):
+                task.cancel()
+        queued = not sent
         for code in codes:
             if post_code is not None and not queued:
                 await post_code(code)
@@ -175,7 +188,8 @@ class DocumentDesk:
         return self.code_reader.decode(image)
 
     async def _send(self, names: list[str], sizes: list[int],
-                    uploader: ChunkedUploader | None, report: Report) -> bool:
+                    uploader: ChunkedUploader | None, report: Report,
+                    low: float, high: float) -> bool:
         """Upload this capture's spool entries; False when the network is away."""
         if uploader is None:
             return False
@@ -188,7 +202,8 @@ class DocumentDesk:
             now = time.monotonic()
             if now - last >= 0.2 or done == size:
                 last = now
-                await report("uploading", 55 + 44 * (sent_before + done) / total, None)
+                await report("uploading", low + (high - low) * (sent_before + done) / total,
+                             None)
 
         try:
             async with self.upload_lock:

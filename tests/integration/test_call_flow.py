@@ -80,7 +80,8 @@ async def test_kiosk_calls_agent_answers_page_lands_in_case(server: Server) -> N
         assert pub.source.frames > 0 and pub.source.unexpected == 0
 
     capture = await agent1.request("device.capture", call_id=call_id)
-    pushed = await wait_for(agent1, "case.material", timeout=20)
+    pushed = await wait_for(agent1, "case.material", timeout=20,
+                            pred=lambda m: m["material"]["kind"] == "original")
     material = pushed["material"]
     assert material["case_id"] == case_id and material["source"] == "doccam"
     done = await wait_for(agent1, "capture.progress",
