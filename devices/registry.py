@@ -20,7 +20,8 @@ API
 ``available_drivers() -> dict[str, tuple[str, ...]]`` via ``DeviceRegistry.default()``
 
 Built-in drivers: ``doccam``: ``sim``, ``uvc``; ``idcard``: ``sim``, ``serial``;
-``scanner``: ``sim``, ``evdev`` (keyboard wedge, needs python-evdev), ``serial``.
+``scanner``: ``sim``, ``evdev`` (keyboard wedge, needs python-evdev), ``serial``;
+``screen``: ``x11`` (the kiosk desktop via PyAV x11grab).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ BUILTIN_DRIVERS: Final[tuple[DriverEntry, ...]] = (
     DriverEntry("doccam", "uvc", "devices.uvc", "UvcDocumentCamera"),
     DriverEntry("idcard", "sim", "devices.sim.idcard", "SimulatedIdCardReader"),
     DriverEntry("idcard", "serial", "devices.idcard", "IdCardReader"),
+    DriverEntry("screen", "x11", "devices.screen", "ScreenCapture"),
     DriverEntry("scanner", "sim", "devices.sim.scanner", "SimulatedScanner"),
     DriverEntry("scanner", "evdev", "devices.scanner_evdev", "EvdevScanner"),
     DriverEntry("scanner", "serial", "devices.scanner_serial", "SerialScanner"),

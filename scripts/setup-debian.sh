@@ -5,6 +5,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
     libzbar0 chromium postgresql coturn iproute2 ffmpeg fonts-noto-cjk \
-    gcc libc6-dev linux-libc-dev python3-dev
+    gcc libc6-dev linux-libc-dev python3-dev xvfb
 python3 -m pip install --upgrade pip >/dev/null
 python3 -m pip install -e ".[test]"

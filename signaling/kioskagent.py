@@ -18,9 +18,12 @@ from typing import Any
 
 import aiohttp
 
+from devices.base import Device
 from devices.doccam import DocumentCamera
+from devices.errors import DeviceError
 from devices.idcard import IdCardReader
 from devices.qr import DecodedCode
+from devices.scan.pipeline import ScanPipeline
 from devices.scanner import CodeScanner
 from media.tracks import FrameSourceTrack
 from signaling.client import ClientError, HubPeer, SignalClient, rest_login
@@ -37,10 +40,11 @@ class KioskAgent:
     """Runs until stopped; reconnects with backoff when the uplink drops."""
 
     def __init__(self, base_url: str, kiosk_code: str, device_key: str,
-                 camera: DocumentCamera, *, idcard: IdCardReader | None = None,
+                 camera: DocumentCamera | None, *, idcard: IdCardReader | None = None,
                  scanner: CodeScanner | None = None,
                  spool_dir: str | Path | None = None, preview_fps: float = 10.0,
-                 drain_every_s: float = 5.0) -> None:
+                 drain_every_s: float = 5.0, hotplug_every_s: float = 5.0,
+                 pipelines: dict[str, ScanPipeline] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.kiosk_code = kiosk_code
         self.device_key = device_key
@@ -54,8 +58,14 @@ class KioskAgent:
         self._own_spool = spool_dir is None
         self.spool = Spool(spool_dir if spool_dir is not None
                            else tempfile.mkdtemp(prefix="vwindow-spool-"))
-        self.desk = DocumentDesk(camera, self.spool)
+        self.hotplug_every_s = hotplug_every_s
+        self.desk = (DocumentDesk(camera, self.spool, pipelines=pipelines)
+                     if camera is not None else None)
         self.id_desk = IdCardDesk(idcard, self._post) if idcard is not None else None
+        self._upload_lock = self.desk.upload_lock if self.desk else asyncio.Lock()
+        self.device_errors: dict[str, str] = {}
+        """Kind -> why that device is not working now (cleared when it comes back)."""
+        self._hotplug: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._signal: SignalClient | None = None
         self._peer: HubPeer | None = None
@@ -65,29 +75,60 @@ class KioskAgent:
         self.connected = asyncio.Event()
         self.captures_done = 0
 
+    def _devices(self) -> list[tuple[str, Device]]:
+        found: list[tuple[str, Device | None]] = [
+            ("doccam", self.camera), ("idcard", self.idcard), ("scanner", self.scanner)]
+        return [(kind, d) for kind, d in found if d is not None]
+
+    async def _try_start(self, kind: str, device: Device) -> bool:
+        """Start one device; a missing one is reported and the rest carry on."""
+        if device.started:
+            return True
+        try:
+            await device.start()
+        except (DeviceError, OSError) as err:
+            message = err.message if isinstance(err, DeviceError) else str(err)
+            if self.device_errors.get(kind) != message:
+                logger.warning("kiosk: %s %r not available: %s", kind, device.name, message)
+            self.device_errors[kind] = message
+            return False
+        if kind in self.device_errors:
+            logger.info("kiosk: %s %r is back", kind, device.name)
+        self.device_errors.pop(kind, None)
+        return True
+
     async def start(self) -> None:
-        await self.camera.start()
-        if self.idcard is not None:
-            try:
-                await self.idcard.start()
-            except Exception as err:
-                # A missing reader must not take the camera down with it.
-                logger.warning("ID-card reader unavailable: %s", err)
-                self.id_desk = None
+        for kind, device in self._devices():
+            await self._try_start(kind, device)
         if self.scanner is not None:
-            await self.scanner.start()
             self._scanning = asyncio.create_task(self._scan_loop(self.scanner),
                                                  name="kiosk-scanner")
         self._http = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run(), name="kiosk-agent")
         self._drainer = asyncio.create_task(self._drain_loop(), name="kiosk-spool")
+        self._hotplug = asyncio.create_task(self._hotplug_loop(), name="kiosk-hotplug")
+
+    async def _hotplug_loop(self) -> None:
+        """Look again for devices that were missing or went away (plugged back in)."""
+        while True:
+            await asyncio.sleep(self.hotplug_every_s)
+            for kind, device in self._devices():
+                if not device.started:
+                    await self._try_start(kind, device)
+
+    async def _unplugged(self, kind: str, device: Device, err: DeviceError) -> None:
+        """A device failed mid-use: close it so the hot-plug loop reopens it."""
+        self.device_errors[kind] = err.message
+        logger.warning("kiosk: %s %r failed (%s); will look for it again", kind, device.name,
+                       err.message)
+        await device.stop()
 
     async def stop(self) -> None:
-        for task in (self._task, self._drainer, self._scanning):
+        for task in (self._task, self._drainer, self._scanning, self._hotplug):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self._task = self._drainer = self._scanning = None
+        self._task = self._drainer = self._scanning = self._hotplug = None
         await self._leave()
         if self._signal is not None:
             await self._signal.close()
@@ -95,11 +136,8 @@ class KioskAgent:
         if self._http is not None:
             await self._http.close()
             self._http = None
-        if self.idcard is not None:
-            await self.idcard.stop()
-        if self.scanner is not None:
-            await self.scanner.stop()
-        await self.camera.stop()
+        for _, device in self._devices():
+            await device.stop()
         if self._own_spool:
             shutil.rmtree(self.spool.root, ignore_errors=True)
 
@@ -164,7 +202,7 @@ class KioskAgent:
             if uploader is None or not await asyncio.to_thread(self.spool.pending):
                 continue
             try:
-                async with self.desk.upload_lock:
+                async with self._upload_lock:
                     sent = await self.spool.drain(uploader)
                 if sent:
                     logger.info("kiosk agent: %d kept upload(s) sent", sent)
@@ -194,8 +232,11 @@ class KioskAgent:
         await self._leave()
         if self._signal is None:
             return
-        track = FrameSourceTrack(self.camera.preview_frame, fps=self.preview_fps)
-        self._peer = HubPeer(self._signal, call_id, {"doccam": track})
+        tracks: dict[str, Any] = {}
+        if self.camera is not None and self.camera.started:
+            tracks["doccam"] = FrameSourceTrack(self.camera.preview_frame,
+                                                fps=self.preview_fps)
+        self._peer = HubPeer(self._signal, call_id, tracks)
         if self.id_desk is not None:
             self._watch = asyncio.create_task(self.id_desk.watch(case_id, call_id),
                                               name=f"idcard-watch-{call_id}")
@@ -240,8 +281,17 @@ class KioskAgent:
             except _NETWORK_ERRORS as err:
                 logger.info("case %s: code on the page not recorded (%s)", req.case_id, err)
 
+        camera = self.camera
+        if self.desk is None or camera is None or not camera.started:
+            why = self.device_errors.get("doccam", "not configured")
+            await report("failed", None, f"高拍仪未连接 / document camera not connected: {why}")
+            return
         try:
             outcome = await self.desk.capture(req, self._uploader(), report, post_code)
+        except DeviceError as err:
+            await self._unplugged("doccam", camera, err)
+            await report("failed", None, f"高拍仪故障 / document camera failed: {err.message}")
+            return
         except Exception as err:
             logger.exception("case %s: capture failed", req.case_id)
             await report("failed", None, f"拍摄失败 / capture failed: {err}")
@@ -252,9 +302,9 @@ class KioskAgent:
     async def _on_idcard(self, msg: dict[str, Any]) -> None:
         call_id = int(msg["call_id"])
         report = self._reporter(str(msg["request_id"]), call_id)
-        if self.id_desk is None:
-            await report("failed", None, "本终端未连接身份证读卡器 / no ID-card reader on this "
-                         "kiosk")
+        if self.id_desk is None or self.idcard is None or not self.idcard.started:
+            why = self.device_errors.get("idcard", "not configured")
+            await report("failed", None, f"身份证读卡器未连接 / no ID-card reader: {why}")
             return
         try:
             await self.id_desk.read_on_request(int(msg["case_id"]), call_id, report)

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vwindow.config import Config, load_config
+from vwindow.config import Config, KioskConfig, load_config
 from vwindow.errors import VWindowError
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,13 @@ async def _serve(config: Config, *, demo: bool, devices: str | None) -> None:
 
             logins = await seed_demo(app[SERVICES].db)
             if devices:
-                agent = await _start_kiosk_agent(base, logins.kiosk_code, logins.kiosk_key,
-                                                 devices)
+                # The simulated kiosk: a document camera and an ID card on the reader.
+                slots = {"doccam": {"driver": devices}, "idcard": {"driver": "sim"}}
+                kiosk = config.kiosk.model_copy(update={
+                    "server": base, "code": logins.kiosk_code, "key": logins.kiosk_key,
+                    "spool_dir": str(Path(config.storage.root).parent / "kiosk-spool"),
+                    **{k: config.kiosk.doccam.model_validate(v) for k, v in slots.items()}})
+                agent = await _start_kiosk_agent(kiosk)
             _print_demo(base, logins)
         else:
             print(f"vwindow serving on {base}  (database: {config.db.url.split('@')[-1]})",
@@ -100,15 +105,25 @@ async def _serve(config: Config, *, demo: bool, devices: str | None) -> None:
         await runner.cleanup()
 
 
-async def _start_kiosk_agent(base: str, code: str, key: str, devices: str) -> Any:
-    from devices.doccam import DocumentCamera
-    from devices.registry import create_device
+async def _start_kiosk_agent(kiosk: KioskConfig) -> Any:
+    from signaling.kiosk_hardware import build_devices
     from signaling.kioskagent import KioskAgent
 
-    camera = create_device("doccam", devices)
-    if not isinstance(camera, DocumentCamera):
-        raise VWindowError(f"doccam driver {devices!r} did not give a document camera")
-    agent = KioskAgent(base, code, key, camera)
+    devices = build_devices(kiosk)
+    for kind, why in devices.errors.items():
+        print(f"vwindow kiosk: {kind} unavailable: {why}", file=sys.stderr, flush=True)
+    pipelines = None
+    if kiosk.blur_threshold is not None or kiosk.max_glare_fraction != 0.01:
+        from devices.scan.pipeline import ScanPipeline
+
+        extra: dict[str, Any] = {"max_glare_fraction": kiosk.max_glare_fraction}
+        if kiosk.blur_threshold is not None:
+            extra["blur_threshold"] = kiosk.blur_threshold
+        pipelines = {mode: ScanPipeline(mode=mode, **extra) for mode in ("color", "bw")}
+    agent = KioskAgent(kiosk.server, kiosk.code, kiosk.key, devices.camera,
+                       idcard=devices.idcard, scanner=devices.scanner,
+                       spool_dir=kiosk.spool_dir, hotplug_every_s=kiosk.hotplug_every_s,
+                       pipelines=pipelines)
     await agent.start()
     return agent
 
@@ -127,9 +142,34 @@ A simulated document camera (高拍仪) is connected for the kiosk. Press Ctrl-C
 """, flush=True)
 
 
+def _kiosk_config(args: argparse.Namespace) -> KioskConfig:
+    kiosk = load_config(args.config).kiosk
+    update: dict[str, Any] = {}
+    for flag, key in (("server", "server"), ("kiosk", "code"), ("key", "key"),
+                      ("spool", "spool_dir")):
+        if getattr(args, flag, None):
+            update[key] = getattr(args, flag)
+    for kind in ("devices", "idcard", "scanner"):
+        driver = getattr(args, kind, None)
+        if driver:
+            slot = "doccam" if kind == "devices" else kind
+            update[slot] = getattr(kiosk, slot).model_copy(update={"driver": driver})
+    kiosk = kiosk.model_copy(update=update)
+    if not args.list_devices and not (kiosk.code and kiosk.key):
+        raise VWindowError("the kiosk code and key are needed: --kiosk and --key, or "
+                           "[kiosk] code/key in the --config file")
+    return kiosk
+
+
 async def _kiosk(args: argparse.Namespace) -> None:
-    agent = await _start_kiosk_agent(args.server, args.kiosk, args.key, args.devices)
-    print(f"kiosk device agent for {args.kiosk} connected to {args.server}", flush=True)
+    kiosk = _kiosk_config(args)
+    if args.list_devices:
+        from signaling.kiosk_hardware import list_devices
+
+        print(list_devices(kiosk), flush=True)
+        return
+    agent = await _start_kiosk_agent(kiosk)
+    print(f"kiosk device agent for {kiosk.code} connected to {kiosk.server}", flush=True)
     try:
         await _wait_for_signal()
     finally:
@@ -181,10 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a server node")
     server_opts(serve)
     kiosk = sub.add_parser("kiosk", help="run the kiosk device agent")
-    kiosk.add_argument("--server", default="http://127.0.0.1:8080")
-    kiosk.add_argument("--kiosk", required=True, help="kiosk code")
-    kiosk.add_argument("--key", required=True, help="kiosk device key")
-    kiosk.add_argument("--devices", default="sim", help="document camera driver: sim or uvc")
+    kiosk.add_argument("--config", help="TOML config file with a [kiosk] section")
+    kiosk.add_argument("--server", help="server URL (default http://127.0.0.1:8080)")
+    kiosk.add_argument("--kiosk", help="kiosk code")
+    kiosk.add_argument("--key", help="kiosk device key")
+    kiosk.add_argument("--spool", help="folder for captures waiting for the uplink")
+    kiosk.add_argument("--devices", help="document camera driver: sim, uvc or none")
+    kiosk.add_argument("--idcard", help="ID-card reader driver: sim, serial or none")
+    kiosk.add_argument("--scanner", help="code scanner driver: sim, evdev, serial or none")
+    kiosk.add_argument("--list-devices", action="store_true",
+                       help="show the drivers and the device nodes found, then exit")
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     server_opts(migrate)
     audit = sub.add_parser("audit", help="audit log tools")

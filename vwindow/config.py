@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import ConfigError
+from vwindow.sla import SlaConfig
 
 ENV_PREFIX = "VWINDOW_"
 
@@ -110,6 +111,34 @@ class RoutingConfig(_Section):
     """A node whose heartbeat is older than this is dead: its calls are re-queued."""
 
 
+class DeviceSlotConfig(_Section):
+    """One kiosk device: which driver (``none`` disables it) and the driver's options."""
+
+    driver: str = "none"
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Passed to the driver, e.g. ``{url = "/dev/ttyUSB0"}`` or ``{device_name = "scanner"}``."""
+
+
+class KioskConfig(_Section):
+    """The kiosk device agent (``vwindow kiosk``) on a township kiosk PC."""
+
+    server: str = "http://127.0.0.1:8080"
+    code: str = ""
+    """The kiosk's code, as registered on the server."""
+    key: str = ""
+    """The kiosk's device key (from enrolment)."""
+    spool_dir: str = "vwindow-data/kiosk-spool"
+    """Captures waiting for the uplink are kept here."""
+    doccam: DeviceSlotConfig = DeviceSlotConfig(driver="sim")
+    idcard: DeviceSlotConfig = DeviceSlotConfig()
+    scanner: DeviceSlotConfig = DeviceSlotConfig()
+    blur_threshold: float | None = Field(default=None, gt=0)
+    """Calibrated Laplacian-variance threshold of this document camera (None: default)."""
+    max_glare_fraction: float = Field(default=0.01, gt=0, le=1)
+    hotplug_every_s: float = Field(default=5.0, gt=0)
+    """How often a missing or unplugged device is looked for again."""
+
+
 class Config(_Section):
     server: ServerConfig = ServerConfig()
     db: DbConfig = DbConfig()
@@ -117,6 +146,8 @@ class Config(_Section):
     auth: AuthConfig = AuthConfig()
     media: MediaConfig = MediaConfig()
     routing: RoutingConfig = RoutingConfig()
+    sla: SlaConfig = Field(default_factory=SlaConfig)
+    kiosk: KioskConfig = Field(default_factory=KioskConfig)
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -254,3 +254,71 @@ async def test_scanner_codes_go_to_the_case_in_a_call_and_to_the_kiosk_page_outs
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_readings_on_postgres(server: Server, tmp_path: Path) -> None:
     await test_id_card_read_lands_masked_and_reveal_is_audited(server, tmp_path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_missing_devices_are_reported_and_picked_up_when_plugged_in(
+        server: Server, tmp_path: Path) -> None:
+    from devices.idcard import IdCardReader
+    from devices.sim.idcard import IdCardSimulator
+    from devices.uvc import UvcDocumentCamera
+
+    port = _free_port()
+    reader = IdCardReader(url=f"socket://127.0.0.1:{port}", timeout=1.0)
+    camera = UvcDocumentCamera(device=str(tmp_path / "video9"))
+    devices = KioskAgent(server.url, "kiosk-tx01", "demo-kiosk-key", camera, idcard=reader,
+                         spool_dir=tmp_path / "spool", hotplug_every_s=0.2)
+    await devices.start()
+    simulator = IdCardSimulator(port=port)
+    try:
+        # Neither is there, and the agent still connects and serves the call.
+        await asyncio.wait_for(devices.connected.wait(), 10)
+        assert set(devices.device_errors) == {"doccam", "idcard"}
+        assert "video9" in devices.device_errors["doccam"]
+        kiosk, staff, call_id, _case_id = await answered_call(server)
+        for request, words in (("device.capture", "高拍仪未连接"),
+                               ("device.idcard", "读卡器未连接")):
+            req = await staff.request(request, call_id=call_id)
+            msg = await wait_for(staff, "capture.progress", timeout=10,
+                                 pred=lambda m, r=req: m["request_id"] == r["request_id"]
+                                 and m["stage"] == "failed")
+            assert words in msg["message"]
+        # The reader is plugged in: found again within a few hot-plug rounds.
+        await simulator.start()
+        for _ in range(50):
+            if reader.started:
+                break
+            await asyncio.sleep(0.1)
+        assert reader.started and "idcard" not in devices.device_errors
+        await wait_for(staff, "case.idread", timeout=10)
+        for c in (kiosk, staff):
+            await c.close()
+    finally:
+        await devices.stop()
+        await simulator.stop()
+
+
+def test_kiosk_list_devices_names_drivers_and_nodes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "kiosk.toml"
+    config.write_text('[kiosk]\ncode = "kiosk-tx01"\n[kiosk.idcard]\ndriver = "serial"\n'
+                      'options = { url = "/dev/ttyUSB0" }\n')
+    out = subprocess.run([sys.executable, "-m", "vwindow.cli", "kiosk", "--config",
+                          str(config), "--list-devices"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "scanner  evdev   available" in out
+    assert "idcard   serial (url='/dev/ttyUSB0')" in out
+    assert "Serial ports" in out and "Input devices" in out
+    bad = subprocess.run([sys.executable, "-m", "vwindow.cli", "kiosk", "--config",
+                          str(config)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "kiosk code and key" in bad.stderr
