@@ -348,6 +348,11 @@ class SessionHub:
                 # So wait for the answer, or for "connected", then offer again.
                 member.pending = True
                 return
+            if not member.pc.getTransceivers():
+                # Nothing to send or receive yet (a receive-only member before anyone
+                # publishes): an offer without m-lines would leave a connection that never
+                # connects, and every later offer would wait for it. Offer once there is.
+                return
             member.pending = False
             await member.pc.setLocalDescription(await member.pc.createOffer())
             member.awaiting_answer = True

@@ -13,6 +13,7 @@ import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devices.base import Device
 from devices.doccam import DocumentCamera
@@ -20,6 +21,9 @@ from devices.errors import DeviceError
 from devices.idcard import IdCardReader
 from devices.registry import DeviceRegistry
 from devices.scanner import CodeScanner
+
+if TYPE_CHECKING:
+    from devices.screen import ScreenCapture
 from vwindow.config import DeviceSlotConfig, KioskConfig
 
 logger = logging.getLogger(__name__)
@@ -30,6 +34,7 @@ class KioskDevices:
     camera: DocumentCamera | None = None
     idcard: IdCardReader | None = None
     scanner: CodeScanner | None = None
+    screen: ScreenCapture | None = None
     errors: dict[str, str] = field(default_factory=dict)
     """Kind -> why it could not be made (unknown driver, missing library, bad options)."""
 
@@ -59,6 +64,12 @@ def build_devices(config: KioskConfig, registry: DeviceRegistry | None = None) -
     devices.camera = camera if isinstance(camera, DocumentCamera) else None
     devices.idcard = idcard if isinstance(idcard, IdCardReader) else None
     devices.scanner = scanner if isinstance(scanner, CodeScanner) else None
+    if config.screen.driver != "none":
+        # x11grab and python-xlib load only when the kiosk shares its screen.
+        from devices.screen import ScreenCapture as Screen
+
+        screen = _make(registry, "screen", config.screen, Screen, devices)
+        devices.screen = screen if isinstance(screen, Screen) else None
     return devices
 
 
@@ -100,7 +111,7 @@ def list_devices(config: KioskConfig, registry: DeviceRegistry | None = None) ->
             lines.append(f"  {kind:8} {name:7} " + (f"unavailable: {reason}" if reason
                                                     else "available"))
     lines.append("Configured 已配置:")
-    for kind in ("doccam", "idcard", "scanner"):
+    for kind in ("doccam", "idcard", "scanner", "screen"):
         slot: DeviceSlotConfig = getattr(config, kind)
         opts = ", ".join(f"{k}={v!r}" for k, v in slot.options.items())
         lines.append(f"  {kind:8} {slot.driver}" + (f" ({opts})" if opts else ""))

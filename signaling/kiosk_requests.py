@@ -7,6 +7,7 @@ ID reads and scanned codes it adds are pushed to whoever is in the case's live c
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
@@ -16,6 +17,8 @@ from vwindow.errors import ForbiddenError, NotFoundError
 from vwindow.models import CallStatus, Role
 from vwindow.readings import Readings, purpose_of
 from vwindow.views import MaterialView
+
+logger = logging.getLogger(__name__)
 
 
 class KioskRequests:
@@ -110,3 +113,28 @@ class KioskRequests:
                "material": material.model_dump(mode="json")}
         for target in {c for c in (call_id, live) if c is not None}:
             await self.presence.send_room(target, msg)
+
+    # -- kiosk screen share and remote control ------------------------------------
+
+    async def to_kiosk_devices(self, conn: Connection, call_id: int, push: dict[str, Any],
+                               *, roles: tuple[Role, ...]) -> None:
+        """Relay a request to the call's kiosk device agent (screen share, remote
+        control); the device agent enforces consent, bounds and rate limits itself."""
+        await self.require_member(conn, call_id, roles=roles)
+        kiosk_key = f"kiosk:{self._kiosk_ids.get(call_id, 0)}"
+        sent = await self.presence.deliver(kiosk_key, {**push, "call_id": call_id},
+                                           client="devices")
+        if not sent:
+            raise NotFoundError("the kiosk's devices are not connected; check that the "
+                                "device agent (vwindow kiosk) is running")
+
+    async def remote_state(self, conn: Connection, call_id: int, state: str,
+                           reason: str | None, agent_name: str | None) -> None:
+        if conn.client != "devices":
+            raise ForbiddenError("only the kiosk's device agent reports remote control")
+        await self.require_member(conn, call_id, roles=(Role.KIOSK,))
+        logger.info("call %s: remote control %s%s", call_id, state,
+                    f" ({reason})" if reason else "")
+        await self.presence.send_room(call_id, {"type": "remote.state", "call_id": call_id,
+                                                "state": state, "reason": reason,
+                                                "agent_name": agent_name})

@@ -25,11 +25,14 @@ from devices.idcard import IdCardReader
 from devices.qr import DecodedCode
 from devices.scan.pipeline import ScanPipeline
 from devices.scanner import CodeScanner
+from devices.screen import ScreenCapture
 from media.tracks import FrameSourceTrack
 from signaling.client import ClientError, HubPeer, SignalClient, rest_login
 from signaling.kiosk_capture import CaptureRequest, DocumentDesk
 from signaling.kiosk_readers import IdCardDesk
+from signaling.kiosk_remote import RemoteDesk
 from signaling.uploader import ChunkedUploader, Spool
+from vwindow.config import RemoteControlConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,8 @@ class KioskAgent:
 
     def __init__(self, base_url: str, kiosk_code: str, device_key: str,
                  camera: DocumentCamera | None, *, idcard: IdCardReader | None = None,
-                 scanner: CodeScanner | None = None,
+                 scanner: CodeScanner | None = None, screen: ScreenCapture | None = None,
+                 remote: RemoteControlConfig | None = None,
                  spool_dir: str | Path | None = None, preview_fps: float = 10.0,
                  drain_every_s: float = 5.0, hotplug_every_s: float = 5.0,
                  pipelines: dict[str, ScanPipeline] | None = None) -> None:
@@ -51,6 +55,7 @@ class KioskAgent:
         self.camera = camera
         self.idcard = idcard
         self.scanner = scanner
+        self.remote = RemoteDesk(screen, remote or RemoteControlConfig(), self._send_remote)
         self._scanning: asyncio.Task[None] | None = None
         self.codes_sent = 0
         self.preview_fps = preview_fps
@@ -187,6 +192,11 @@ class KioskAgent:
         signal.on("call.ended", self._on_ended)
         signal.on("device.capture", self._on_capture)
         signal.on("device.idcard", self._on_idcard)
+        signal.on("device.screen", self._on_screen)
+        signal.on("remote.request", self._on_remote_request)
+        signal.on("remote.consent", self._on_remote_consent)
+        signal.on("remote.stop", self._on_remote_stop)
+        signal.on("remote.input", self._on_remote_input)
         welcome = await signal.connect()
         self.connected.set()
         logger.info("kiosk agent connected")
@@ -244,6 +254,7 @@ class KioskAgent:
         logger.info("kiosk agent: publishing the document camera in call %s", call_id)
 
     async def _leave(self) -> None:
+        await self.remote.call_ended(self._peer)
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
@@ -310,3 +321,32 @@ class KioskAgent:
             await self.id_desk.read_on_request(int(msg["case_id"]), call_id, report)
         except _NETWORK_ERRORS as err:
             await report("failed", None, f"读卡结果未能上传 / not sent: {err}")
+
+    # -- screen share and remote control -----------------------------------------------
+
+    async def _send_remote(self, call_id: int, fields: dict[str, Any]) -> None:
+        if self._signal is None:
+            return
+        try:
+            await self._signal.request("remote.state", call_id=call_id, **fields)
+        except _NETWORK_ERRORS as err:
+            logger.info("remote-control state not delivered: %s", err)
+
+    async def _on_screen(self, msg: dict[str, Any]) -> None:
+        problem = await self.remote.share_screen(self._peer, bool(msg.get("on", True)))
+        if problem:
+            logger.warning("call %s: screen share refused: %s", msg.get("call_id"), problem)
+
+    async def _on_remote_request(self, msg: dict[str, Any]) -> None:
+        await self.remote.request(int(msg["call_id"]), str(msg.get("agent_name") or ""))
+
+    async def _on_remote_consent(self, msg: dict[str, Any]) -> None:
+        self.remote.consent(bool(msg.get("granted")))
+
+    async def _on_remote_stop(self, msg: dict[str, Any]) -> None:
+        self.remote.stop(str(msg.get("by") or "agent"))
+
+    async def _on_remote_input(self, msg: dict[str, Any]) -> None:
+        event = msg.get("event")
+        if isinstance(event, dict):
+            self.remote.inject(event)

@@ -215,6 +215,53 @@ class DeviceCode(_Message):
     source: Literal["scanner-evdev", "scanner-serial", "scanner-sim"]
 
 
+class DeviceScreen(_Message):
+    """The agent asks to see (``on``) or stop seeing the kiosk's desktop."""
+
+    type: Literal["device.screen"]
+    call_id: CallId
+    on: bool = True
+
+
+class RemoteRequest(_Message):
+    """The agent asks to operate the kiosk (远程操控协办): the kiosk is asked to consent."""
+
+    type: Literal["remote.request"]
+    call_id: CallId
+
+
+class RemoteConsent(_Message):
+    """The citizen's answer on the kiosk's own screen (never from an agent)."""
+
+    type: Literal["remote.consent"]
+    call_id: CallId
+    granted: bool
+
+
+class RemoteStop(_Message):
+    type: Literal["remote.stop"]
+    call_id: CallId
+
+
+class RemoteInput(_Message):
+    """One pointer or key event from the agent; checked again by the kiosk's device
+    agent (window bounds, key whitelist, rate limit)."""
+
+    type: Literal["remote.input"]
+    call_id: CallId
+    event: dict[str, str | int | float | bool] = Field(max_length=8)
+
+
+class RemoteState(_Message):
+    """The kiosk's device agent reports the remote-control state to the call."""
+
+    type: Literal["remote.state"]
+    call_id: CallId
+    state: Literal["idle", "awaiting_consent", "active", "stopped"]
+    reason: str | None = Field(default=None, max_length=64)
+    agent_name: str | None = Field(default=None, max_length=100)
+
+
 class DeviceProgress(_Message):
     type: Literal["device.progress"]
     request_id: str = Field(min_length=1, max_length=64)
@@ -241,7 +288,8 @@ ALL_MESSAGES: tuple[type[_Message], ...] = (
     Auth, Ping, AgentState, CallStart, CallCancel, CallCallback, CallAccept, CallDecline,
     CallEnd, CallInvite, CallJoin, CallTransfer,
     RtcJoin, RtcAnswer, RtcCandidate, RtcLeave, RtcPublish, RtcUnpublish, SessionMonitor,
-    MediaSnapshot, DeviceCapture, DeviceIdCard, DeviceCode, DeviceProgress, ChatSend,
+    MediaSnapshot, DeviceCapture, DeviceIdCard, DeviceCode, DeviceScreen, DeviceProgress,
+    RemoteRequest, RemoteConsent, RemoteStop, RemoteInput, RemoteState, ChatSend,
     DashboardSubscribe,
 )
 

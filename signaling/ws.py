@@ -46,6 +46,12 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
     p.DeviceCapture: (Role.AGENT, Role.KIOSK),
     p.DeviceIdCard: (Role.AGENT, Role.KIOSK),
     p.DeviceCode: (Role.KIOSK,),
+    p.DeviceScreen: (Role.AGENT,),
+    p.RemoteRequest: (Role.AGENT,),
+    p.RemoteConsent: (Role.KIOSK,),
+    p.RemoteStop: (Role.AGENT, Role.KIOSK),
+    p.RemoteInput: (Role.AGENT,),
+    p.RemoteState: (Role.KIOSK,),
     p.DeviceProgress: (Role.KIOSK,),
     p.ChatSend: (Role.AGENT, Role.KIOSK, Role.SURVEYOR),
     p.DashboardSubscribe: (Role.SUPERVISOR,),
@@ -56,15 +62,16 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
 # on another node, they are relayed there over the bus (``relay_to_hub_node``).
 ROOM_MESSAGES: tuple[type[p._Message], ...] = (
     p.RtcJoin, p.RtcAnswer, p.RtcCandidate, p.RtcLeave, p.RtcPublish, p.RtcUnpublish,
-    p.ChatSend, p.DeviceCapture, p.DeviceIdCard, p.DeviceProgress, p.MediaSnapshot,
-    p.SessionMonitor,
+    p.ChatSend, p.DeviceCapture, p.DeviceIdCard, p.DeviceScreen, p.DeviceProgress,
+    p.RemoteRequest, p.RemoteConsent, p.RemoteStop, p.RemoteInput, p.RemoteState,
+    p.MediaSnapshot, p.SessionMonitor,
     p.CallEnd, p.CallInvite, p.CallJoin, p.CallTransfer,
 )
 
 # The kiosk's device agent shares the kiosk's token but only publishes and reports.
 DEVICE_CLIENT_MESSAGES: frozenset[type[p._Message]] = frozenset({
     p.Ping, p.RtcJoin, p.RtcAnswer, p.RtcCandidate, p.RtcLeave, p.RtcPublish, p.RtcUnpublish,
-    p.DeviceProgress, p.DeviceCode,
+    p.DeviceProgress, p.DeviceCode, p.RemoteState, p.RemoteStop,
 })
 
 
@@ -227,6 +234,28 @@ async def _dispatch(services: Services, conn: Connection,
                                             "accept_poor": accept_poor})
         case p.DeviceIdCard(call_id=call_id):
             return await sb.request_device(conn, call_id, "device.idcard", {})
+        case p.DeviceScreen(call_id=call_id, on=on):
+            await sb.to_kiosk_devices(conn, call_id, {"type": "device.screen", "on": on},
+                                      roles=(Role.AGENT,))
+        case p.RemoteRequest(call_id=call_id):
+            await sb.to_kiosk_devices(
+                conn, call_id, {"type": "remote.request", "agent_name": conn.principal.name},
+                roles=(Role.AGENT,))
+        case p.RemoteConsent(call_id=call_id, granted=granted):
+            if conn.client == "devices":
+                raise ForbiddenError("consent comes from the kiosk's own screen")
+            await sb.to_kiosk_devices(conn, call_id, {"type": "remote.consent",
+                                                      "granted": granted},
+                                      roles=(Role.KIOSK,))
+        case p.RemoteStop(call_id=call_id):
+            await sb.to_kiosk_devices(
+                conn, call_id, {"type": "remote.stop", "by": conn.principal.role.value},
+                roles=(Role.AGENT, Role.KIOSK))
+        case p.RemoteInput(call_id=call_id, event=event):
+            await sb.to_kiosk_devices(conn, call_id, {"type": "remote.input", "event": event},
+                                      roles=(Role.AGENT,))
+        case p.RemoteState(call_id=call_id, state=state, reason=reason, agent_name=name):
+            await sb.remote_state(conn, call_id, state, reason, name)
         case p.DeviceCode(text=text, symbology=symbology, source=source):
             return await sb.device_code(conn, services.readings, text, symbology, source)
         case p.DeviceProgress(request_id=rid, stage=stage, percent=pct, message=text):

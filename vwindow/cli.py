@@ -122,6 +122,7 @@ async def _start_kiosk_agent(kiosk: KioskConfig) -> Any:
         pipelines = {mode: ScanPipeline(mode=mode, **extra) for mode in ("color", "bw")}
     agent = KioskAgent(kiosk.server, kiosk.code, kiosk.key, devices.camera,
                        idcard=devices.idcard, scanner=devices.scanner,
+                       screen=devices.screen, remote=kiosk.remote_control,
                        spool_dir=kiosk.spool_dir, hotplug_every_s=kiosk.hotplug_every_s,
                        pipelines=pipelines)
     await agent.start()

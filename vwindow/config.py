@@ -119,6 +119,19 @@ class DeviceSlotConfig(_Section):
     """Passed to the driver, e.g. ``{url = "/dev/ttyUSB0"}`` or ``{device_name = "scanner"}``."""
 
 
+class RemoteControlConfig(_Section):
+    """Consented remote control of the kiosk window (off unless enabled)."""
+
+    enabled: bool = False
+    display: str = ":0"
+    window_class: str = "chromium"
+    """WM_CLASS of the kiosk browser window: input lands only inside it."""
+    window_name: str = ""
+    stop_key: str = "Pause"
+    """A key on the kiosk's keyboard that stops remote control at once."""
+    consent_timeout_s: float = Field(default=60.0, gt=0)
+
+
 class KioskConfig(_Section):
     """The kiosk device agent (``vwindow kiosk``) on a township kiosk PC."""
 
@@ -132,6 +145,10 @@ class KioskConfig(_Section):
     doccam: DeviceSlotConfig = DeviceSlotConfig(driver="sim")
     idcard: DeviceSlotConfig = DeviceSlotConfig()
     scanner: DeviceSlotConfig = DeviceSlotConfig()
+    screen: DeviceSlotConfig = DeviceSlotConfig()
+    """The kiosk desktop for screen sharing, e.g. ``driver = "x11"`` with
+    ``options = { display = ":0", window_class = "chromium" }``."""
+    remote_control: RemoteControlConfig = RemoteControlConfig()
     blur_threshold: float | None = Field(default=None, gt=0)
     """Calibrated Laplacian-variance threshold of this document camera (None: default)."""
     max_glare_fraction: float = Field(default=0.01, gt=0, le=1)
