@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from media.service import MediaService
-from signaling import rest, rest_appointments, rest_readings, rest_uploads
+from signaling import metrics as node_metrics
+from signaling import rest, rest_appointments, rest_readings, rest_reports, rest_uploads
 from signaling.bus import make_bus
 from signaling.presence import Presence
 from signaling.services import SERVICES, Services
@@ -69,13 +70,18 @@ def build_services(config: Config) -> Services:
 
 
 def make_app(config: Config, services: Services | None = None) -> web.Application:
-    app = web.Application(middlewares=[rest.error_middleware],
+    app = web.Application(middlewares=[rest.error_middleware, node_metrics.middleware],
                           client_max_size=config.server.max_upload_bytes + 1024)
     app[SERVICES] = services or build_services(config)
     app.add_routes(rest.routes)
     app.add_routes(rest_appointments.routes)
     app.add_routes(rest_uploads.routes)
     app.add_routes(rest_readings.routes)
+    app.add_routes(rest_reports.routes)
+    svc = app[SERVICES]
+    node_metrics.install(app, node_id=config.server.node_id, db=svc.db, store=svc.store,
+                         bus=svc.presence.bus, media=svc.media,
+                         snapshot=svc.switchboard.snapshot)
     app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/api/v1/openapi.yaml", openapi)
     web_root = Path(config.server.web_root) if config.server.web_root else DEFAULT_WEB_ROOT

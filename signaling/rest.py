@@ -16,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from signaling.services import SERVICES, Services
 from vwindow import accounts
 from vwindow.auth import Principal
+from vwindow.enrolment import Enrolment
 from vwindow.errors import (
     AuthError,
     NotFoundError,
@@ -162,6 +163,27 @@ async def kiosk_login(request: web.Request) -> web.Response:
     token, exp = services.tokens.issue(Role.KIOSK, str(kiosk.id), kiosk.name,
                                        services.config.auth.kiosk_token_ttl_s)
     return _token_reply(token, Role.KIOSK, kiosk.name, exp)
+
+
+class KioskEnrolBody(_Body):
+    kiosk_code: str = Field(min_length=1, max_length=64)
+    code: str = Field(min_length=16, max_length=40)
+
+
+_allow("POST", "/api/v1/auth/kiosk/enrol", None)
+
+
+@routes.post("/api/v1/auth/kiosk/enrol")
+async def kiosk_enrol(request: web.Request) -> web.Response:
+    """A kiosk PC trades a one-time enrolment code for its device key (shown once)."""
+    services = request.app[SERVICES]
+    body = await _json_body(request, KioskEnrolBody)
+    enrolment = Enrolment(services.db, services.config.auth.secret,
+                          services.config.auth.previous_secrets)
+    enrolled = await enrolment.redeem(body.kiosk_code, body.code)
+    return web.json_response({"kiosk_code": enrolled.kiosk_code, "name": enrolled.kiosk_name,
+                              "device_key": enrolled.device_key},
+                             headers={"Cache-Control": "no-store"})
 
 
 _allow("POST", "/api/v1/auth/surveyor", None)

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from media.hub import TrackRole
+from signaling import metrics as node_metrics
 from signaling import protocol as p
 from signaling.presence import Connection, RelayedConnection
 from signaling.services import SERVICES, Services
@@ -98,6 +99,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             try:
                 message = p.parse_message(raw, limit)
             except p.ProtocolError as err:
+                node_metrics.count_ws_error(request.app, err.code)
                 await _send_error(ws, err.code, err.message, err.field, err.ref)
                 continue
             try:
@@ -110,9 +112,11 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                     reply["ref"] = message.id
                     await conn.send(reply)
             except VWindowError as err:
+                node_metrics.count_ws_error(request.app, err.code)
                 await _send_error(ws, err.code, err.message, err.field, message.id)
             except Exception:
                 logger.exception("handling %s failed", type(message).__name__)
+                node_metrics.count_ws_error(request.app, "internal")
                 await _send_error(ws, "internal", "the server could not handle this message; "
                                   "it has been logged", None, message.id)
     finally:

@@ -23,13 +23,10 @@ from vwindow.errors import VWindowError
 logger = logging.getLogger(__name__)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("aioice", "aiortc", "aiohttp.access", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _setup_logging(verbose: bool, log_format: str = "text", node_id: str | None = None) -> None:
+    from vwindow.logjson import setup_logging
+
+    setup_logging(log_format, verbose=verbose, node_id=node_id)  # type: ignore[arg-type]
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -177,6 +174,56 @@ async def _kiosk(args: argparse.Namespace) -> None:
         await agent.stop()
 
 
+async def _backup(config: Config, out: str) -> int:
+    from vwindow.backup import backup
+
+    report = await backup(config, out)
+    print(f"backup written to {report.path}: {sum(report.tables.values())} rows in "
+          f"{len(report.tables)} tables, {report.files} files ({report.file_bytes} bytes), "
+          f"schema {report.revision}")
+    return 0
+
+
+async def _restore(config: Config, source: str, *, force: bool, check: bool) -> int:
+    from vwindow.backup import restore, verify_archive
+
+    if check:
+        report = await verify_archive(source)
+        print(f"{source}: intact — {sum(report.tables.values())} rows, {report.files} "
+              f"files, schema {report.revision}")
+        return 0
+    report = await restore(config, source, force=force)
+    print(f"restored {sum(report.tables.values())} rows and {report.files} files from "
+          f"{source} (schema {report.revision}); start the nodes to upgrade the schema")
+    return 0
+
+
+async def _enrolment(config: Config, args: argparse.Namespace) -> int:
+    from vwindow.db import Database
+    from vwindow.enrolment import Enrolment
+
+    db = Database(config.db.url)
+    try:
+        await db.start()
+        enrolment = Enrolment(db, config.auth.secret, config.auth.previous_secrets)
+        if args.name or args.township:
+            if not (args.name and args.township):
+                print("vwindow: --name and --township go together (a new kiosk)",
+                      file=sys.stderr)
+                return 2
+            await enrolment.register_kiosk(args.kiosk, args.name, args.township,
+                                           actor="cli:enrolment")
+        issued = await enrolment.issue(args.kiosk, actor="cli:enrolment",
+                                       ttl_s=int(args.ttl_hours * 3600))
+    finally:
+        await db.stop()
+    print(f"enrolment code for {issued.kiosk_code} ({issued.kiosk_name}):\n\n    "
+          f"{issued.code}\n\nvalid once, until {issued.expires_at:%Y-%m-%d %H:%M} UTC. On the "
+          f"kiosk PC: deploy/kiosk/setup-kiosk.sh --server URL --kiosk {issued.kiosk_code} "
+          f"--code {issued.code}")
+    return 0
+
+
 async def _migrate(config: Config) -> None:
     from vwindow.db import Database
 
@@ -234,6 +281,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="show the drivers and the device nodes found, then exit")
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     server_opts(migrate)
+    bk = sub.add_parser("backup", help="back up the database and the file store to a tar")
+    bk.add_argument("out", help="archive to write (.tar, or .tar.gz to compress)")
+    rs = sub.add_parser("restore", help="restore a backup (stop the nodes first)")
+    rs.add_argument("source", help="archive written by 'vwindow backup'")
+    rs.add_argument("--force", action="store_true",
+                    help="replace a database and store that hold data")
+    rs.add_argument("--check", action="store_true",
+                    help="only verify the archive; change nothing")
+    en = sub.add_parser("enrolment", help="kiosk enrolment codes")
+    en_sub = en.add_subparsers(dest="enrolment_command", required=True)
+    create = en_sub.add_parser("create", help="issue a one-time code for a kiosk PC")
+    create.add_argument("kiosk", help="kiosk code")
+    create.add_argument("--name", help="register a new kiosk with this name")
+    create.add_argument("--township", help="the new kiosk's township")
+    create.add_argument("--ttl-hours", type=float, default=24.0)
+    for sp in (bk, rs, create):
+        server_opts(sp)
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the audit hash chain")
@@ -245,10 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
-        if args.command == "demo":
-            asyncio.run(_serve(_config(args), demo=True, devices=args.devices))
-        elif args.command == "serve":
-            asyncio.run(_serve(_config(args), demo=False, devices=None))
+        if args.command in ("demo", "serve"):
+            config = _config(args)
+            _setup_logging(args.verbose, config.server.log_format, config.server.node_id)
+            asyncio.run(_serve(config, demo=args.command == "demo",
+                               devices=args.devices if args.command == "demo" else None))
+        elif args.command == "backup":
+            return asyncio.run(_backup(_config(args), args.out))
+        elif args.command == "restore":
+            return asyncio.run(_restore(_config(args), args.source, force=args.force,
+                                        check=args.check))
+        elif args.command == "enrolment":
+            return asyncio.run(_enrolment(_config(args), args))
         elif args.command == "kiosk":
             asyncio.run(_kiosk(args))
         elif args.command == "migrate":

@@ -37,6 +37,8 @@ class ServerConfig(_Section):
     """Directory of the static pages; empty: the ``web/`` folder beside the packages."""
     max_ws_frame: int = 64 * 1024
     max_upload_bytes: int = 50 * 1024 * 1024
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line (for log shippers); ``text``: for people."""
 
 
 class DbConfig(_Section):

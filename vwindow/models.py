@@ -84,7 +84,10 @@ class Township(Base):
     name: Mapped[str] = mapped_column(String(100))
     county: Mapped[str] = mapped_column(String(100))
     distance_km: Mapped[float] = mapped_column(default=0.0)
+    """One way by road to the county seat: an answered call saves the citizen twice this
+    (the travel-saved figure of the field reports, vwindow/stats.py)."""
     travel_minutes: Mapped[int] = mapped_column(default=0)
+    """The time the one-way trip to the county seat takes, in minutes."""
     default_dialect: Mapped[str | None] = mapped_column(String(32))
 
 

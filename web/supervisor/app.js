@@ -1,8 +1,10 @@
 // Supervisor dashboard: queue, live sessions and agents, re-rendered on every
 // `dashboard.snapshot` the server pushes (no polling); each live session can be
-// monitored (listen / whisper / barge) in the #monitor panel.
+// monitored (listen / whisper / barge) in the #monitor panel. Today's figures and
+// charts (stats.js) refresh after pushes and every 30 s; reports.js exports.
 // body[data-state]: login | dashboard
 
+import '/supervisor/messages.js';
 import { Api } from '/common/api.js';
 import { SignalClient } from '/common/signal.js';
 import { initI18n, onLangChange } from '/common/i18n.js';
@@ -11,11 +13,15 @@ import {
   formatClock, kindKey, kioskText, sinceText, submitStaffLogin,
 } from '/common/ui.js';
 import { MonitorPanel, MODES } from '/supervisor/monitor.js';
+import { TodayPanel } from '/supervisor/stats.js';
+import { ReportsPanel } from '/supervisor/reports.js';
 
 const api = new Api({ key: 'vw.supervisor.session' });
 const conn = new ConnectionIndicator();
 const app = { signal: null, snapshot: null };
 const monitor = new MonitorPanel({ conn, onChange: () => markMonitored() });
+const today = new TodayPanel(api);
+let reports = null;
 
 // ---- login -------------------------------------------------------------------
 
@@ -26,6 +32,7 @@ async function onLogin(ev) {
 
 function logout(reasonKey = null) {
   monitor.stop(null);
+  today.stop();
   if (app.signal) app.signal.close();
   app.signal = null;
   app.snapshot = null;
@@ -48,7 +55,10 @@ async function startSession() {
     monitor.reconnected();
   });
   signal.on('unauthenticated', () => logout('err.sessionExpired'));
-  signal.on('dashboard.snapshot', (msg) => render(msg));
+  signal.on('dashboard.snapshot', (msg) => {
+    render(msg);
+    today.pushed();
+  });
   signal.on('call.ended', (msg) => monitor.callEnded(msg.call_id));
   monitor.attach(signal);
   signal.on('error', (msg) => console.warn('signalling error:', msg.code));
@@ -62,6 +72,7 @@ async function startSession() {
   }
   byId('supervisor-name').textContent = welcome.principal ? welcome.principal.name : '';
   subscribe();
+  today.start();
 }
 
 async function subscribe() {
@@ -182,7 +193,12 @@ function init() {
   initI18n();
   byId('login-form').addEventListener('submit', onLogin);
   byId('logout').addEventListener('click', () => logout());
-  onLangChange(() => { if (app.snapshot) render(app.snapshot); });
+  reports = new ReportsPanel(api);
+  onLangChange(() => {
+    if (app.snapshot) render(app.snapshot);
+    today.render();
+    reports.relabel();
+  });
   startTicker();
   if (api.session) {
     startSession();
