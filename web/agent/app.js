@@ -12,6 +12,7 @@ import {
   showError, hideError, errorKey, startTicker, submitStaffLogin, kindKey, kioskText, sinceText,
 } from '/common/ui.js';
 import { Tiles } from '/common/tiles.js';
+import { RemoteControlPanel } from '/agent/remotecontrol.js';
 import { CasePanel } from '/agent/casepanel.js';
 import { ScreenShare } from '/agent/screenshare.js';
 import { InviteForm, InvitationCard } from '/agent/conference.js';
@@ -55,6 +56,7 @@ const app = {
 
 const casePanel = new CasePanel(api, () => app);
 const screenShare = new ScreenShare(() => app.media);
+const remoteControl = new RemoteControlPanel(() => app);
 const invite = new InviteForm(() => app);
 const booking = new BookingBox(api, () => app);
 new BookingLookup(api); // eslint-disable-line no-new
@@ -181,6 +183,7 @@ function wireSignal(signal) {
   signal.on('case.idread', (msg) => {
     if (app.call && msg.case_id === app.call.case_id) casePanel.devices.addRead(msg.read);
   });
+  signal.on('remote.state', (msg) => { if (isThisCall(msg)) remoteControl.update(msg); });
   signal.on('case.code', (msg) => {
     if (app.call && msg.case_id === app.call.case_id) casePanel.devices.addCode(msg.code);
   });
@@ -410,6 +413,7 @@ function leaveLive() {
   app.mediaGen += 1;
   if (app.media) app.media.stop();
   screenShare.reset();
+  remoteControl.reset();
   stopStream(app.localStream);
   app.localStream = null;
   byId('local-camera').srcObject = null;

@@ -10,6 +10,7 @@ import {
   MaterialList, getLocalMedia, stopStream, showError, hideError, errorKey,
 } from '/common/ui.js';
 import { RemoteView } from '/kiosk/remote.js';
+import { RemoteControlPrompt } from '/kiosk/remotecontrol.js';
 import { RatingForm } from '/kiosk/rating.js';
 
 const RATED_BACK_MS = 10000;
@@ -20,6 +21,7 @@ const conn = new ConnectionIndicator();
 const capture = new CaptureProgress();
 const materials = new MaterialList(api, byId('materials'), { openable: false });
 const remote = new RemoteView();
+const remoteControl = new RemoteControlPrompt(() => app);
 let rating = null; // RatingForm, made in init() once the language is set
 
 const app = {
@@ -153,6 +155,9 @@ function wireSignal(signal) {
   });
   signal.on('chat.message', (msg) => app.chat.add(msg));
   signal.on('kiosk.code', (msg) => onScannedCode(msg));
+  signal.on('remote.state', (msg) => {
+    if (app.call && msg.call_id === app.call.call_id) remoteControl.update(msg);
+  });
   signal.on('error', (msg) => console.warn('signalling error:', msg.code));
 }
 
@@ -518,6 +523,7 @@ function leaveCall() {
   if (app.chat) app.chat.clear();
   materials.clear();
   capture.reset();
+  remoteControl.reset();
   conn.set('media', false);
 }
 

@@ -4,7 +4,6 @@
 // charts (stats.js) refresh after pushes and every 30 s; reports.js exports.
 // body[data-state]: login | dashboard
 
-import '/supervisor/messages.js';
 import { Api } from '/common/api.js';
 import { SignalClient } from '/common/signal.js';
 import { initI18n, onLangChange } from '/common/i18n.js';
