@@ -12,7 +12,15 @@ from aiohttp import web
 
 from media.service import MediaService
 from signaling import metrics as node_metrics
-from signaling import rest, rest_appointments, rest_readings, rest_reports, rest_uploads
+from signaling import (
+    rest,
+    rest_appointments,
+    rest_cases,
+    rest_inspections,
+    rest_readings,
+    rest_reports,
+    rest_uploads,
+)
 from signaling.bus import make_bus
 from signaling.presence import Presence
 from signaling.services import SERVICES, Services
@@ -23,6 +31,7 @@ from vwindow.auth import TokenIssuer
 from vwindow.cases import Cases
 from vwindow.config import Config
 from vwindow.db import Database
+from vwindow.inspections import Inspections
 from vwindow.queue import CallQueue
 from vwindow.readings import Readings
 from vwindow.store import FileStore
@@ -58,7 +67,8 @@ def build_services(config: Config) -> Services:
                          video_codec=config.media.video_codec, forward=config.media.forward,
                          recordings_dir=recordings)
     queue = CallQueue(db, cases, config.routing, config.server.node_id)
-    switchboard = Switchboard(db, cases, queue, presence, media, config.server.node_id, store)
+    switchboard = Switchboard(db, cases, queue, presence, media, config.server.node_id, store,
+                              sla=config.sla)
     holder.append(switchboard)
     media.on_member_state = switchboard.member_state
     return Services(config=config, db=db, store=store, tokens=tokens, cases=cases,
@@ -66,7 +76,7 @@ def build_services(config: Config) -> Services:
                     appointments=Appointments(db, cases),
                     uploads=Uploads(db, store, cases,
                                     max_bytes=config.server.max_upload_bytes),
-                    readings=Readings(db, store))
+                    readings=Readings(db, store), inspections=Inspections(db))
 
 
 def make_app(config: Config, services: Services | None = None) -> web.Application:
@@ -78,6 +88,8 @@ def make_app(config: Config, services: Services | None = None) -> web.Applicatio
     app.add_routes(rest_uploads.routes)
     app.add_routes(rest_readings.routes)
     app.add_routes(rest_reports.routes)
+    app.add_routes(rest_inspections.routes)
+    rest_cases.install(app)
     svc = app[SERVICES]
     node_metrics.install(app, node_id=config.server.node_id, db=svc.db, store=svc.store,
                          bus=svc.presence.bus, media=svc.media,

@@ -262,6 +262,20 @@ class RemoteState(_Message):
     agent_name: str | None = Field(default=None, max_length=100)
 
 
+class SurveyorPosition(_Message):
+    """The surveyor phone's GPS fix (Geolocation API), streamed while the call runs."""
+
+    type: Literal["surveyor.position"]
+    call_id: CallId
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy: float = Field(ge=0, le=100_000)
+    """Metres (95 % circle, as the browser reports it)."""
+    heading: float | None = Field(default=None, ge=0, lt=360)
+    at: int | None = Field(default=None, ge=0)
+    """The fix's time, ms since the epoch (the phone's clock)."""
+
+
 class DeviceProgress(_Message):
     type: Literal["device.progress"]
     request_id: str = Field(min_length=1, max_length=64)
@@ -289,7 +303,8 @@ ALL_MESSAGES: tuple[type[_Message], ...] = (
     CallEnd, CallInvite, CallJoin, CallTransfer,
     RtcJoin, RtcAnswer, RtcCandidate, RtcLeave, RtcPublish, RtcUnpublish, SessionMonitor,
     MediaSnapshot, DeviceCapture, DeviceIdCard, DeviceCode, DeviceScreen, DeviceProgress,
-    RemoteRequest, RemoteConsent, RemoteStop, RemoteInput, RemoteState, ChatSend,
+    RemoteRequest, RemoteConsent, RemoteStop, RemoteInput, RemoteState, SurveyorPosition,
+    ChatSend,
     DashboardSubscribe,
 )
 

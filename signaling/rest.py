@@ -16,6 +16,7 @@ from pydantic import ValidationError as PydanticValidationError
 from signaling.services import SERVICES, Services
 from vwindow import accounts
 from vwindow.auth import Principal
+from vwindow.case_flow import CaseFlow
 from vwindow.enrolment import Enrolment
 from vwindow.errors import (
     AuthError,
@@ -228,6 +229,7 @@ async def get_case(request: web.Request) -> web.Response:
     body["id_reads"] = [r.model_dump(mode="json")
                         for r in await services.readings.id_reads(case_id)]
     body["codes"] = [c.model_dump(mode="json") for c in await services.readings.codes(case_id)]
+    body.update(await CaseFlow(services.db, services.config.sla).case_extras(case_id))
     return web.json_response(body)
 
 

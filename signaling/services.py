@@ -14,6 +14,7 @@ from vwindow.auth import TokenIssuer
 from vwindow.cases import Cases
 from vwindow.config import Config
 from vwindow.db import Database
+from vwindow.inspections import Inspections
 from vwindow.readings import Readings
 from vwindow.store import FileStore
 from vwindow.uploads import Uploads
@@ -32,6 +33,7 @@ class Services:
     appointments: Appointments
     uploads: Uploads
     readings: Readings
+    inspections: Inspections
 
 
 SERVICES = web.AppKey("services", Services)

@@ -8,24 +8,32 @@ call and one ``conflict``, and every other ringing console is told to stop at on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, date, datetime
 from typing import Any
+
+from sqlalchemy import select
 
 from media.fanout import EncodedPublication, ParticipantInfo
 from media.hub import TrackRole
 from media.recording import RecordingResult
 from media.service import MediaService
 from media.snapshot import take_snapshot
+from media.watermark import stamp as stamp_evidence
+from signaling.inspections import InspectionDesk
 from signaling.kiosk_requests import KioskRequests
 from signaling.presence import Connection, Presence, Room
 from signaling.router import Router
+from vwindow.case_sla import sla_flags
 from vwindow.cases import Cases
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
-from vwindow.models import Role
+from vwindow.inspections import Inspections
+from vwindow.models import Case, Role
 from vwindow.queue import CallQueue
 from vwindow.routing import priority_for
+from vwindow.sla import SlaConfig
 from vwindow.store import FileStore
 from vwindow.views import CallView
 
@@ -40,13 +48,15 @@ def _dump(view: CallView) -> dict[str, Any]:
     return view.model_dump(mode="json")
 
 
-class Switchboard(KioskRequests):
+class Switchboard(KioskRequests, InspectionDesk):
     def __init__(self, db: Database, cases: Cases, queue: CallQueue, presence: Presence,
-                 media: MediaService, node_id: str, store: FileStore) -> None:
+                 media: MediaService, node_id: str, store: FileStore,
+                 sla: SlaConfig | None = None) -> None:
         self.db = db
         self.queue = queue
         self.router = Router(queue, presence, self.changed)
         self.store = store
+        self.sla = sla
         self.cases = cases
         self.presence = presence
         self.media = media
@@ -56,6 +66,7 @@ class Switchboard(KioskRequests):
         self._dashboard_dirty = asyncio.Event()
         self._kiosk_ids: dict[int, int] = {}  # call id -> kiosk id
         self._monitors: dict[tuple[int, str], str] = {}  # (call id, supervisor key) -> mode
+        self._positions: dict[int, dict[str, Any]] = {}  # call id -> surveyor's latest fix
         self._closing: set[asyncio.Task[None]] = set()  # hubs being closed, recordings stored
 
     async def start(self) -> None:
@@ -246,6 +257,7 @@ class Switchboard(KioskRequests):
         await self.cases.participants_left(call_id)
         room = self.presence.rooms.pop(call_id, None)
         self._kiosk_ids.pop(call_id, None)
+        self.forget_position(call_id)
         for key in [k for k in self._monitors if k[0] == call_id]:
             del self._monitors[key]
         for member in room.members if room else ():
@@ -463,7 +475,8 @@ class Switchboard(KioskRequests):
             await self.material_added(call_id, material)
 
     async def snapshot_to_case(self, conn: Connection, call_id: int, participant_id: str,
-                               role: str, store: FileStore) -> dict[str, Any]:
+                               role: str, store: FileStore,
+                               inspections: Inspections | None = None) -> dict[str, Any]:
         """Decode one keyframe of a live track into a JPEG material of the case."""
         room = await self.require_member(conn, call_id, roles=(Role.AGENT,))
         hub = self.media.find(call_id)
@@ -475,16 +488,38 @@ class Switchboard(KioskRequests):
         if not isinstance(pub, EncodedPublication):
             raise InvalidStateError("snapshots need the hub in forwarding mode")
         shot = await take_snapshot(pub.source, name=f"{pub.owner.name} {role}")
-        sha = await store.put(shot.jpeg)
+        jpeg, prefix = shot.jpeg, "snapshot"
+        position = self.position_of(call_id) if pub.owner.kind == "surveyor" else None
+        inspection = (await inspections.open_for_call(call_id)
+                      if inspections is not None and pub.owner.kind == "surveyor" else None)
+        if pub.owner.kind == "surveyor":
+            # Evidence from the site: stamped with when, where, which case.
+            async with self.db.session() as s:
+                case_number = str(await s.scalar(select(Case.number).where(
+                    Case.id == room.case_id)))
+            lines = self.evidence_lines(call_id, shot.taken_at, case_number,
+                                        inspection.number if inspection else None)
+            jpeg = await asyncio.to_thread(stamp_evidence, shot.jpeg, lines)
+            prefix = "evidence"
+        sha = await store.put(jpeg)
         stamp = shot.taken_at.strftime("%Y%m%d-%H%M%S")
         material, new = await self.cases.add_material(
-            conn.principal, room.case_id, sha256=sha, size=len(shot.jpeg),
-            content_type="image/jpeg", filename=f"snapshot-{pub.owner.kind}-{role}-{stamp}.jpg",
-            source="snapshot", call_id=call_id, kind="snapshot")
+            conn.principal, room.case_id, sha256=sha, size=len(jpeg),
+            content_type="image/jpeg", filename=f"{prefix}-{pub.owner.kind}-{role}-{stamp}.jpg",
+            source="surveyor" if position is not None or prefix == "evidence" else "snapshot",
+            call_id=call_id, kind="snapshot")
+        evidence = None
+        if inspection is not None and inspections is not None:
+            evidence = await inspections.add_evidence(inspection.id, material.id, position)
         if new:
             await self.material_added(call_id, material)
+        if evidence is not None and inspection is not None:
+            await self.presence.send_room(call_id, {
+                "type": "inspection.evidence", "call_id": call_id,
+                "inspection_id": inspection.id, "evidence": evidence.model_dump(mode="json")})
         return {"type": "snapshot.taken", "material": material.model_dump(mode="json"),
-                "width": shot.width, "height": shot.height}
+                "width": shot.width, "height": shot.height, "position": position,
+                "evidence": evidence.model_dump(mode="json") if evidence else None}
 
     # -- dashboard ---------------------------------------------------------------------
 
@@ -497,12 +532,15 @@ class Switchboard(KioskRequests):
             entry["participants"] = [p.as_dict() for p in hub.participants] if hub else []
             sessions.append(entry)
         agent_list = await self.queue.dashboard_agents()
+        flags = await sla_flags(self.db, self.sla, datetime.now(UTC))
         return {"type": "dashboard.snapshot", "queue": queue, "sessions": sessions,
-                "agents": agent_list}
+                "agents": agent_list, "sla_flags": flags}
 
     async def _dashboard_loop(self) -> None:
         while True:
-            await self._dashboard_dirty.wait()
+            # SLA clocks move with time, not with events: refresh at least each minute.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dashboard_dirty.wait(), 60)
             await asyncio.sleep(0.1)  # coalesce bursts of changes
             self._dashboard_dirty.clear()
             watchers = [c for c in self.presence.by_role(Role.SUPERVISOR) if c.dashboard]

@@ -177,10 +177,14 @@ class Spool:
 
     async def upload_one(self, name: str, uploader: ChunkedUploader,
                          progress: Progress | None = None) -> dict[str, Any] | None:
-        """Upload one entry and remove it; ``None`` when the server refused it for good
-        (dropped, with a log line). Connection errors propagate and keep the entry."""
-        meta = UploadMeta(**json.loads(
-            await asyncio.to_thread((self.root / f"{name}.json").read_text)))
+        """Upload one entry and remove it; ``None`` when it was already sent or the server
+        refused it for good (dropped, with a log line). Connection errors propagate and
+        keep the entry."""
+        try:
+            meta = UploadMeta(**json.loads(
+                await asyncio.to_thread((self.root / f"{name}.json").read_text)))
+        except FileNotFoundError:
+            return None  # sent meanwhile by another drain of the same spool
         try:
             data = await asyncio.to_thread(self.data, name)
         except FileNotFoundError:

@@ -53,6 +53,7 @@ ALLOWED: dict[type[p._Message], tuple[Role, ...]] = {
     p.RemoteStop: (Role.AGENT, Role.KIOSK),
     p.RemoteInput: (Role.AGENT,),
     p.RemoteState: (Role.KIOSK,),
+    p.SurveyorPosition: (Role.SURVEYOR,),
     p.DeviceProgress: (Role.KIOSK,),
     p.ChatSend: (Role.AGENT, Role.KIOSK, Role.SURVEYOR),
     p.DashboardSubscribe: (Role.SUPERVISOR,),
@@ -65,7 +66,7 @@ ROOM_MESSAGES: tuple[type[p._Message], ...] = (
     p.RtcJoin, p.RtcAnswer, p.RtcCandidate, p.RtcLeave, p.RtcPublish, p.RtcUnpublish,
     p.ChatSend, p.DeviceCapture, p.DeviceIdCard, p.DeviceScreen, p.DeviceProgress,
     p.RemoteRequest, p.RemoteConsent, p.RemoteStop, p.RemoteInput, p.RemoteState,
-    p.MediaSnapshot, p.SessionMonitor,
+    p.SurveyorPosition, p.MediaSnapshot, p.SessionMonitor,
     p.CallEnd, p.CallInvite, p.CallJoin, p.CallTransfer,
 )
 
@@ -230,7 +231,8 @@ async def _dispatch(services: Services, conn: Connection,
         case p.CallJoin(call_id=call_id):
             return await sb.join_as_expert(conn, call_id)
         case p.MediaSnapshot(call_id=call_id, participant_id=pid, role=role):
-            return await sb.snapshot_to_case(conn, call_id, pid, role, services.store)
+            return await sb.snapshot_to_case(conn, call_id, pid, role, services.store,
+                                             services.inspections)
         case p.DeviceCapture(call_id=call_id, document=document, mode=mode,
                              accept_poor=accept_poor):
             return await sb.request_device(conn, call_id, "device.capture",
@@ -260,6 +262,9 @@ async def _dispatch(services: Services, conn: Connection,
                                       roles=(Role.AGENT,))
         case p.RemoteState(call_id=call_id, state=state, reason=reason, agent_name=name):
             await sb.remote_state(conn, call_id, state, reason, name)
+        case p.SurveyorPosition(call_id=call_id, lat=lat, lon=lon, accuracy=acc,
+                                heading=heading, at=at):
+            await sb.surveyor_position(conn, call_id, lat, lon, acc, heading, at)
         case p.DeviceCode(text=text, symbology=symbology, source=source):
             return await sb.device_code(conn, services.readings, text, symbology, source)
         case p.DeviceProgress(request_id=rid, stage=stage, percent=pct, message=text):

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vwindow import audit
+from vwindow import audit, case_flow
 from vwindow.auth import Principal
 from vwindow.db import Database
 from vwindow.errors import (
@@ -205,6 +205,9 @@ class Cases:
                 return case
             if principal.role is Role.KIOSK and case.kiosk_id == int(principal.subject):
                 return case
+            if principal.role is Role.KIOSK and await self._kiosk_calling_on(
+                    s, int(principal.subject), case_id):
+                return case
             if principal.role is Role.AGENT:
                 agent_id = int(principal.subject)
                 if case.assigned_agent_id == agent_id:
@@ -225,6 +228,13 @@ class Cases:
                     return case
         raise ForbiddenError(f"not allowed to use case {case_id}", field="case_id")
 
+    @staticmethod
+    async def _kiosk_calling_on(s: AsyncSession, kiosk_id: int, case_id: int) -> bool:
+        """A kiosk making a later call on a case another kiosk opened (same township)."""
+        return (await s.scalars(select(Call.id).where(
+            Call.case_id == case_id, Call.kiosk_id == kiosk_id,
+            Call.status.in_([CallStatus.QUEUED, CallStatus.LIVE])))).first() is not None
+
     async def check_call_member(self, principal: Principal, call_id: int) -> Call:
         """Raise unless ``principal`` belongs in the live ``call_id``."""
         call = await self.get_call(call_id)
@@ -236,8 +246,11 @@ class Cases:
     # -- calls ---------------------------------------------------------------------
 
     async def start_call(
-        self, kiosk_id: int, service_code: str, dialect: str | None = None, priority: int = 0
+        self, kiosk_id: int, service_code: str, dialect: str | None = None, priority: int = 0,
+        *, case_number: str | None = None,
     ) -> CallView:
+        """Queue a call on a new case, or with ``case_number`` a later call on an open case
+        (the citizen back with more material, or asking how it stands)."""
         async with self.db.session() as s:
             item = await service_item(s, service_code, "service_code")
             kiosk = await s.get(Kiosk, kiosk_id)
@@ -254,16 +267,19 @@ class Cases:
             if busy is not None:
                 raise ConflictError(f"kiosk already has call {busy} waiting or live")
             now = utcnow()
-            case = Case(
-                number=f"VW{now:%Y%m%d}-{secrets.token_hex(3).upper()}",
-                service_item_id=item.id,
-                kiosk_id=kiosk.id,
-                township_id=kiosk.township_id,
-                status=CaseStatus.RECEIVED,
-                created_at=now,
-            )
-            s.add(case)
-            await s.flush()
+            if case_number is not None:
+                case = await case_flow.open_case_for_call(s, case_number, kiosk, item)
+            else:
+                case = Case(
+                    number=f"VW{now:%Y%m%d}-{secrets.token_hex(3).upper()}",
+                    service_item_id=item.id,
+                    kiosk_id=kiosk.id,
+                    township_id=kiosk.township_id,
+                    status=CaseStatus.RECEIVED,
+                    created_at=now,
+                )
+                s.add(case)
+                await s.flush()
             call = Call(
                 case_id=case.id,
                 kiosk_id=kiosk.id,
@@ -281,7 +297,8 @@ class Cases:
                 actor=f"kiosk:{kiosk.id}",
                 action="call.queued",
                 case_id=case.id,
-                detail={"call_id": call.id, "service": item.code},
+                detail={"call_id": call.id, "service": item.code,
+                        **({"later_call": True} if case_number is not None else {})},
             )
             logger.info("call %s queued for case %s (%s)", call.id, case.id, item.code)
             return await self.view(s, call)
@@ -436,6 +453,8 @@ class Cases:
                                detail={"material_id": m.id, "sha256": sha256, "size": size,
                                        "type": content_type, "source": source,
                                        "kind": kind})
+            # A case returned for more material (补正) resumes with the first new one.
+            await case_flow.material_arrived(s, case_id, m.id, actor_key)
             logger.info("case %s: material %s added (%s, %d bytes)", case_id, m.id,
                         content_type, size)
             return material_view(m), True

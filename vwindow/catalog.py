@@ -16,11 +16,12 @@ too; the search itself is ``vwindow.catalog_search``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -272,11 +273,22 @@ def dump_csv(items: Iterable[CatalogItem], path: str | Path) -> None:
     BOM-less CSV as GBK and garble every name.
     """
     with Path(path).open("w", encoding="utf-8-sig", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for item in items:
-            data = item.model_dump(mode="json", exclude_none=True)
-            writer.writerow([_csv_cell(column, data[column]) for column in CSV_COLUMNS])
+        _write_csv(f, items)
+
+
+def items_csv(items: Iterable[CatalogItem]) -> str:
+    """The CSV text ``dump_csv`` writes, without the byte-order mark (add it when encoding)."""
+    out = io.StringIO(newline="")
+    _write_csv(out, items)
+    return out.getvalue()
+
+
+def _write_csv(f: TextIO, items: Iterable[CatalogItem]) -> None:
+    writer = csv.writer(f)
+    writer.writerow(CSV_COLUMNS)
+    for item in items:
+        data = item.model_dump(mode="json", exclude_none=True)
+        writer.writerow([_csv_cell(column, data[column]) for column in CSV_COLUMNS])
 
 
 def _csv_cell(column: str, value: Any) -> str:
@@ -297,6 +309,19 @@ def load_csv(path: str | Path) -> list[CatalogItem]:
         raise CatalogFormatError(f"{path}: cannot read: {err}") from err
     except csv.Error as err:
         raise CatalogFormatError(f"{path}: not CSV: {err}") from err
+    return _csv_rows(rows, str(path))
+
+
+def parse_csv(text: str, source: str = "catalog.csv") -> list[CatalogItem]:
+    """Items from CSV text (an upload); ``source`` names it in errors."""
+    try:
+        rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+    except csv.Error as err:
+        raise CatalogFormatError(f"{source}: not CSV: {err}") from err
+    return _csv_rows(rows, source)
+
+
+def _csv_rows(rows: list[list[str]], path: str) -> list[CatalogItem]:
     if not rows:
         raise CatalogFormatError(f"{path}: empty, expected a header row")
     header = [cell.strip() for cell in rows[0]]

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -70,11 +71,18 @@ class CallStatus(enum.StrEnum):
 
 
 class CaseStatus(enum.StrEnum):
+    """Where a case stands; the allowed moves between them are in ``vwindow.case_flow``."""
+
     RECEIVED = "received"
+    DISPATCHED = "dispatched"
+    """Handed by the front desk to the back office (中台分派)."""
     IN_PROGRESS = "in_progress"
+    RETURNED = "returned"
+    """Returned to the citizen for more material (补正); the result clock is paused."""
     BOOKED = "booked"
     """Booked for a visit to a service hall's window (预约办)."""
     COMPLETED = "completed"
+    REJECTED = "rejected"
 
 
 class Township(Base):
@@ -126,6 +134,14 @@ class ServiceItem(Base):
     department: Mapped[str] = mapped_column(String(100))
     category: Mapped[str] = mapped_column(String(64))
     required_materials: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Names of the item's materials (kept for older readers; ``material_rules`` rules)."""
+    questions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """Situation questions (情形问答), as ``vwindow.catalog.SituationQuestion`` dicts."""
+    material_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """Materials with keys and conditions, as ``vwindow.catalog.MaterialRule`` dicts."""
+    instant_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
+    keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class Case(Base):
@@ -138,6 +154,11 @@ class Case(Base):
     status: Mapped[str] = mapped_column(String(24), default=CaseStatus.RECEIVED)
     assigned_agent_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    answers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    """Situation answers, question key → chosen option."""
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outcome_note: Mapped[str | None] = mapped_column(Text)
+    """Why the case ended as it did (the reason of the last transition)."""
 
 
 class Call(Base):
@@ -367,6 +388,8 @@ class SurveyorLink(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    inspection_id: Mapped[int | None] = mapped_column(Integer)
+    """The inspection the link was made for (links made before inspections: none)."""
 
 
 class AuditEntry(Base):
@@ -381,3 +404,75 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+
+
+class CaseMilestone(Base):
+    """When a case first met an SLA milestone (first response, feedback, result)."""
+
+    __tablename__ = "case_milestones"
+    __table_args__ = (UniqueConstraint("case_id", "key", name="uq_milestone_case_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(64))
+
+
+class CasePause(Base):
+    """A stretch of time the case waited for the citizen's material (补正); open while
+    ``ended_at`` is NULL. Pausable SLA milestones do not count it."""
+
+    __tablename__ = "case_pauses"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_by: Mapped[str] = mapped_column(String(64))
+    ended_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class MaterialTag(Base):
+    """The checklist entry (a material rule key of the case's item) an agent says a
+    material is; one per material, replaced when re-tagged."""
+
+    __tablename__ = "material_tags"
+    material_id: Mapped[int] = mapped_column(ForeignKey("materials.id"), primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    material_type: Mapped[str] = mapped_column(String(64))
+    tagged_by: Mapped[str] = mapped_column(String(64))
+    tagged_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Inspection(Base):
+    """A remote site inspection (远程踏勘) of a case, done over one call."""
+
+    __tablename__ = "inspections"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), unique=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    site_address: Mapped[str] = mapped_column(String(200), default="")
+    site_lat: Mapped[float | None] = mapped_column(Float)
+    site_lon: Mapped[float | None] = mapped_column(Float)
+    checklist: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    """[{key, text, state: pending|pass|fail|na, note, evidence: [material ids]}]"""
+    conclusion: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    report_material_id: Mapped[int | None] = mapped_column(ForeignKey("materials.id"))
+
+
+class InspectionEvidence(Base):
+    """A stamped snapshot of an inspection, with where the surveyor stood."""
+
+    __tablename__ = "inspection_evidence"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"), index=True)
+    material_id: Mapped[int] = mapped_column(ForeignKey("materials.id"))
+    annotated_from: Mapped[int | None] = mapped_column(ForeignKey("materials.id"))
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

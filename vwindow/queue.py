@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vwindow import audit, routing
+from vwindow import audit, case_flow, routing
 from vwindow.auth import Principal
 from vwindow.errors import (
     ConflictError,
@@ -31,9 +31,7 @@ from vwindow.models import (
     Call,
     CallInvitation,
     CallStatus,
-    Case,
     CaseNote,
-    CaseStatus,
     Kiosk,
     ServiceItem,
     Township,
@@ -273,8 +271,7 @@ class CallQueueOps(CallQueueBase):
                 raise ConflictError(f"call {call_id} is already {current.status}",
                                     field="call_id")
             call = await s.get_one(Call, call_id, populate_existing=True)
-            await s.execute(update(Case).where(Case.id == call.case_id).values(
-                assigned_agent_id=agent_id, status=CaseStatus.IN_PROGRESS))
+            await case_flow.call_answered(s, call.case_id, agent_id)
             status = await s.get(AgentStatus, agent_id, with_for_update=True)
             if status is None:
                 s.add(AgentStatus(agent_id=agent_id, state="in_call", since=now,
@@ -405,8 +402,11 @@ class CallQueueOps(CallQueueBase):
         """The kiosk stops waiting on screen; an agent calls it back when free."""
         async with self.db.session() as s:
             call = await s.get(Call, call_id, with_for_update=True)
-            if call is None or call.kiosk_id != int(principal.subject):
-                raise NotFoundError(f"call {call_id} is not this kiosk's", field="call_id")
+            if call is None:
+                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+            if principal.role.value != "kiosk" or call.kiosk_id != int(principal.subject):
+                raise ForbiddenError(f"not allowed to ask a callback for call {call_id}",
+                                     field="call_id")
             if call.status != CallStatus.QUEUED:
                 raise InvalidStateError(f"call {call_id} is {call.status!r}, not waiting",
                                         field="call_id")

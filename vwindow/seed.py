@@ -1,4 +1,9 @@
-"""Demo data: a small catalog, a township with a kiosk, county and city agents, a supervisor."""
+"""Demo data: the shipped catalog, a township with a kiosk, county and city agents, a supervisor.
+
+The catalog (``vwindow/catalog_data/items.json``, which includes the five demo codes of
+``CATALOG``) is loaded on every seed: missing items are added and items without material
+rules (rows from before migration 0007) are filled in; items a county edited stay.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 
 from vwindow.auth import hash_secret
+from vwindow.catalog import default_items
+from vwindow.catalog_store import upsert_items
 from vwindow.db import Database
 from vwindow.models import AppointmentSlot, Kiosk, Role, ServiceItem, Township, User
 
@@ -40,14 +47,26 @@ CATALOG: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
 )
 
 
+async def seed_catalog(db: Database) -> None:
+    """Load the shipped catalog (idempotent; never overwrites an item's rules)."""
+    items = default_items()
+    async with db.session() as s:
+        await upsert_items(s, items, "system:seed", overwrite=False)
+        # Demo codes the shipped file lacks (it has all five today) still get a row.
+        codes = {i.code for i in items}
+        have = set((await s.scalars(select(ServiceItem.code))).all())
+        for code, name, dept, cat, mats in CATALOG:
+            if code not in codes and code not in have:
+                s.add(ServiceItem(code=code, name=name, department=dept, category=cat,
+                                  required_materials=list(mats)))
+
+
 async def seed_demo(db: Database) -> DemoLogins:
     """Insert the demo data once (idempotent)."""
+    await seed_catalog(db)
     async with db.session() as s:
         if (await s.scalars(select(Kiosk).where(Kiosk.code == DEMO.kiosk_code))).first():
             return DEMO
-        for code, name, dept, cat, mats in CATALOG:
-            s.add(ServiceItem(code=code, name=name, department=dept, category=cat,
-                              required_materials=list(mats)))
         town = Township(code="TX", name="汤口镇", county="黄山区", distance_km=62.0,
                         travel_minutes=95)
         s.add(town)

@@ -223,7 +223,7 @@ async def test_long_wait_is_offered_a_callback(routed: Server) -> None:
     (other,) = await _kiosks(routed, 1)
     with pytest.raises(ClientError) as err:
         await other.request("call.callback", call_id=call_id)
-    assert err.value.code == "not_found"
+    assert err.value.code == "forbidden"
     for c in (kiosk, a1, other):
         await c.close()
 

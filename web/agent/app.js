@@ -13,6 +13,7 @@ import {
 } from '/common/ui.js';
 import { Tiles } from '/common/tiles.js';
 import { RemoteControlPanel } from '/agent/remotecontrol.js';
+import { InspectionPanel } from '/agent/inspection.js';
 import { CasePanel } from '/agent/casepanel.js';
 import { ScreenShare } from '/agent/screenshare.js';
 import { InviteForm, InvitationCard } from '/agent/conference.js';
@@ -57,6 +58,7 @@ const app = {
 const casePanel = new CasePanel(api, () => app);
 const screenShare = new ScreenShare(() => app.media);
 const remoteControl = new RemoteControlPanel(() => app);
+const inspection = new InspectionPanel(api, () => app);
 const invite = new InviteForm(() => app);
 const booking = new BookingBox(api, () => app);
 new BookingLookup(api); // eslint-disable-line no-new
@@ -184,6 +186,11 @@ function wireSignal(signal) {
     if (app.call && msg.case_id === app.call.case_id) casePanel.devices.addRead(msg.read);
   });
   signal.on('remote.state', (msg) => { if (isThisCall(msg)) remoteControl.update(msg); });
+  signal.on('inspection.position', (msg) => { if (isThisCall(msg)) inspection.onPosition(msg.position); });
+  signal.on('inspection.evidence', (msg) => { if (isThisCall(msg)) inspection.onEvidence(msg); });
+  signal.on('inspection.updated', (msg) => {
+    if (app.call && msg.case_id === app.call.case_id && inspection.current) inspection.show(msg.inspection);
+  });
   signal.on('case.code', (msg) => {
     if (app.call && msg.case_id === app.call.case_id) casePanel.devices.addCode(msg.code);
   });
@@ -414,6 +421,7 @@ function leaveLive() {
   if (app.media) app.media.stop();
   screenShare.reset();
   remoteControl.reset();
+  inspection.reset();
   stopStream(app.localStream);
   app.localStream = null;
   byId('local-camera').srcObject = null;

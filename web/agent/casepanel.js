@@ -1,11 +1,12 @@
 // The agent console's case panel: facts, materials, remote capture and ID reads,
-// surveyor link.
+// surveyor link; the case's status, checklist and time limits (CaseFlowPanel).
 
 import {
   byId, setText, t, CaptureProgress, MaterialList, showError, hideError, errorKey, formatClock,
   kioskText, sinceText,
 } from '/common/ui.js';
 import { DevicePanel } from '/agent/devicepanel.js';
+import { CaseFlowPanel } from '/agent/caseflow.js';
 
 export class CasePanel {
   /** @param {() => {signal: object, call: object|null}} getContext */
@@ -15,6 +16,13 @@ export class CasePanel {
     this.capture = new CaptureProgress();
     this.materials = new MaterialList(api, byId('materials'));
     this.devices = new DevicePanel(api);
+    this.flow = new CaseFlowPanel(api, getContext);
+    // The console hands ID reads straight to the device panel; a read can tick the ID card.
+    const addRead = this.devices.addRead.bind(this.devices);
+    this.devices.addRead = (read) => {
+      addRead(read);
+      this.flow.changed();
+    };
     byId('capture-button').addEventListener('click', () => this.onCapture());
     byId('capture-accept').addEventListener('click', () => this.onCapture({ accept_poor: true }));
     byId('idcard-button').addEventListener('click', () => this.onIdCard());
@@ -34,6 +42,7 @@ export class CasePanel {
     this.materials.clear();
     this.devices.clear();
     this.updateMaterialsEmpty();
+    this.flow.show(call);
     this.api.get(`/cases/${encodeURIComponent(call.case_id)}`)
       .then((c) => {
         for (const m of (c && c.materials) || []) this.addMaterial(m);
@@ -47,6 +56,7 @@ export class CasePanel {
     byId('case-duration').textContent = '';
     this.materials.clear();
     this.devices.clear();
+    this.flow.clear();
     this.capture.reset();
     byId('capture-accept').hidden = true;
     this.resetSurveyor();
@@ -60,6 +70,7 @@ export class CasePanel {
 
   addMaterial(m) {
     this.materials.add(m);
+    this.flow.materialAdded(m);
     this.updateMaterialsEmpty();
   }
 

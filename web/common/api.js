@@ -74,12 +74,21 @@ export class Api {
     return this.request('POST', path, { body });
   }
 
+  put(path, body) {
+    return this.request('PUT', path, { body });
+  }
+
+  /** POST raw bytes (an image) with their content type. */
+  postBytes(path, blob, contentType) {
+    return this.request('POST', path, { raw: blob, contentType });
+  }
+
   /** Fetch bytes (e.g. a material) with the bearer token; returns a Blob. */
   blob(path) {
     return this.request('GET', path, { as: 'blob' });
   }
 
-  async request(method, path, { body, auth = true, as = 'json' } = {}) {
+  async request(method, path, { body, raw, contentType, auth = true, as = 'json' } = {}) {
     const headers = { Accept: as === 'json' ? 'application/json' : '*/*' };
     const token = auth ? this.token : null;
     if (token) headers.Authorization = `Bearer ${token}`;
@@ -87,6 +96,9 @@ export class Api {
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
       payload = JSON.stringify(body);
+    } else if (raw !== undefined) {
+      headers['Content-Type'] = contentType;
+      payload = raw;
     }
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(), TIMEOUT_MS);

@@ -12,6 +12,7 @@ import {
 import { RemoteView } from '/kiosk/remote.js';
 import { RemoteControlPrompt } from '/kiosk/remotecontrol.js';
 import { RatingForm } from '/kiosk/rating.js';
+import { CatalogSearchBox } from '/kiosk/search.js';
 
 const RATED_BACK_MS = 10000;
 const ENDED_BACK_MS = 120000;
@@ -23,6 +24,7 @@ const materials = new MaterialList(api, byId('materials'), { openable: false });
 const remote = new RemoteView();
 const remoteControl = new RemoteControlPrompt(() => app);
 let rating = null; // RatingForm, made in init() once the language is set
+let search = null; // CatalogSearchBox: the server's colloquial search
 
 const app = {
   signal: null,
@@ -210,6 +212,7 @@ function renderCatalog() {
 }
 
 function filterCatalog() {
+  if (search && search.active) return; // the server's results are on screen
   const q = byId('service-search').value.trim().toLowerCase();
   let shown = 0;
   for (const group of byId('services').querySelectorAll('.service-group')) {
@@ -234,6 +237,7 @@ function selectService(code) {
   for (const btn of byId('services').querySelectorAll('button[data-service-code]')) {
     btn.setAttribute('aria-pressed', String(btn.dataset.serviceCode === code));
   }
+  if (search) search.markSelected(app.selected ? app.selected.code : null);
   byId('call-button').disabled = !app.selected;
   hideError(byId('call-error'));
 }
@@ -244,6 +248,7 @@ function goIdle() {
   leaveCall();
   app.call = null;
   byId('service-search').value = '';
+  if (search) search.reset();
   byId('booking-code-input').value = '';
   byId('booking-scanned').hidden = true;
   selectService(null);
@@ -563,7 +568,7 @@ function init() {
   initElderly();
   rating = new RatingForm(api, { getCallId: () => (app.call ? app.call.call_id : null), onRated });
   byId('login-form').addEventListener('submit', onLogin);
-  byId('service-search').addEventListener('input', filterCatalog);
+  search = new CatalogSearchBox(api, { onSelect: selectService, fallback: filterCatalog });
   byId('catalog-retry').addEventListener('click', loadCatalog);
   byId('call-button').addEventListener('click', onCall);
   byId('cancel-call').addEventListener('click', onCancel);

@@ -93,9 +93,30 @@ function render(snapshot) {
   renderQueue(snapshot.queue || []);
   renderSessions(snapshot.sessions || []);
   renderAgents(snapshot.agents || []);
+  renderSla(snapshot.sla_flags || []);
   // A monitored call no longer live has ended (its call.ended may not reach us).
   const live = new Set((snapshot.sessions || []).map((s) => String(s.call_id)));
   if (monitor.callId !== null && !live.has(String(monitor.callId))) monitor.callEnded(monitor.callId);
+}
+
+/** Cases near or past an SLA deadline, most urgent first (pushed with each snapshot). */
+function renderSla(flags) {
+  const body = byId('sla-flags').querySelector('tbody');
+  body.replaceChildren();
+  for (const f of flags) {
+    const late = f.remaining_s < 0;
+    const mins = Math.round(Math.abs(f.remaining_s) / 60);
+    body.append(h('tr', { dataset: { caseId: f.case_id, state: f.state }, class: `sla-${f.state}` },
+      h('td', {}, f.number),
+      h('td', {}, f.service ? f.service.name : ''),
+      h('td', {}, f.township || ''),
+      h('td', {}, h('span', { i18n: [`supervisor.sla.state.${f.state}`] })),
+      h('td', {}, h('span', { i18n: [`supervisor.sla.ms.${f.milestone}`] })),
+      h('td', {}, formatClock(f.deadline), ' ',
+        h('span', { i18n: [late ? 'supervisor.sla.over' : 'supervisor.sla.left', { n: mins }] }))));
+  }
+  byId('sla-count').textContent = String(flags.length);
+  byId('sla-empty').hidden = flags.length > 0;
 }
 
 function renderQueue(queue) {

@@ -22,7 +22,15 @@ const app = {
   muted: false,
   wakeLock: null,
   retry: null,
+  watch: null, // geolocation watch id
+  lastSent: null, // {at, lat, lon} of the last position sent
+  lastFix: null, // the latest fix, re-sent now and then (a socket may have been down)
+  gpsTimer: null,
+  torch: false,
 };
+
+const SEND_EVERY_MS = 3000;
+const SEND_IF_MOVED_M = 5;
 
 const status = (key, args = null) => setText(byId('status'), key, args);
 
@@ -94,6 +102,90 @@ async function join() {
   if (stream.getVideoTracks()[0]) tracks.camera = stream.getVideoTracks()[0];
   if (stream.getAudioTracks()[0]) tracks.mic = stream.getAudioTracks()[0];
   app.media.start(session.call_id, tracks);
+  startGps(session.call_id);
+  updateTorch();
+}
+
+// ---- position ------------------------------------------------------------------
+
+function metres(a, b) {
+  const rad = (d) => (d * Math.PI) / 180;
+  const s = Math.sin(rad(b.lat - a.lat) / 2) ** 2
+    + Math.cos(rad(a.lat)) * Math.cos(rad(b.lat)) * Math.sin(rad(b.lon - a.lon) / 2) ** 2;
+  return 2 * 6371008.8 * Math.asin(Math.min(1, Math.sqrt(s)));
+}
+
+/** The phone's GPS fix to the officer: every few seconds, or at once after moving. */
+function startGps(callId) {
+  const el = byId('gps-status');
+  el.hidden = false;
+  if (!('geolocation' in navigator)) {
+    setText(el, 'surveyor.gps.none');
+    return;
+  }
+  if (app.watch !== null) navigator.geolocation.clearWatch(app.watch);
+  clearInterval(app.gpsTimer);
+  app.gpsTimer = setInterval(() => sendFix(true), 10000);
+  setText(el, 'surveyor.gps.waiting');
+  app.watch = navigator.geolocation.watchPosition((pos) => {
+    const fix = { lat: pos.coords.latitude, lon: pos.coords.longitude,
+      accuracy: Math.min(pos.coords.accuracy || 0, 100000) };
+    setText(el, 'surveyor.gps.fix', { acc: Math.round(fix.accuracy) });
+    const heading = pos.coords.heading;
+    const msg = { call_id: callId, ...fix, at: Math.round(pos.timestamp || Date.now()) };
+    if (Number.isFinite(heading) && heading >= 0 && heading < 360) msg.heading = heading;
+    app.lastFix = msg;
+    sendFix(false);
+  }, (err) => {
+    setText(el, err.code === 1 ? 'surveyor.gps.denied' : 'surveyor.gps.unavailable');
+  }, { enableHighAccuracy: true, maximumAge: 5000, timeout: 30000 });
+}
+
+function sendFix(force) {
+  const fix = app.lastFix;
+  if (!fix) return;
+  const now = Date.now();
+  const last = app.lastSent;
+  if (!force && last && now - last.at < SEND_EVERY_MS && metres(last, fix) < SEND_IF_MOVED_M) return;
+  if (app.signal && app.signal.send('surveyor.position', fix)) app.lastSent = { at: now, ...fix };
+}
+
+function stopGps() {
+  clearInterval(app.gpsTimer);
+  app.gpsTimer = null;
+  app.lastFix = null;
+  if (app.watch !== null && 'geolocation' in navigator) navigator.geolocation.clearWatch(app.watch);
+  app.watch = null;
+  app.lastSent = null;
+}
+
+// ---- torch ---------------------------------------------------------------------
+
+function cameraTrack() {
+  return app.stream ? app.stream.getVideoTracks()[0] : null;
+}
+
+/** Show the torch button only where the camera has one (rear cameras of most phones). */
+function updateTorch() {
+  const track = cameraTrack();
+  const caps = track && track.getCapabilities ? track.getCapabilities() : {};
+  const btn = byId('torch');
+  btn.hidden = !caps.torch;
+  app.torch = false;
+  btn.setAttribute('aria-pressed', 'false');
+}
+
+async function toggleTorch() {
+  const track = cameraTrack();
+  if (!track) return;
+  const next = !app.torch;
+  try {
+    await track.applyConstraints({ advanced: [{ torch: next }] });
+    app.torch = next;
+    byId('torch').setAttribute('aria-pressed', String(next));
+  } catch {
+    byId('torch').hidden = true;
+  }
 }
 
 function wire(signal, media, session) {
@@ -105,6 +197,7 @@ function wire(signal, media, session) {
   signal.on('reconnected', () => {
     conn.set('socket', false);
     media.rejoin();
+    sendFix(true);
   });
   signal.on('unauthenticated', () => {
     api.clear();
@@ -127,6 +220,7 @@ function wire(signal, media, session) {
     if (s === 'connected' && document.body.dataset.state !== 'live') {
       setState('live');
       status('surveyor.status.live');
+      sendFix(true);
     }
   });
   media.on('joinfailed', (err) => {
@@ -192,6 +286,7 @@ async function switchCamera() {
     local.srcObject = app.stream;
     local.classList.toggle('mirrored', app.facing === 'user');
     hideError(byId('media-warning'));
+    updateTorch();
   } else {
     showError(byId('media-warning'), null, 'media.noCamera');
   }
@@ -215,6 +310,7 @@ function ended(key, callOver) {
 }
 
 function stopAll() {
+  stopGps();
   if (app.media) app.media.stop();
   app.media = null;
   if (app.signal) app.signal.close();
@@ -248,6 +344,7 @@ function init() {
   byId('toggle-mic').addEventListener('click', () => { app.muted = !app.muted; applyMute(); });
   byId('switch-camera').addEventListener('click', switchCamera);
   byId('leave').addEventListener('click', leave);
+  byId('torch').addEventListener('click', toggleTorch);
   byId('retry').addEventListener('click', () => { if (app.retry) app.retry(); });
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && app.stream) keepScreenOn();
