@@ -387,7 +387,7 @@ class SessionHub:
                 raise InvalidSdpError("no offer is outstanding for this answer", field="sdp")
             try:
                 await member.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError,
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError, AssertionError,
                     OperationError, InvalidAccessError, AiortcInvalidStateError) as err:
                 raise InvalidSdpError(f"answer SDP was refused: {err}", field="sdp") from err
             member.awaiting_answer = False
@@ -406,7 +406,7 @@ class SessionHub:
         line = str(candidate["candidate"])
         try:
             parsed = candidate_from_sdp(line.removeprefix("candidate:"))
-        except (ValueError, IndexError) as err:
+        except (ValueError, IndexError, AssertionError) as err:  # aiortc asserts 8 fields
             raise InvalidCandidateError(f"ICE candidate is malformed: {line[:80]!r}",
                                         field="candidate") from err
         parsed.sdpMid = candidate.get("sdpMid")

@@ -142,7 +142,10 @@ async def openapi(request: web.Request) -> web.FileResponse:
 async def static_file(request: web.Request) -> web.StreamResponse:
     root = request.app[WEB_ROOT]
     rel = request.match_info["path"]
-    target = (root / rel).resolve()
+    try:
+        target = (root / rel).resolve()
+    except (ValueError, OSError):  # a NUL byte, a name too long: no such page
+        raise web.HTTPNotFound() from None
     if not target.is_relative_to(root):
         raise web.HTTPNotFound()
     if target.is_dir():

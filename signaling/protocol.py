@@ -16,7 +16,7 @@ PROTOCOL_VERSION = 1
 MAX_FRAME = 64 * 1024
 
 MsgId = Annotated[str, Field(min_length=1, max_length=64)]
-CallId = Annotated[int, Field(ge=1, le=2**53)]
+CallId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class ProtocolError(VWindowError):
@@ -321,7 +321,9 @@ def parse_message(raw: str | bytes, max_frame: int = MAX_FRAME) -> _Message:
                             f"{max_frame}-byte limit")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and integers over the
+        # int-to-str digit limit; RecursionError: nesting deeper than Python's stack.
         raise ProtocolError("invalid_json", f"frame is not valid JSON: {err}") from err
     if not isinstance(data, dict):
         raise ProtocolError("invalid_message",

@@ -27,7 +27,7 @@ from vwindow.errors import (
 )
 from vwindow.models import Role
 from vwindow.uploads import UploadSpec, check_type
-from vwindow.validation import describe
+from vwindow.validation import MAX_DB_ID, describe
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class RatingBody(_Body):
 
 
 class SurveyorLinkBody(_Body):
-    call_id: int = Field(ge=1)
+    call_id: int = Field(ge=1, le=MAX_DB_ID)
 
 
 _B = TypeVar("_B", bound=_Body)
@@ -122,8 +122,9 @@ _ID = re.compile(r"[0-9]{1,15}")
 
 
 def _parse_id(raw: str, name: str) -> int:
-    if not _ID.fullmatch(raw):
-        raise ValidationError(f"{name} must be a number, got {raw[:20]!r}", field=name)
+    if not _ID.fullmatch(raw) or not 1 <= int(raw) <= MAX_DB_ID:
+        raise ValidationError(f"{name} must be a number from 1 to {MAX_DB_ID}, got "
+                              f"{raw[:20]!r}", field=name)
     return int(raw)
 
 

@@ -12,6 +12,7 @@ from signaling.rest import STAFF_AND_KIOSK, _allow, _Body, _int_param, _json_bod
 from signaling.services import SERVICES
 from vwindow.appointments import AppointmentView
 from vwindow.models import Role
+from vwindow.validation import MAX_DB_ID
 
 routes = web.RouteTableDef()
 
@@ -27,7 +28,7 @@ class SlotBody(_Body):
 
 
 class BookingBody(_Body):
-    slot_id: int = Field(ge=1)
+    slot_id: int = Field(ge=1, le=MAX_DB_ID)
 
 
 def _with_qr(view: AppointmentView) -> dict[str, object]:

@@ -31,6 +31,7 @@ from vwindow.inspection_report import build_report
 from vwindow.inspections import InspectionView, ItemState
 from vwindow.models import Role
 from vwindow.uploads import check_content
+from vwindow.validation import MAX_DB_ID
 
 routes = web.RouteTableDef()
 
@@ -39,7 +40,7 @@ MAX_ANNOTATED = 10 * 1024 * 1024
 
 
 class InspectionBody(_Body):
-    call_id: int = Field(ge=1)
+    call_id: int = Field(ge=1, le=MAX_DB_ID)
     site_address: str = Field(default="", max_length=200)
     site_lat: float | None = Field(default=None, ge=-90, le=90)
     site_lon: float | None = Field(default=None, ge=-180, le=180)

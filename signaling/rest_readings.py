@@ -15,6 +15,7 @@ from signaling.services import SERVICES, Services
 from vwindow.errors import ValidationError
 from vwindow.models import Role
 from vwindow.readings import IdReadIn
+from vwindow.validation import MAX_DB_ID
 
 routes = web.RouteTableDef()
 
@@ -23,7 +24,7 @@ class CodeBody(_Body):
     text: str = Field(min_length=1, max_length=4096)
     symbology: str = Field(default="QRCODE", min_length=1, max_length=32)
     source: str = Field(pattern=r"^(scanner-evdev|scanner-serial|scanner-sim|doccam|agent)$")
-    call_id: int | None = Field(default=None, ge=1)
+    call_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
 
 
 class IdReadBody(IdReadIn, _Body):

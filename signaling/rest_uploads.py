@@ -20,6 +20,7 @@ from vwindow.auth import Principal
 from vwindow.errors import TooLargeError, ValidationError
 from vwindow.models import Role, Upload
 from vwindow.uploads import UploadSpec, UploadState
+from vwindow.validation import MAX_DB_ID
 
 routes = web.RouteTableDef()
 
@@ -33,7 +34,7 @@ class UploadBody(_Body):
     filename: str = Field(default="material", min_length=1, max_length=200)
     source: str = Field(default="upload", max_length=32)
     kind: str = Field(default="file", max_length=16)
-    call_id: int | None = Field(default=None, ge=1)
+    call_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
     document: str | None = Field(default=None, max_length=64)
     page: int | None = Field(default=None, ge=1, le=999)
 

@@ -103,6 +103,13 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                 node_metrics.count_ws_error(request.app, err.code)
                 await _send_error(ws, err.code, err.message, err.field, err.ref)
                 continue
+            except Exception:
+                # Whatever a frame does to the parser, the socket stays up.
+                logger.exception("parsing a frame failed")
+                node_metrics.count_ws_error(request.app, "internal")
+                await _send_error(ws, "internal", "the server could not read this frame",
+                                  None, None)
+                continue
             try:
                 if conn is None:
                     conn = await _authenticate(services, ws, message)

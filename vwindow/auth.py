@@ -89,6 +89,8 @@ class TokenIssuer:
     def verify(self, token: str, roles: tuple[Role, ...] | None = None) -> Principal:
         """Check signature, issuer, expiry and audience (one of ``roles``)."""
         allowed = roles or tuple(Role)
+        if not token.isascii():
+            raise AuthError("token is malformed: not ASCII", field="token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as err:

@@ -30,6 +30,7 @@ from vwindow.errors import NotFoundError, ValidationError
 from vwindow.models import IdRead, ScannedCode
 from vwindow.privacy import id_number_checks, mask_id_number, mask_name
 from vwindow.store import FileStore
+from vwindow.validation import MAX_DB_ID
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class IdReadIn(BaseModel):
     valid_from: str = Field(pattern=_DATE)
     valid_to: str = Field(pattern=r"^(\d{4}-\d{2}-\d{2}|long_term)$")
     photo_wlt_b64: str | None = Field(default=None, max_length=4096)
-    call_id: int | None = Field(default=None, ge=1)
+    call_id: int | None = Field(default=None, ge=1, le=MAX_DB_ID)
 
 
 class IdReadView(BaseModel):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError as PydanticValidationError
+
+MAX_DB_ID: Final = 2**31 - 1
+"""Ids are 32-bit integer columns (PostgreSQL ``integer``): a larger id is no id."""
 
 
 def show_value(value: Any, limit: int = 60) -> str:
