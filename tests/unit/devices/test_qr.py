@@ -202,3 +202,14 @@ def test_repr_hides_payload() -> None:
 )
 def test_decode_payload(raw: bytes, text: str, encoding: str) -> None:
     assert decode_payload(raw) == (text, encoding)
+
+
+def test_sparse_scan_still_reads_a_page_sized_code_and_bad_density_is_named() -> None:
+    import segno
+
+    matrix = np.array(segno.make_qr("营业执照 91340100MA2N123456").matrix, dtype=np.uint8)
+    image = np.where(np.kron(matrix, np.ones((6, 6), np.uint8)) > 0, 0, 255).astype(np.uint8)
+    image = np.pad(image, 40, constant_values=255)
+    assert [c.text for c in CodeReader(density=2).decode(image)] == ["营业执照 91340100MA2N123456"]
+    with pytest.raises(CodeDecodeError, match="density 0"):
+        CodeReader(density=0)
