@@ -60,6 +60,9 @@ class CallStart(_Message):
     """From the caller's ID card when read before the call: elderly callers go first."""
     booking_code: str | None = Field(default=None, min_length=8, max_length=12)
     """A booking (预约办) the caller holds: appointment holders go first."""
+    case_number: str | None = Field(default=None, min_length=6, max_length=32,
+                                    pattern=r"^[A-Za-z0-9-]+$")
+    """A later call on an open case of this kiosk's township (more material, a question)."""
 
 
 class CallCancel(_Message):

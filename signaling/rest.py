@@ -118,6 +118,17 @@ def _principal(request: web.Request, roles: tuple[Role, ...]) -> Principal:
     return request.app[SERVICES].tokens.verify(header[7:].strip(), roles)
 
 
+async def case_request(request: web.Request,
+                       roles: tuple[Role, ...]) -> tuple[Services, Principal, int]:
+    """The services, the caller (one of ``roles``) and the path's ``case_id``, once the
+    caller has been checked to be allowed on that case."""
+    services = request.app[SERVICES]
+    principal = _principal(request, roles)
+    case_id = _int_param(request, "case_id")
+    await services.cases.check_case_access(principal, case_id)
+    return services, principal, case_id
+
+
 _ID = re.compile(r"[0-9]{1,15}")
 
 
@@ -222,10 +233,7 @@ _allow("GET", "/api/v1/cases/{case_id}", STAFF_AND_KIOSK)
 
 @routes.get("/api/v1/cases/{case_id}")
 async def get_case(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    principal = _principal(request, STAFF_AND_KIOSK)
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    services, _who, case_id = await case_request(request, STAFF_AND_KIOSK)
     body = (await services.cases.case_view(case_id)).model_dump(mode="json")
     body["id_reads"] = [r.model_dump(mode="json")
                         for r in await services.readings.id_reads(case_id)]
@@ -242,10 +250,7 @@ _allow("POST", "/api/v1/cases/{case_id}/materials", (Role.KIOSK, Role.AGENT))
 @routes.post("/api/v1/cases/{case_id}/materials")
 async def upload_material(request: web.Request) -> web.Response:
     """A whole file in one request; large or unreliable uploads use ``/uploads``."""
-    services = request.app[SERVICES]
-    principal = _principal(request, (Role.KIOSK, Role.AGENT))
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    services, principal, case_id = await case_request(request, (Role.KIOSK, Role.AGENT))
     limit = services.config.server.max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
         raise TooLargeError(f"upload of {request.content_length} bytes is over the "

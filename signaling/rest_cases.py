@@ -27,6 +27,7 @@ from signaling.rest import (
     _int_param,
     _json_body,
     _principal,
+    case_request,
     read_limited,
 )
 from signaling.services import SERVICES, Services
@@ -99,10 +100,7 @@ _allow("GET", "/api/v1/cases/{case_id}/flow", STAFF_AND_KIOSK)
 
 @routes.get("/api/v1/cases/{case_id}/flow")
 async def case_flow(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    principal = _principal(request, STAFF_AND_KIOSK)
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    _, principal, case_id = await case_request(request, STAFF_AND_KIOSK)
     return await _flow_reply(request, principal, case_id)
 
 

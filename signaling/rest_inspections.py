@@ -22,6 +22,7 @@ from signaling.rest import (
     _int_param,
     _json_body,
     _principal,
+    case_request,
     read_limited,
 )
 from signaling.services import SERVICES, Services
@@ -74,10 +75,7 @@ _allow("POST", "/api/v1/cases/{case_id}/inspections", (Role.AGENT,))
 
 @routes.post("/api/v1/cases/{case_id}/inspections")
 async def create_inspection(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    principal = _principal(request, (Role.AGENT,))
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    services, principal, case_id = await case_request(request, (Role.AGENT,))
     body = await _json_body(request, InspectionBody)
     # The link first: it checks that this agent holds the live call.
     code, link = await services.cases.create_surveyor_link(
@@ -109,10 +107,7 @@ _allow("GET", "/api/v1/cases/{case_id}/inspections", STAFF_AND_KIOSK)
 
 @routes.get("/api/v1/cases/{case_id}/inspections")
 async def list_inspections(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    principal = _principal(request, STAFF_AND_KIOSK)
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    services, _who, case_id = await case_request(request, STAFF_AND_KIOSK)
     return web.json_response([v.model_dump(mode="json")
                               for v in await services.inspections.for_case(case_id)])
 

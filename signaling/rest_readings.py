@@ -10,7 +10,15 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import Field
 
-from signaling.rest import STAFF_AND_KIOSK, _allow, _Body, _int_param, _json_body, _principal
+from signaling.rest import (
+    STAFF_AND_KIOSK,
+    _allow,
+    _Body,
+    _int_param,
+    _json_body,
+    _principal,
+    case_request,
+)
 from signaling.services import SERVICES, Services
 from vwindow.errors import ValidationError
 from vwindow.models import Role
@@ -47,10 +55,7 @@ _allow("POST", "/api/v1/cases/{case_id}/id-reads", (Role.KIOSK,))
 
 @routes.post("/api/v1/cases/{case_id}/id-reads")
 async def add_id_read(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    principal = _principal(request, (Role.KIOSK,))
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    services, principal, case_id = await case_request(request, (Role.KIOSK,))
     body = await _json_body(request, IdReadBody)
     await _check_call(services, case_id, body.call_id)
     view = await services.readings.add_id_read(principal, case_id, body)
@@ -79,10 +84,7 @@ _allow("POST", "/api/v1/cases/{case_id}/codes", (Role.KIOSK, Role.AGENT))
 
 @routes.post("/api/v1/cases/{case_id}/codes")
 async def add_code(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    principal = _principal(request, (Role.KIOSK, Role.AGENT))
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    services, principal, case_id = await case_request(request, (Role.KIOSK, Role.AGENT))
     body = await _json_body(request, CodeBody)
     await _check_call(services, case_id, body.call_id)
     view = await services.readings.add_code(principal, case_id, text=body.text,
@@ -99,9 +101,6 @@ _allow("GET", "/api/v1/cases/{case_id}/codes", STAFF_AND_KIOSK)
 
 @routes.get("/api/v1/cases/{case_id}/codes")
 async def list_codes(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    principal = _principal(request, STAFF_AND_KIOSK)
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    services, _who, case_id = await case_request(request, STAFF_AND_KIOSK)
     return web.json_response([c.model_dump(mode="json")
                               for c in await services.readings.codes(case_id)])

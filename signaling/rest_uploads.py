@@ -14,7 +14,14 @@ import re
 from aiohttp import web
 from pydantic import Field
 
-from signaling.rest import _allow, _Body, _int_param, _json_body, _principal, read_limited
+from signaling.rest import (
+    _allow,
+    _Body,
+    _json_body,
+    _principal,
+    case_request,
+    read_limited,
+)
 from signaling.services import SERVICES, Services
 from vwindow.auth import Principal
 from vwindow.errors import TooLargeError, ValidationError
@@ -72,10 +79,7 @@ _allow("POST", "/api/v1/cases/{case_id}/uploads", UPLOADERS)
 
 @routes.post("/api/v1/cases/{case_id}/uploads")
 async def open_upload(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    principal = _principal(request, UPLOADERS)
-    case_id = _int_param(request, "case_id")
-    await services.cases.check_case_access(principal, case_id)
+    services, principal, case_id = await case_request(request, UPLOADERS)
     body = await _json_body(request, UploadBody)
     await _check_call(services, case_id, body.call_id)
     spec = UploadSpec(**body.model_dump())

@@ -149,11 +149,13 @@ class Switchboard(KioskRequests, InspectionDesk):
 
     async def start_call(self, conn: Connection, service_code: str, dialect: str | None,
                          birth_date: date | None = None, *,
-                         appointment: bool = False) -> dict[str, Any]:
+                         appointment: bool = False,
+                         case_number: str | None = None) -> dict[str, Any]:
         kiosk_id = int(conn.principal.subject)
         priority = priority_for(birth_date, datetime.now(UTC).date(), appointment=appointment,
                                 callback=False, rules=self.queue.rules)
-        view = await self.cases.start_call(kiosk_id, service_code, dialect, priority)
+        view = await self.cases.start_call(kiosk_id, service_code, dialect, priority,
+                                           case_number=case_number)
         self._kiosk_ids[view.call_id] = kiosk_id
         infos = await self.queue.queue_info({kiosk_id})
         info = next((i for i in infos if i.call_id == view.call_id), None)
@@ -390,9 +392,14 @@ class Switchboard(KioskRequests, InspectionDesk):
     async def leave_media(self, conn: Connection, call_id: int) -> None:
         await self.require_member(conn, call_id)
         hub = self.media.find(call_id)
-        if hub is not None and hub.has(conn.participant_id):
-            hidden = hub.is_hidden(conn.participant_id)
-            await hub.leave(conn.participant_id)
+        present = hub is not None and hub.has(conn.participant_id)
+        # A monitoring supervisor whose page closed its connection first may already be
+        # gone from the hub (closed = lost): the agents must still hear that it left.
+        monitoring = (call_id, conn.principal.key) in self._monitors
+        if hub is not None and (present or monitoring):
+            hidden = hub.is_hidden(conn.participant_id) if present else True
+            if present:
+                await hub.leave(conn.participant_id)
             await self.cases.participants_left(call_id, conn.participant_id)
             await self._announce(call_id, {
                 "type": "participant.left", "call_id": call_id,

@@ -193,9 +193,10 @@ async def _dispatch(services: Services, conn: Connection,
             return {"type": "agent.state",
                     "state": await sb.set_agent_state(conn, state, reason)}
         case p.CallStart(service_code=code, dialect=dialect, birth_date=birth,
-                         booking_code=booking):
+                         booking_code=booking, case_number=number):
             holds = booking is not None and await services.appointments.holds(booking)
-            return await sb.start_call(conn, code, dialect, birth, appointment=holds)
+            return await sb.start_call(conn, code, dialect, birth, appointment=holds,
+                                       case_number=number)
         case p.CallCancel(call_id=call_id):
             await sb.cancel_call(conn, call_id)
         case p.CallCallback(call_id=call_id):

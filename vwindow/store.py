@@ -74,11 +74,7 @@ class FileStore:
             except BaseException:
                 Path(tmp_name).unlink(missing_ok=True)
                 raise
-            dir_fd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(final.parent)
         except OSError as err:
             raise StorageError(f"could not store file {digest[:12]}…: {err.strerror}") from err
         return digest
@@ -121,11 +117,7 @@ class FileStore:
                 source.unlink(missing_ok=True)
                 return
             os.replace(source, final)
-            dir_fd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(final.parent)
         except OSError as err:
             raise StorageError(f"could not store file {sha256[:12]}…: {err.strerror}") from err
 
@@ -140,3 +132,12 @@ class FileStore:
         """True when the stored bytes still hash to their name."""
         data = await self.get(sha256)
         return hashlib.sha256(data).hexdigest() == sha256
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename into ``path`` durable (the directory entry, not only the data)."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

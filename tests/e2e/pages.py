@@ -129,3 +129,17 @@ async def fresh_frames(page: Page, selector: str, since_ms: float,
     result: dict[str, int] = await page.evaluate(
         FRESH_FRAMES_JS, [selector, since_ms, int(timeout_s * 1000)])
     return result
+
+
+async def answer_on_console(agent: Page, kiosk: Page, base: str,
+                            username: str = "agent1") -> str:
+    """The kiosk has called: ``username`` logs in to the console, comes on duty, takes the
+    ringing call, and the kiosk goes live. Returns the call id."""
+    await login_staff(agent, base, "/agent/", username)
+    await set_ready(agent)
+    ringing = agent.locator("#ringing li[data-call-id]")
+    await expect(ringing).to_have_count(1)
+    call_id = await ringing.first.get_attribute("data-call-id")
+    await ringing.first.locator(".accept-call").click()
+    await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+    return str(call_id)

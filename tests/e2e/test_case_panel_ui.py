@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, expect
 from devices.sim.doccam import SimulatedDocumentCamera
 from signaling.kioskagent import KioskAgent
 from tests.conftest import Server
-from tests.e2e.pages import login_kiosk, login_staff, set_ready
+from tests.e2e.pages import answer_on_console, login_kiosk
 
 pytestmark = pytest.mark.e2e
 
@@ -59,12 +59,7 @@ async def test_checklist_refuses_then_completes(server: Server, browser: Browser
         await expect(hit).to_have_attribute("aria-pressed", "true")
         await kiosk.click("#call-button")
 
-        await login_staff(agent, base, "/agent/", "agent1")
-        await set_ready(agent)
-        ringing = agent.locator("#ringing li[data-call-id]")
-        await expect(ringing).to_have_count(1)
-        await ringing.first.locator(".accept-call").click()
-        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await answer_on_console(agent, kiosk, base, "agent1")
 
         status = agent.locator("#case-status")
         await expect(status).to_have_attribute("data-status", "in_progress")

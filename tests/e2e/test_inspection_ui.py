@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from tests.conftest import Server
-from tests.e2e.pages import login_kiosk, login_staff, set_ready, video_frames
+from tests.e2e.pages import answer_on_console, login_kiosk, video_frames
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +33,7 @@ async def test_inspection_from_phone_to_report(server: Server, browser: Browser)
         await login_kiosk(kiosk, server.url)
         await kiosk.click('[data-service-code="SB-001"]')
         await kiosk.click("#call-button")
-        await login_staff(agent, server.url, "/agent/", "agent1")
-        await set_ready(agent)
-        ringing = agent.locator("#ringing li[data-call-id]")
-        await expect(ringing).to_have_count(1)
-        await ringing.first.locator(".accept-call").click()
-        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await answer_on_console(agent, kiosk, server.url, "agent1")
 
         await agent.fill("#insp-address", "汤口镇寨西村 12 号")
         await agent.fill("#insp-lat", str(SITE[0]))

@@ -16,7 +16,7 @@ from devices.sim.idcard import SimulatedIdCardReader, fixture_card
 from devices.sim.scanner import SimulatedScanner
 from signaling.kioskagent import KioskAgent
 from tests.conftest import Server
-from tests.e2e.pages import login_kiosk, login_staff, set_ready
+from tests.e2e.pages import answer_on_console, login_kiosk
 
 pytestmark = pytest.mark.e2e
 
@@ -47,12 +47,7 @@ async def test_capture_idcard_and_codes_in_the_agent_console(server: Server, bro
 
         await kiosk.click('[data-service-code="SB-001"]')
         await kiosk.click("#call-button")
-        await login_staff(agent, base, "/agent/", "agent1")
-        await set_ready(agent)
-        ringing = agent.locator("#ringing li[data-call-id]")
-        await expect(ringing).to_have_count(1)
-        await ringing.first.locator(".accept-call").click()
-        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await answer_on_console(agent, kiosk, base, "agent1")
 
         # The ID card lying on the reader is read into the case: masked.
         read = agent.locator("#idreads li.idread")

@@ -12,7 +12,7 @@ from playwright.async_api import Browser, Page, expect
 
 from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_media
-from tests.e2e.pages import login_kiosk, login_staff, set_ready, video_frames
+from tests.e2e.pages import answer_on_console, login_kiosk, video_frames
 from tests.turnserver import TurnServer
 
 pytestmark = pytest.mark.e2e
@@ -90,12 +90,7 @@ async def test_relay_only_call(relay_server: Server, turn_server: TurnServer,
         await kiosk.click('[data-service-code="SB-001"]')
         await kiosk.click("#call-button")
         await expect(kiosk.locator("body")).to_have_attribute("data-state", "queued")
-        await login_staff(agent, base, "/agent/", "agent1")
-        await set_ready(agent)
-        ringing = agent.locator("#ringing li[data-call-id]")
-        await expect(ringing).to_have_count(1)
-        await ringing.first.locator(".accept-call").click()
-        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await answer_on_console(agent, kiosk, base, "agent1")
 
         await video_frames(agent, 'video[data-role="camera"][data-participant-kind="kiosk"]')
         await video_frames(kiosk, "video#remote-agent-camera")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from signaling.client import ClientError
 from tests.conftest import Server
 from tests.helpers import answered_call, wait_for
 from vwindow.audit import verify_chain
@@ -261,3 +262,19 @@ async def test_catalog_search_export_import(server: Server) -> None:
     assert hits[0]["code"] == "ZZ-001"
     catalog = await call(server, "GET", "/catalog", kiosk, status=200)
     assert "ZZ-001" in {i["code"] for i in catalog}
+
+
+async def test_a_later_call_continues_the_case_by_its_number(server: Server) -> None:
+    kiosk, agent, call_id, case_id = await answered_call(server)
+    number = (await server.services.cases.call_view(call_id)).case_number
+    await agent.request("call.end", call_id=call_id)
+    await wait_for(kiosk, "call.ended")
+    again = await kiosk.request("call.start", service_code="SB-001", case_number=number)
+    assert again["call"]["case_id"] == case_id and again["call"]["call_id"] != call_id
+    await kiosk.request("call.cancel", call_id=again["call"]["call_id"])
+    for bad in ("NOPE-000000", "../etc"):
+        with pytest.raises(ClientError) as err:
+            await kiosk.request("call.start", service_code="SB-001", case_number=bad)
+        assert err.value.code in ("not_found", "invalid_message"), err.value.code
+    for c in (kiosk, agent):
+        await c.close()

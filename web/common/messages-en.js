@@ -195,6 +195,7 @@ export const en = {
   'kiosk.callback.registered': 'Callback booked: an officer will call this kiosk when free. Watch the screen and listen for the ring.',
   'kiosk.callback.failed': 'The callback could not be booked. Try again or keep waiting.',
   'kiosk.idle.bookingCode': 'Booking code (booked callers are answered first; optional)',
+  'kiosk.idle.caseNumber': 'Existing case number (to add material or ask how it stands; optional)',
   'kiosk.idle.bookingScanned': 'Booking code scanned — press Call to be connected first.',
   'kiosk.remote.title': 'Allow remote control?',
   'kiosk.remote.ask': 'Staff member {name} asks to operate this kiosk to help you. Only this window can be used, and you can stop at any time.',

@@ -198,6 +198,7 @@ export const zh = {
   'kiosk.callback.registered': '已登记回拨：坐席空闲时会呼叫本机，请留意屏幕和铃声。',
   'kiosk.callback.failed': '登记回拨没有成功，请重试或继续等待。',
   'kiosk.idle.bookingCode': '预约码（有预约的群众优先接通，可不填）',
+  'kiosk.idle.caseNumber': '已有案件编号（补交材料或查询进度时填写，可不填）',
   'kiosk.idle.bookingScanned': '已扫描预约码，点击呼叫即可优先接通。',
   'kiosk.remote.title': '是否允许远程操控？',
   'kiosk.remote.ask': '工作人员 {name} 请求远程操控本机，帮您填写和操作。只能操作本窗口，您随时可以停止。',

@@ -250,6 +250,7 @@ function goIdle() {
   byId('service-search').value = '';
   if (search) search.reset();
   byId('booking-code-input').value = '';
+  byId('case-number-input').value = '';
   byId('booking-scanned').hidden = true;
   selectService(null);
   filterCatalog();
@@ -268,8 +269,11 @@ async function onCall() {
     const body = { service_code: app.selected.code };
     const booking = byId('booking-code-input').value.trim();
     if (booking) body.booking_code = booking;
+    const caseNumber = byId('case-number-input').value.trim();
+    if (caseNumber) body.case_number = caseNumber;
     const reply = await app.signal.request('call.start', body);
     byId('booking-code-input').value = '';
+    byId('case-number-input').value = '';
     byId('booking-scanned').hidden = true;
     onQueued(reply);
   } catch (err) {
