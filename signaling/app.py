@@ -23,6 +23,7 @@ from signaling import (
 )
 from signaling.bus import make_bus
 from signaling.presence import Presence
+from signaling.ratelimit import LOGIN_LIMITER, LoginLimiter
 from signaling.services import SERVICES, Services
 from signaling.switchboard import Switchboard
 from signaling.ws import close_all, handle_relay, websocket_handler
@@ -91,6 +92,10 @@ def make_app(config: Config, services: Services | None = None) -> web.Applicatio
     app.add_routes(rest_inspections.routes)
     rest_cases.install(app)
     svc = app[SERVICES]
+    auth = config.auth
+    app[LOGIN_LIMITER] = LoginLimiter(per_account=auth.max_failed_logins,
+                                      per_address=auth.max_failed_logins_per_address,
+                                      window_s=auth.failed_login_window_s)
     node_metrics.install(app, node_id=config.server.node_id, db=svc.db, store=svc.store,
                          bus=svc.presence.bus, media=svc.media,
                          snapshot=svc.switchboard.snapshot)

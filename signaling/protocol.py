@@ -6,7 +6,7 @@ import json
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import TooLargeError, VWindowError
@@ -292,9 +292,18 @@ class DeviceProgress(_Message):
 
 
 class ChatSend(_Message):
+    """Text, an attached material of the call's case (picture, voice note), or both."""
+
     type: Literal["chat.send"]
     call_id: CallId
-    text: str = Field(min_length=1, max_length=2000)
+    text: str = Field(default="", max_length=2000)
+    material_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+
+    @model_validator(mode="after")
+    def _text_or_material(self) -> ChatSend:
+        if not self.text.strip() and self.material_id is None:
+            raise ValueError("a chat message needs 'text' or 'material_id'")
+        return self
 
 
 class DashboardSubscribe(_Message):

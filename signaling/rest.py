@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import segno
@@ -13,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from signaling.ratelimit import LOGIN_LIMITER
 from signaling.services import SERVICES, Services
 from vwindow import accounts
 from vwindow.auth import Principal
@@ -151,6 +153,23 @@ def _token_reply(token: str, role: Role, name: str, exp: int,
 
 # -- auth ----------------------------------------------------------------------------
 
+_T = TypeVar("_T")
+
+
+async def _limited(request: web.Request, account: str,
+                   attempt: Callable[[], Awaitable[_T]]) -> _T:
+    """Run a credential check unless this account or address failed too often lately."""
+    limiter = request.app[LOGIN_LIMITER]
+    limiter.check(request.remote, account)
+    try:
+        result = await attempt()
+    except AuthError:
+        limiter.failed(request.remote, account)
+        raise
+    limiter.succeeded(account)
+    return result
+
+
 _allow("POST", "/api/v1/auth/login", None)
 
 
@@ -158,7 +177,8 @@ _allow("POST", "/api/v1/auth/login", None)
 async def login(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await _json_body(request, LoginBody)
-    user = await accounts.login_user(services.db, body.username, body.password)
+    user = await _limited(request, f"user:{body.username}", lambda: accounts.login_user(
+        services.db, body.username, body.password))
     role = Role(user.role)
     token, exp = services.tokens.issue(role, str(user.id), user.display_name,
                                        services.config.auth.token_ttl_s)
@@ -172,7 +192,8 @@ _allow("POST", "/api/v1/auth/kiosk", None)
 async def kiosk_login(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await _json_body(request, KioskLoginBody)
-    kiosk = await accounts.login_kiosk(services.db, body.kiosk_code, body.device_key)
+    kiosk = await _limited(request, f"kiosk:{body.kiosk_code}", lambda: accounts.login_kiosk(
+        services.db, body.kiosk_code, body.device_key))
     token, exp = services.tokens.issue(Role.KIOSK, str(kiosk.id), kiosk.name,
                                        services.config.auth.kiosk_token_ttl_s)
     return _token_reply(token, Role.KIOSK, kiosk.name, exp)
@@ -193,7 +214,8 @@ async def kiosk_enrol(request: web.Request) -> web.Response:
     body = await _json_body(request, KioskEnrolBody)
     enrolment = Enrolment(services.db, services.config.auth.secret,
                           services.config.auth.previous_secrets)
-    enrolled = await enrolment.redeem(body.kiosk_code, body.code)
+    enrolled = await _limited(request, f"enrol:{body.kiosk_code}",
+                              lambda: enrolment.redeem(body.kiosk_code, body.code))
     return web.json_response({"kiosk_code": enrolled.kiosk_code, "name": enrolled.kiosk_name,
                               "device_key": enrolled.device_key},
                              headers={"Cache-Control": "no-store"})
@@ -206,7 +228,8 @@ _allow("POST", "/api/v1/auth/surveyor", None)
 async def surveyor_login(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body = await _json_body(request, SurveyorBody)
-    link = await services.cases.redeem_surveyor_link(body.code)
+    link = await _limited(request, "surveyor",
+                          lambda: services.cases.redeem_surveyor_link(body.code))
     token, exp = services.tokens.issue(
         Role.SURVEYOR, str(link.id), "现场踏勘", services.config.auth.surveyor_token_ttl_s,
         extra={"case_id": link.case_id, "call_id": link.call_id})

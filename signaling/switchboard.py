@@ -27,6 +27,7 @@ from signaling.presence import Connection, Presence, Room
 from signaling.router import Router
 from vwindow.case_sla import sla_flags
 from vwindow.cases import Cases
+from vwindow.chat import store_chat
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
 from vwindow.inspections import Inspections
@@ -445,12 +446,18 @@ class Switchboard(KioskRequests, InspectionDesk):
 
     # -- chat, recordings, snapshots --------------------------------------------------
 
-    async def chat(self, conn: Connection, call_id: int, text: str) -> None:
+    async def chat(self, conn: Connection, call_id: int, text: str,
+                   material_id: int | None = None) -> None:
+        """Push a message to the room, stored first as a note of the case (see vwindow.chat)."""
         await self.require_member(conn, call_id, roles=(Role.AGENT, Role.KIOSK, Role.SURVEYOR))
-        await self.presence.send_room(call_id, {
+        material = await store_chat(self.db, conn.principal, call_id, text, material_id)
+        message: dict[str, Any] = {
             "type": "chat.message", "call_id": call_id,
             "from": {"kind": conn.principal.role.value, "name": conn.principal.name},
-            "text": text, "at": datetime.now(UTC).isoformat()})
+            "text": text, "at": datetime.now(UTC).isoformat()}
+        if material is not None:
+            message["material"] = material.model_dump(mode="json")
+        await self.presence.send_room(call_id, message)
 
     async def _close_and_store(self, call_id: int) -> None:
         try:

@@ -277,8 +277,8 @@ async def _dispatch(services: Services, conn: Connection,
             return await sb.device_code(conn, services.readings, text, symbology, source)
         case p.DeviceProgress(request_id=rid, stage=stage, percent=pct, message=text):
             await sb.capture_progress(conn, rid, stage, pct, text)
-        case p.ChatSend(call_id=call_id, text=text):
-            await sb.chat(conn, call_id, text)
+        case p.ChatSend(call_id=call_id, text=text, material_id=material_id):
+            await sb.chat(conn, call_id, text.strip(), material_id)
         case p.DashboardSubscribe():
             conn.dashboard = True
             return await sb.snapshot()

@@ -1,4 +1,5 @@
-"""The ``vwindow`` command: ``demo``, ``serve``, ``kiosk``, ``migrate``, ``audit verify``.
+"""The ``vwindow`` command: ``demo``, ``serve``, ``kiosk``, ``migrate``, ``backup``,
+``restore``, ``purge``, ``enrolment``, ``audit verify``.
 
 This is the one module that wires every package together; the imports of ``signaling``,
 ``media`` and ``devices`` are inside the functions so that ``vwindow`` itself never
@@ -224,6 +225,27 @@ async def _enrolment(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _purge(config: Config, *, dry_run: bool) -> int:
+    from vwindow.db import Database
+    from vwindow.models import utcnow
+    from vwindow.retention import purge
+    from vwindow.store import FileStore
+
+    db = Database(config.db.url)
+    # No store.start(): it empties tmp/, which a running node may be writing into.
+    store = FileStore(config.storage.root)
+    try:
+        await db.start()
+        report = await purge(db, store, config.retention, utcnow(), dry_run=dry_run)
+    finally:
+        await db.stop()
+    verb = "would remove" if dry_run else "removed"
+    print(f"retention: {verb} {report.materials} materials ({report.recordings} recordings) "
+          f"and {report.id_reads} ID-card reads of {report.cases} cases; "
+          f"{report.files} files, {report.bytes} bytes")
+    return 0
+
+
 async def _migrate(config: Config) -> None:
     from vwindow.db import Database
 
@@ -296,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="register a new kiosk with this name")
     create.add_argument("--township", help="the new kiosk's township")
     create.add_argument("--ttl-hours", type=float, default=24.0)
-    for sp in (bk, rs, create):
+    pg = sub.add_parser("purge", help="remove recordings, materials and ID-card reads past "
+                        "their retention ([retention] in the config)")
+    pg.add_argument("--dry-run", action="store_true",
+                    help="count what would go; change nothing")
+    for sp in (bk, rs, create, pg):
         server_opts(sp)
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
@@ -319,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "restore":
             return asyncio.run(_restore(_config(args), args.source, force=args.force,
                                         check=args.check))
+        elif args.command == "purge":
+            return asyncio.run(_purge(_config(args), dry_run=args.dry_run))
         elif args.command == "enrolment":
             return asyncio.run(_enrolment(_config(args), args))
         elif args.command == "kiosk":

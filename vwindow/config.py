@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import ConfigError
+from vwindow.retention import RetentionConfig
 from vwindow.sla import SlaConfig
 
 ENV_PREFIX = "VWINDOW_"
@@ -59,6 +60,11 @@ class AuthConfig(_Section):
     kiosk_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     surveyor_link_ttl_s: int = Field(default=30 * 60, gt=0)
     surveyor_token_ttl_s: int = Field(default=4 * 3600, gt=0)
+    max_failed_logins: int = Field(default=5, ge=1)
+    """Failed logins of one account within ``failed_login_window_s`` before it must wait."""
+    max_failed_logins_per_address: int = Field(default=30, ge=1)
+    """Failed logins from one client address within the window before it must wait."""
+    failed_login_window_s: float = Field(default=300.0, gt=0)
 
 
 class MediaConfig(_Section):
@@ -167,6 +173,7 @@ class Config(_Section):
     routing: RoutingConfig = RoutingConfig()
     sla: SlaConfig = Field(default_factory=SlaConfig)
     kiosk: KioskConfig = Field(default_factory=KioskConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ LogFormat = Literal["text", "json"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-NOISY_LOGGERS = ("aioice", "aiortc", "aiohttp.access", "alembic")
+NOISY_LOGGERS = ("aioice", "aiortc", "aiohttp.access", "alembic", "aiosqlite")
+"""Chatty libraries kept at WARNING; aiosqlite logs SQL parameters (personal data) at DEBUG."""
 """Libraries whose INFO lines drown the node's own (one per ICE check, per request)."""
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.

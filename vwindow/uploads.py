@@ -45,6 +45,9 @@ MAGIC: Final[dict[str, tuple[bytes, ...]]] = {
     "image/jpeg": (b"\xff\xd8\xff",),
     "image/png": (b"\x89PNG\r\n\x1a\n",),
     "application/pdf": (b"%PDF-",),
+    # Chat voice notes: MediaRecorder writes WebM (EBML header) or, in Firefox, Ogg.
+    "audio/webm": (b"\x1aE\xdf\xa3",),
+    "audio/ogg": (b"OggS",),
 }
 SOURCES: Final = frozenset({"doccam", "snapshot", "upload", "idcard", "qr", "surveyor"})
 KINDS: Final = frozenset({"file", "original", "page", "document"})

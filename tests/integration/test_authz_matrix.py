@@ -287,6 +287,7 @@ OVERRIDES: dict[str, dict[str, MessageFactory]] = {
     "call.transfer": {"to_queue": lambda s, w, t: "no-such-queue"},  # checked after who
     "rtc.publish": {"role": lambda s, w, t: "screen", "kind": lambda s, w, t: "video"},
     "rtc.unpublish": {"role": lambda s, w, t: "screen"},
+    "chat.send": {"text": lambda s, w, t: "authz matrix"},  # text or material_id needed
 }
 
 

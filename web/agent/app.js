@@ -8,9 +8,10 @@ import { SignalClient } from '/common/signal.js';
 import { CallMedia } from '/common/rtc.js';
 import { initI18n } from '/common/i18n.js';
 import {
-  byId, h, setState, setText, t, ConnectionIndicator, Chat, RingTone, getLocalMedia, stopStream,
+  byId, h, setState, setText, t, ConnectionIndicator, RingTone, getLocalMedia, stopStream,
   showError, hideError, errorKey, startTicker, submitStaffLogin, kindKey, kioskText, sinceText,
 } from '/common/ui.js';
+import { Chat } from '/common/chat.js';
 import { Tiles } from '/common/tiles.js';
 import { RemoteControlPanel } from '/agent/remotecontrol.js';
 import { InspectionPanel } from '/agent/inspection.js';
@@ -101,7 +102,7 @@ async function startSession() {
   const signal = new SignalClient(api.token);
   app.signal = signal;
   app.media = new CallMedia(signal);
-  app.chat = new Chat(signal, { kind: 'agent', name: '' });
+  app.chat = new Chat(signal, { kind: 'agent', name: '' }, api);
   wireSignal(signal);
   wireMedia(app.media);
   setState('idle');
@@ -390,7 +391,7 @@ async function enterLive(call, role = 'agent') {
   ring.stop();
   byId('participants-note').textContent = '';
   casePanel.show(call);
-  app.chat.start(call.call_id);
+  app.chat.start(call.call_id, call.case_id);
   tiles.updateEmpty();
   setState('live');
 

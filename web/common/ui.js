@@ -1,5 +1,5 @@
 // Page helpers shared by the four pages: state switching, elderly mode, connection
-// indicator, chat, capture progress, materials list, media elements, timers.
+// indicator, capture progress, materials list, media elements, timers.
 
 import { t, has, setText, setAttr } from '/common/i18n.js';
 
@@ -233,59 +233,6 @@ export function captionKey(info) {
 
 export function kindKey(kind) {
   return has(`kind.${kind}`) ? `kind.${kind}` : 'kind.other';
-}
-
-/** The chat box: `#chat-log`, `#chat-form` with `#chat-input` and `#chat-send`. */
-export class Chat {
-  constructor(signal, self) {
-    this.signal = signal;
-    this.self = self; // {kind, name}
-    this.callId = null;
-    this.log = byId('chat-log');
-    this.input = byId('chat-input');
-    this.sendBtn = byId('chat-send');
-    this.error = byId('chat-error');
-    const form = byId('chat-form');
-    if (form) form.addEventListener('submit', (ev) => { ev.preventDefault(); this.send(); });
-  }
-
-  start(callId) {
-    this.callId = callId;
-    this.clear();
-  }
-
-  clear() {
-    if (this.log) this.log.replaceChildren();
-    hideError(this.error);
-  }
-
-  async send() {
-    const text = this.input.value.trim();
-    if (!text || !this.callId) return;
-    this.sendBtn.disabled = true;
-    hideError(this.error);
-    try {
-      await this.signal.request('chat.send', { call_id: this.callId, text: text.slice(0, 2000) });
-      this.input.value = '';
-    } catch (err) {
-      showError(this.error, err, 'chat.failed');
-    } finally {
-      this.sendBtn.disabled = false;
-      this.input.focus();
-    }
-  }
-
-  /** A `chat.message` push (the server echoes our own messages too). */
-  add(msg) {
-    if (!this.log || (this.callId && msg.call_id && msg.call_id !== this.callId)) return;
-    const from = msg.from || {};
-    const mine = from.kind === this.self.kind && from.name === this.self.name;
-    const who = mine ? h('span', { class: 'who', i18n: ['chat.me'] }) : h('span', { class: 'who' },
-      from.name || '', ' ', h('span', { class: 'kind', i18n: [kindKey(from.kind)] }));
-    this.log.append(h('li', { class: mine ? 'chat-msg mine' : 'chat-msg' },
-      who, h('time', { datetime: msg.at || '' }, formatClock(msg.at)), h('p', {}, msg.text || '')));
-    this.log.scrollTop = this.log.scrollHeight;
-  }
 }
 
 /** `#capture-progress`: a <progress> plus a line of text, fed by `capture.progress`. */

@@ -6,9 +6,10 @@ import { SignalClient } from '/common/signal.js';
 import { CallMedia } from '/common/rtc.js';
 import { initI18n, onLangChange } from '/common/i18n.js';
 import {
-  byId, h, setState, setText, t, initElderly, ConnectionIndicator, Chat, CaptureProgress,
+  byId, h, setState, setText, t, initElderly, ConnectionIndicator, CaptureProgress,
   MaterialList, getLocalMedia, stopStream, showError, hideError, errorKey,
 } from '/common/ui.js';
+import { Chat } from '/common/chat.js';
 import { RemoteView } from '/kiosk/remote.js';
 import { RemoteControlPrompt } from '/kiosk/remotecontrol.js';
 import { RatingForm } from '/kiosk/rating.js';
@@ -87,7 +88,7 @@ async function startSession() {
   const signal = new SignalClient(api.token);
   app.signal = signal;
   app.media = new CallMedia(signal);
-  app.chat = new Chat(signal, { kind: 'kiosk', name: '' });
+  app.chat = new Chat(signal, { kind: 'kiosk', name: '' }, api);
   wireSignal(signal);
   wireMedia(app.media);
   loadCatalog();
@@ -468,7 +469,7 @@ async function enterLive(call) {
   byId('agent-name').textContent = call.agent ? call.agent.name : '';
   capture.reset();
   materials.clear();
-  app.chat.start(call.call_id);
+  app.chat.start(call.call_id, call.case_id);
   setState('live');
   api.get(`/cases/${encodeURIComponent(call.case_id)}`)
     .then((c) => materials.addAll(c && c.materials))

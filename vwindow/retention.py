@@ -1,0 +1,334 @@
+"""Retention: how long recordings, materials and ID-card reads are kept, and the purge.
+
+``purge`` removes what has outlived its retention, one case per transaction, with one
+audit entry (``retention.purged``, counts and bytes only) in the same transaction, so
+a case's rows and its audit record of their removal commit or roll back together. The
+audit log itself is never touched.
+
+Foreign keys: a material still referenced by an *open* inspection (its report, a piece
+of evidence or the source of an annotated one) is kept until the inspection closes. For
+the rest, the rows that point at a purged material are handled first: its tag is
+deleted, evidence rows of closed inspections that are the purged material are deleted,
+and ``annotated_from`` / ``report_material_id`` pointers to it are set to NULL. So both
+SQLite (``foreign_keys=ON``) and PostgreSQL stay consistent.
+
+Files: the store is content-addressed, so a file goes only when no material, ID-card
+read or resumable upload still names its SHA-256; files are unlinked after the case's
+transaction commits (a crash in between leaves an unreferenced file, never a row whose
+file is gone). A store write of the same bytes racing the unlink can still lose its
+file (``FileStore.put`` skips writing bytes it already holds); run the purge at a quiet
+hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, exists, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.elements import ColumnElement
+
+from vwindow import audit
+from vwindow.db import Database
+from vwindow.errors import ValidationError
+from vwindow.models import (
+    Case,
+    CaseStatus,
+    IdRead,
+    Inspection,
+    InspectionEvidence,
+    Material,
+    MaterialTag,
+    Upload,
+    utcnow,
+)
+from vwindow.store import FileStore
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "system:retention"
+ACTION = "retention.purged"
+CLOSED_STATUSES: tuple[str, ...] = (CaseStatus.COMPLETED, CaseStatus.REJECTED)
+_T = TypeVar("_T")
+_CHUNK = 500  # ids per IN (...) list: well under SQLite's and asyncpg's parameter limits
+
+
+class RetentionConfig(BaseModel):
+    """The ``[retention]`` config section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recordings_days: int = Field(default=180, ge=1)
+    """Days a call recording (a material of kind ``recording``) is kept."""
+    materials_days: int = Field(default=1095, ge=1)
+    """Days every other material (files, pages, documents, snapshots) is kept."""
+    id_reads_days: int = Field(default=1095, ge=1)
+    """Days an ID-card read (and its photo) is kept."""
+    only_closed_cases: bool = True
+    """Purge only cases that are completed or rejected; open cases keep everything."""
+    every_hours: float = Field(default=24, ge=0)
+    """How often a node runs the purge; 0: never (run ``vwindow purge`` instead)."""
+
+
+@dataclass
+class PurgeReport:
+    """What a purge removed (or, in a dry run, would remove)."""
+
+    cases: int = 0
+    materials: int = 0
+    """Material rows, recordings included."""
+    files: int = 0
+    """Files removed from the store (shared content goes with its last reference)."""
+    bytes: int = 0
+    """Bytes of those files."""
+    id_reads: int = 0
+    recordings: int = 0
+    """Of ``materials``, how many were recordings."""
+    dry_run: bool = False
+
+
+@dataclass
+class _CasePlan:
+    case_id: int
+    material_ids: list[int]
+    recordings: int
+    id_read_ids: list[int]
+    shas: set[str] = field(default_factory=set)
+
+
+def _chunks(items: Sequence[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield list(items[start:start + _CHUNK])
+
+
+def _held_by_open_inspection() -> ColumnElement[bool]:
+    report = exists().where(Inspection.report_material_id == Material.id,
+                            Inspection.status == "open")
+    evidence = exists().where(
+        InspectionEvidence.inspection_id == Inspection.id, Inspection.status == "open",
+        or_(InspectionEvidence.material_id == Material.id,
+            InspectionEvidence.annotated_from == Material.id))
+    return or_(report, evidence)
+
+
+def _closed_case(case_column: InstrumentedAttribute[int], config: RetentionConfig
+                 ) -> ColumnElement[bool] | None:
+    if not config.only_closed_cases:
+        return None
+    return exists().where(Case.id == case_column, Case.status.in_(CLOSED_STATUSES))
+
+
+def _material_filter(config: RetentionConfig, now: datetime) -> list[ColumnElement[bool]]:
+    recordings_cut = now - timedelta(days=config.recordings_days)
+    materials_cut = now - timedelta(days=config.materials_days)
+    conditions = [
+        or_((Material.kind == "recording") & (Material.created_at < recordings_cut),
+            (Material.kind != "recording") & (Material.created_at < materials_cut)),
+        ~_held_by_open_inspection(),
+    ]
+    closed = _closed_case(Material.case_id, config)
+    if closed is not None:
+        conditions.append(closed)
+    return conditions
+
+
+def _id_read_filter(config: RetentionConfig, now: datetime) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [
+        IdRead.created_at < now - timedelta(days=config.id_reads_days)]
+    closed = _closed_case(IdRead.case_id, config)
+    if closed is not None:
+        conditions.append(closed)
+    return conditions
+
+
+async def _plan_case(s: AsyncSession, case_id: int, config: RetentionConfig,
+                     now: datetime) -> _CasePlan:
+    materials = (await s.execute(
+        select(Material.id, Material.kind, Material.sha256)
+        .where(Material.case_id == case_id, *_material_filter(config, now))
+        .order_by(Material.id))).all()
+    id_reads = (await s.execute(
+        select(IdRead.id, IdRead.photo_sha256)
+        .where(IdRead.case_id == case_id, *_id_read_filter(config, now))
+        .order_by(IdRead.id))).all()
+    plan = _CasePlan(case_id, [m.id for m in materials],
+                     sum(1 for m in materials if m.kind == "recording"),
+                     [r.id for r in id_reads])
+    plan.shas = {m.sha256 for m in materials} | {
+        r.photo_sha256 for r in id_reads if r.photo_sha256}
+    return plan
+
+
+async def _still_referenced(s: AsyncSession, shas: Iterable[str], gone_materials: set[int],
+                            gone_id_reads: set[int]) -> set[str]:
+    """The SHA-256s of ``shas`` some row outside the ``gone_*`` ids still names."""
+    wanted = sorted(shas)
+    held: set[str] = set()
+    for chunk in _chunks(wanted):
+        for row in await s.execute(select(Material.id, Material.sha256)
+                                   .where(Material.sha256.in_(chunk))):
+            if row.id not in gone_materials:
+                held.add(row.sha256)
+        for read_id, photo in await s.execute(select(IdRead.id, IdRead.photo_sha256)
+                                              .where(IdRead.photo_sha256.in_(chunk))):
+            if read_id not in gone_id_reads and photo:
+                held.add(photo)
+        held.update(await s.scalars(select(Upload.sha256).where(Upload.sha256.in_(chunk))))
+    return held
+
+
+def _file_size(store: FileStore, sha256: str) -> int | None:
+    try:
+        return store.path_for(sha256).stat().st_size
+    except (FileNotFoundError, ValidationError):
+        return None
+
+
+def _unlink(store: FileStore, sha256: str) -> bool:
+    try:
+        store.path_for(sha256).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+async def _delete_rows(s: AsyncSession, plan: _CasePlan) -> None:
+    for chunk in _chunks(plan.material_ids):
+        await s.execute(delete(MaterialTag).where(MaterialTag.material_id.in_(chunk)))
+        await s.execute(delete(InspectionEvidence)
+                        .where(InspectionEvidence.material_id.in_(chunk)))
+        await s.execute(update(InspectionEvidence)
+                        .where(InspectionEvidence.annotated_from.in_(chunk))
+                        .values(annotated_from=None))
+        await s.execute(update(Inspection).where(Inspection.report_material_id.in_(chunk))
+                        .values(report_material_id=None))
+        await s.execute(delete(Material).where(Material.id.in_(chunk)))
+    for chunk in _chunks(plan.id_read_ids):
+        await s.execute(delete(IdRead).where(IdRead.id.in_(chunk)))
+
+
+async def _case_ids(db: Database, config: RetentionConfig, now: datetime) -> list[int]:
+    async with db.session() as s:
+        from_materials = set(await s.scalars(
+            select(Material.case_id).where(*_material_filter(config, now)).distinct()))
+        from_id_reads = set(await s.scalars(
+            select(IdRead.case_id).where(*_id_read_filter(config, now)).distinct()))
+    return sorted(from_materials | from_id_reads)
+
+
+async def purge(db: Database, store: FileStore, config: RetentionConfig, now: datetime,
+                *, dry_run: bool = False) -> PurgeReport:
+    """Remove what has outlived ``config``'s retention as of ``now`` (timezone-aware).
+
+    ``dry_run``: count what would go (the same numbers a real run gives) and change
+    nothing: no rows, no files, no audit entries.
+    """
+    if now.tzinfo is None:
+        raise ValidationError("purge needs a timezone-aware 'now'", field="now")
+    report = PurgeReport(dry_run=dry_run)
+    # Rows this run has removed (or would have, in a dry run): a file shared between two
+    # purged cases goes with the last of them in both modes.
+    gone_materials: set[int] = set()
+    gone_id_reads: set[int] = set()
+    for case_id in await _case_ids(db, config, now):
+        files: list[tuple[str, int]] = []
+        async with db.session() as s:
+            plan = await _plan_case(s, case_id, config, now)
+            if not plan.material_ids and not plan.id_read_ids:
+                continue
+            gone_materials.update(plan.material_ids)
+            gone_id_reads.update(plan.id_read_ids)
+            held = await _still_referenced(s, plan.shas, gone_materials, gone_id_reads)
+            for sha in sorted(plan.shas - held):
+                size = await asyncio.to_thread(_file_size, store, sha)
+                if size is not None:
+                    files.append((sha, size))
+            freed = sum(size for _, size in files)
+            if not dry_run:
+                await _delete_rows(s, plan)
+                await audit.append(s, actor=ACTOR, action=ACTION, case_id=case_id, detail={
+                    "materials": len(plan.material_ids) - plan.recordings,
+                    "recordings": plan.recordings,
+                    "id_reads": len(plan.id_read_ids),
+                    "files": len(files),
+                    "bytes": freed,
+                })
+        if not dry_run and files:
+            files = await _unlink_unreferenced(db, store, files)
+        report.cases += 1
+        report.materials += len(plan.material_ids)
+        report.recordings += plan.recordings
+        report.id_reads += len(plan.id_read_ids)
+        report.files += len(files)
+        report.bytes += sum(size for _, size in files)
+        logger.info("retention%s: case %d: %d materials, %d recordings, %d id reads, "
+                    "%d files, %d bytes", " (dry run)" if dry_run else "", case_id,
+                    len(plan.material_ids) - plan.recordings, plan.recordings,
+                    len(plan.id_read_ids), len(files), sum(size for _, size in files))
+    logger.info("retention%s: %d cases, %d materials (%d recordings), %d id reads, "
+                "%d files, %d bytes", " (dry run)" if dry_run else "", report.cases,
+                report.materials, report.recordings, report.id_reads, report.files,
+                report.bytes)
+    return report
+
+
+async def _unlink_unreferenced(db: Database, store: FileStore,
+                               files: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Unlink the files no row names after the commit; return the ones removed.
+
+    Checked again because a row naming the same content may have committed since.
+    """
+    async with db.session() as s:
+        held = await _still_referenced(s, [sha for sha, _ in files], set(), set())
+    removed: list[tuple[str, int]] = []
+    for sha, size in files:
+        if sha in held:
+            continue
+        if await asyncio.to_thread(_unlink, store, sha):
+            removed.append((sha, size))
+    return removed
+
+
+class RetentionJob:
+    """Runs ``purge`` every ``config.every_hours`` (not at all when it is 0).
+
+    Run it on one node only (or use ``vwindow purge`` from cron): two nodes purging at
+    once stay consistent but write duplicate audit entries for the same case.
+    """
+
+    def __init__(self, db: Database, store: FileStore, config: RetentionConfig) -> None:
+        self._db = db
+        self._store = store
+        self._config = config
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._config.every_hours > 0 and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="retention-purge")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.every_hours * 3600)
+            try:
+                await purge(self._db, self._store, self._config, utcnow())
+            except Exception:
+                # A failed run (database away, disk error) is retried next period.
+                logger.exception("retention purge failed; retrying in %.1f hours",
+                                 self._config.every_hours)
