@@ -21,6 +21,9 @@ from vwindow.seed import seed_demo
 
 _db_counter = itertools.count(1)
 
+# Fails the run if a log line carries personal data (tests/logscan.py).
+pytest_plugins = ["tests.logscan"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``slow`` tests run only when asked for by marker (``-m slow``)."""

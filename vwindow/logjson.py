@@ -20,8 +20,8 @@ LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 NOISY_LOGGERS = ("aioice", "aiortc", "aiohttp.access", "alembic", "aiosqlite")
-"""Chatty libraries kept at WARNING; aiosqlite logs SQL parameters (personal data) at DEBUG."""
-"""Libraries whose INFO lines drown the node's own (one per ICE check, per request)."""
+"""Libraries kept at WARNING: their INFO lines drown the node's own (one per ICE check, per
+request), and aiosqlite's DEBUG lines carry SQL parameters, i.e. personal data."""
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
