@@ -34,7 +34,7 @@ from vwindow.inspections import Inspections
 from vwindow.models import Case, Role
 from vwindow.queue import CallQueue
 from vwindow.routing import priority_for
-from vwindow.sla import SlaConfig
+from vwindow.sla_config import SlaConfig
 from vwindow.store import FileStore
 from vwindow.views import CallView
 

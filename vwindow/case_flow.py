@@ -49,7 +49,7 @@ from vwindow.models import (
     ServiceItem,
     utcnow,
 )
-from vwindow.sla import SlaConfig
+from vwindow.sla_config import SlaConfig
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ from vwindow.models import (
     ServiceItem,
     Township,
 )
-from vwindow.sla import MilestoneStatus, Pause, SlaConfig, worst
+from vwindow.sla import MilestoneStatus, Pause, worst
+from vwindow.sla_config import SlaConfig
 
 CLOSED = frozenset({CaseStatus.COMPLETED, CaseStatus.REJECTED})
 """Statuses a case does not leave: no clock of theirs can breach any more."""

@@ -19,7 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import ConfigError
 from vwindow.retention import RetentionConfig
-from vwindow.sla import SlaConfig
+from vwindow.sla_config import SlaConfig
 
 ENV_PREFIX = "VWINDOW_"
 

@@ -39,7 +39,7 @@ from vwindow.models import (
     User,
 )
 from vwindow.seed import seed_demo
-from vwindow.sla import SlaConfig
+from vwindow.sla_config import SlaConfig
 
 S = CaseStatus
 STAFF = {"agent", "back_office"}

@@ -25,13 +25,13 @@ from vwindow.sla import (
     Pause,
     Period,
     SlaClock,
-    SlaConfig,
     SlaError,
     SlaRule,
     SlaRuleSet,
     parse_duration,
     worst,
 )
+from vwindow.sla_config import SlaConfig
 
 SH = ZoneInfo("Asia/Shanghai")
 OFFICE = BusinessCalendar()
