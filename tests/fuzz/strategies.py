@@ -25,7 +25,6 @@ from signaling import protocol as p
 
 # Python's ``\w`` and the Rust regex pydantic validates ``pattern`` with disagree on some
 # characters (e.g. '½'): keep the "valid" strategy inside what both accept.
-_WORD = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-办件材料"
 _TEXT_CAP = 80
 """Longest ordinary string drawn; limits are exercised by ``at_limit`` separately."""
 
@@ -54,13 +53,19 @@ def _constraints(metadata: list[Any]) -> dict[str, Any]:
     return found
 
 
+_PATTERN_CHARS = st.sampled_from(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-办件材料")
+
+
 def _for_str(c: dict[str, Any]) -> st.SearchStrategy[str]:
     lo = c.get("min_len", 0)
     hi = c.get("max_len", _TEXT_CAP)
     if c.get("pattern"):
-        alphabet: st.SearchStrategy[str] = st.sampled_from(_WORD)
-    else:
-        alphabet = text_chars
+        # What the field's own pattern accepts, within its length bounds, from characters
+        # Python's and pydantic's (Rust) regex engines agree on.
+        return st.from_regex(c["pattern"], fullmatch=True, alphabet=_PATTERN_CHARS).filter(
+            lambda s: lo <= len(s) <= hi)
+    alphabet: st.SearchStrategy[str] = text_chars
     ordinary = st.text(alphabet, min_size=lo, max_size=max(lo, min(hi, _TEXT_CAP)))
     # Exactly at the limit (a short text repeated: hypothesis cannot draw 60,000 chars).
     at_limit = (st.text(alphabet, min_size=1, max_size=8).map(lambda s: (s * hi)[:hi])
@@ -120,8 +125,17 @@ def valid_dict(model: type[BaseModel]) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(required, optional=optional)
 
 
+# Rules across fields that field-by-field generation cannot know.
+_NEEDS_ONE_OF: dict[type[BaseModel], tuple[str, ...]] = {p.ChatSend: ("text", "material_id")}
+
+
 def valid_message(model: type[p._Message]) -> st.SearchStrategy[dict[str, Any]]:
-    return valid_dict(model)
+    strategy = valid_dict(model)
+    one_of = _NEEDS_ONE_OF.get(model)
+    if one_of is not None:
+        strategy = strategy.filter(
+            lambda d: any(d.get(k) not in (None, "") and str(d.get(k)).strip() for k in one_of))
+    return strategy
 
 
 any_valid_message = st.sampled_from(p.ALL_MESSAGES).flatmap(valid_message)
