@@ -173,6 +173,34 @@ async def _kiosk(http: aiohttp.ClientSession, urls: list[str], index: int, code:
         await client.close()
 
 
+async def _callback_before_anyone_is_ready(
+        http: aiohttp.ClientSession, base: str, code: str,
+        tally: Tally) -> tuple[SignalClient, int]:
+    """A call placed while no agent is ready waits past ``callback_after_s``, so the
+    callback path is taken every run rather than when the random load allows it."""
+    token = await _token(http, base, "kiosk", {"kiosk_code": code, "device_key": KIOSK_KEY})
+    client = SignalClient(http, base, token)
+    await client.connect()
+    tally.placed += 1
+    queued = await client.request("call.start", service_code="SB-001")
+    call_id = int(queued["call"]["call_id"])
+    tally.kiosk_node[call_id] = 0
+    await wait_for(client, "queue.callback_offer", timeout=15,
+                   pred=lambda m: m["call_id"] == call_id)
+    await client.request("call.callback", call_id=call_id)
+    tally.callbacks.add(call_id)
+    return client, call_id
+
+
+async def _until_called_back(client: SignalClient, call_id: int) -> None:
+    try:
+        await wait_for(client, "call.answered", timeout=90,
+                       pred=lambda m: m["call"]["call_id"] == call_id)
+        await wait_for(client, "call.ended", timeout=30, pred=lambda m: m["call_id"] == call_id)
+    finally:
+        await client.close()
+
+
 async def _diagnose(db_url: str, nodes: list[Node], tally: Tally) -> str:
     """What was stuck, for the failure message."""
     db = Database(db_url)
@@ -223,12 +251,15 @@ async def test_two_nodes_200_calls_each_answered_once(pg_server: Any, tmp_path: 
         done = asyncio.Event()
         rng = random.Random(20261121)
         async with aiohttp.ClientSession() as http:
+            early, early_call = await _callback_before_anyone_is_ready(
+                http, urls[0], kiosks[0], tally)
             staff = [asyncio.create_task(_agent(http, urls, i, name, tally, done,
                                                 random.Random(rng.random())))
                      for i, name in enumerate(agents)]
             await asyncio.sleep(1.0)  # everyone ready before the rush
-            callers = [_kiosk(http, urls, i, code, tally, random.Random(rng.random()))
-                       for i, code in enumerate(kiosks)]
+            callers = [_until_called_back(early, early_call)]
+            callers += [_kiosk(http, urls, i, code, tally, random.Random(rng.random()))
+                        for i, code in enumerate(kiosks[1:], start=1)]
             try:
                 await asyncio.wait_for(asyncio.gather(*callers), 240)
             except BaseException:
@@ -264,8 +295,8 @@ async def test_two_nodes_200_calls_each_answered_once(pg_server: Any, tmp_path: 
         assert crossed[(0, 1)] > 0 and crossed[(1, 0)] > 0, crossed
         for action in ("accept", "decline", "ring out", "disconnect"):
             assert tally.actions[action] > 0, tally.actions
-        assert tally.callbacks and any(c.callback and c.status == CallStatus.ENDED
-                                       for c in mine)
+        called_back = next(c for c in mine if c.id == early_call)
+        assert called_back.callback and called_back.status == CallStatus.ENDED
         print(f"\n{by_status}, {tally.actions}, crossed {dict(crossed)}")
     finally:
         _stop(nodes)
