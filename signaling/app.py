@@ -35,6 +35,7 @@ from vwindow.db import Database
 from vwindow.inspections import Inspections
 from vwindow.queue import CallQueue
 from vwindow.readings import Readings
+from vwindow.retention import RetentionJob
 from vwindow.store import FileStore
 from vwindow.uploads import Uploads
 
@@ -77,7 +78,8 @@ def build_services(config: Config) -> Services:
                     appointments=Appointments(db, cases),
                     uploads=Uploads(db, store, cases,
                                     max_bytes=config.server.max_upload_bytes),
-                    readings=Readings(db, store), inspections=Inspections(db))
+                    readings=Readings(db, store, config.privacy),
+                    inspections=Inspections(db))
 
 
 def make_app(config: Config, services: Services | None = None) -> web.Application:
@@ -127,8 +129,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
     bus.handler = on_event
     await bus.start()
+    # Every node runs it; on PostgreSQL an advisory lock lets one node purge per run.
+    retention = RetentionJob(services.db, services.store, services.config.retention)
+    await retention.start()
     logger.info("node %s started", services.config.server.node_id)
     yield
+    await retention.stop()
     await close_all(services)
     await bus.stop()
     await services.switchboard.stop()

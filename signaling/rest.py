@@ -256,10 +256,10 @@ _allow("GET", "/api/v1/cases/{case_id}", STAFF_AND_KIOSK)
 
 @routes.get("/api/v1/cases/{case_id}")
 async def get_case(request: web.Request) -> web.Response:
-    services, _who, case_id = await case_request(request, STAFF_AND_KIOSK)
+    services, who, case_id = await case_request(request, STAFF_AND_KIOSK)
     body = (await services.cases.case_view(case_id)).model_dump(mode="json")
     body["id_reads"] = [r.model_dump(mode="json")
-                        for r in await services.readings.id_reads(case_id)]
+                        for r in await services.readings.id_reads(case_id, who.role)]
     body["codes"] = [c.model_dump(mode="json") for c in await services.readings.codes(case_id)]
     body.update(await CaseFlow(services.db, services.config.sla).case_extras(case_id))
     return web.json_response(body)

@@ -25,6 +25,7 @@ from vwindow import audit, reports, stats
 from vwindow.auth import Principal
 from vwindow.errors import ValidationError
 from vwindow.models import Role
+from vwindow.permissions import MASKED, Disclosure, disclosure
 from vwindow.reports import Column, Lang, Page
 
 logger = logging.getLogger(__name__)
@@ -131,8 +132,9 @@ def _attachment(name: str, p: stats.Period, ext: str) -> str:
 
 
 async def _send_csv(request: web.Request, filename: str, columns: Sequence[Column],
-                    pages: AsyncIterator[Page], lang: Lang) -> web.StreamResponse:
-    chunks = reports.csv_chunks(columns, pages, lang)
+                    pages: AsyncIterator[Page], lang: Lang,
+                    shown: Disclosure = MASKED) -> web.StreamResponse:
+    chunks = reports.csv_chunks(columns, pages, lang, shown)
     # The header and the first page before the status line: a failing query is still
     # an error reply, not a download cut short.
     head = [await anext(chunks), await anext(chunks, b"")]
@@ -160,8 +162,9 @@ async def _send_csv(request: web.Request, filename: str, columns: Sequence[Colum
 
 
 async def _send_xlsx(request: web.Request, filename: str, columns: Sequence[Column],
-                     pages: AsyncIterator[Page], title: str, lang: Lang) -> web.StreamResponse:
-    async with reports.xlsx_file(columns, pages, title, lang) as path:
+                     pages: AsyncIterator[Page], title: str, lang: Lang,
+                     shown: Disclosure = MASKED) -> web.StreamResponse:
+    async with reports.xlsx_file(columns, pages, title, lang, shown=shown) as path:
         size = (await asyncio.to_thread(path.stat)).st_size
         response = web.StreamResponse(headers={
             "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -177,14 +180,16 @@ async def _send_xlsx(request: web.Request, filename: str, columns: Sequence[Colu
 
 
 async def _record(request: web.Request, principal: Principal, name: str, p: stats.Period,
-                  fmt: str) -> None:
-    """Exports of case and call lists leave a trace in the audit log."""
+                  fmt: str, unmasked: Sequence[str]) -> None:
+    """Exports of case and call lists leave a trace in the audit log, naming the personal
+    fields the exporter's role got in full (``unmasked``, usually empty)."""
     async with request.app[SERVICES].db.session() as s:
         await audit.append(s, actor=principal.key, action="report.exported",
                            detail={"report": name, "from": p.first.isoformat(),
-                                   "to": p.last.isoformat(), "format": fmt})
-    logger.info("report %s %s..%s (%s) exported by %s", name, p.first, p.last, fmt,
-                principal.key)
+                                   "to": p.last.isoformat(), "format": fmt,
+                                   "unmasked": list(unmasked)})
+    logger.info("report %s %s..%s (%s) exported by %s%s", name, p.first, p.last, fmt,
+                principal.key, f" with unmasked {', '.join(unmasked)}" if unmasked else "")
 
 
 def _detail_export(name: str, fmt: Literal["csv", "xlsx"]
@@ -193,17 +198,19 @@ def _detail_export(name: str, fmt: Literal["csv", "xlsx"]
 
     async def handler(request: web.Request) -> web.StreamResponse:
         principal = _principal(request, SUPERVISORS)
-        db = request.app[SERVICES].db
+        services = request.app[SERVICES]
+        db = services.db
         p, lang = _range(request), _lang(request)
         title = export.zh_title if lang == "zh-CN" else name
+        shown = disclosure(services.config.privacy, principal.role, "export")
         if fmt == "xlsx":
             await reports.check_xlsx_size(export, db, p)
-        await _record(request, principal, name, p, fmt)
+        await _record(request, principal, name, p, fmt, export.unmasked(shown))
         filename = _attachment(name, p, fmt)
-        pages = export.pages(db, p, lang)
+        pages = export.pages(db, p, lang, shown)
         if fmt == "csv":
-            return await _send_csv(request, filename, export.columns, pages, lang)
-        return await _send_xlsx(request, filename, export.columns, pages, title, lang)
+            return await _send_csv(request, filename, export.columns, pages, lang, shown)
+        return await _send_xlsx(request, filename, export.columns, pages, title, lang, shown)
 
     handler.__name__ = f"export_{name}_{fmt}"
     return handler

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import ConfigError
+from vwindow.permissions import PrivacyConfig
 from vwindow.retention import RetentionConfig
 from vwindow.sla_config import SlaConfig
 
@@ -174,6 +175,7 @@ class Config(_Section):
     sla: SlaConfig = Field(default_factory=SlaConfig)
     kiosk: KioskConfig = Field(default_factory=KioskConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Personal data helpers shared by the server and the devices: masking ID numbers for
-lists and logs, and the GB 11643 (ISO 7064 MOD 11-2) check character, so the server can
+"""Personal data helpers shared by the server and the devices: masking ID numbers, names
+and addresses for lists, exports and logs (who sees what unmasked is
+``vwindow.permissions``), and the GB 11643 (ISO 7064 MOD 11-2) check character, so the server can
 re-check a number a kiosk sends instead of trusting it.
 """
 
@@ -42,3 +43,9 @@ def mask_name(name: str) -> str:
     if len(name) == 2:
         return name[0] + "*"
     return name[0] + "*" * (len(name) - 2) + name[-1]
+
+
+def mask_address(address: str) -> str:
+    """The first 6 characters and ``…``: the town-level part a person needs to recognise
+    the place, without the village, street or house number."""
+    return address[:6] + "…" if len(address) > 6 else address

@@ -2,7 +2,9 @@
 
 An ID read is stored whole (the back office needs it) but leaves the server masked:
 the number as ``3401**********1234`` and the name as ``张*明``; an agent on the case sees
-the full number only by revealing it, which is written to the case's audit chain. The
+the full number only by revealing it, which is written to the case's audit chain. In a
+case's list of reads, a role the ``[privacy]`` table allows (``vwindow.permissions``)
+sees the name or address in full; the number stays masked there too. The
 server re-checks the number's GB 11643 check character rather than trusting the kiosk.
 
 A scanned code is kept with where it came from (the scanner, or a document-camera
@@ -27,8 +29,9 @@ from vwindow.appointments import CODE_ALPHABET, CODE_LENGTH
 from vwindow.auth import Principal
 from vwindow.db import Database
 from vwindow.errors import NotFoundError, ValidationError
-from vwindow.models import IdRead, ScannedCode
-from vwindow.privacy import id_number_checks, mask_id_number, mask_name
+from vwindow.models import IdRead, Role, ScannedCode
+from vwindow.permissions import MASKED, Disclosure, PrivacyConfig, disclosure
+from vwindow.privacy import id_number_checks, mask_id_number
 from vwindow.store import FileStore
 from vwindow.validation import MAX_DB_ID
 
@@ -57,7 +60,8 @@ class IdReadIn(BaseModel):
 
 
 class IdReadView(BaseModel):
-    """An ID read as lists and the agent console show it: masked."""
+    """An ID read as lists and the agent console show it: masked, but for the fields the
+    ``[privacy]`` table shows the reader's role in full (never the number)."""
 
     id: int
     case_id: int
@@ -88,16 +92,12 @@ class CodeView(BaseModel):
     created_at: datetime
 
 
-def _mask_address(address: str) -> str:
-    # Keep the town-level part a person needs to recognise the place, hide the rest.
-    return address[:6] + "…" if len(address) > 6 else address
-
-
-def id_read_view(r: IdRead) -> IdReadView:
+def id_read_view(r: IdRead, shown: Disclosure = MASKED) -> IdReadView:
+    """The read as ``shown`` lets its reader see it (all masked unless told)."""
     return IdReadView(
         id=r.id, case_id=r.case_id, call_id=r.call_id, card_type=r.card_type,
-        name=mask_name(r.name), gender=r.gender, nation=r.nation, birth_date=r.birth_date,
-        address=_mask_address(r.address), number_masked=mask_id_number(r.number),
+        name=shown.name(r.name), gender=r.gender, nation=r.nation, birth_date=r.birth_date,
+        address=shown.address(r.address), number_masked=shown.id_number(r.number),
         number_valid=r.number_valid, authority=r.authority, valid_from=r.valid_from,
         valid_to=r.valid_to, has_photo=r.photo_sha256 is not None, created_at=r.created_at)
 
@@ -127,9 +127,11 @@ def code_view(c: ScannedCode) -> CodeView:
 class Readings:
     """ID reads and scanned codes of cases."""
 
-    def __init__(self, db: Database, store: FileStore) -> None:
+    def __init__(self, db: Database, store: FileStore,
+                 privacy: PrivacyConfig | None = None) -> None:
         self.db = db
         self.store = store
+        self.privacy = privacy or PrivacyConfig()
 
     async def add_id_read(self, principal: Principal, case_id: int,
                           data: IdReadIn) -> IdReadView:
@@ -160,11 +162,13 @@ class Readings:
                     data.card_type, "" if valid else " - check character wrong")
         return view
 
-    async def id_reads(self, case_id: int) -> list[IdReadView]:
+    async def id_reads(self, case_id: int, reader: Role | None = None) -> list[IdReadView]:
+        """The case's reads as ``reader``'s role may see them in a list (None: masked)."""
+        shown = disclosure(self.privacy, reader, "list")
         async with self.db.session() as s:
             rows = (await s.scalars(select(IdRead).where(IdRead.case_id == case_id)
                                     .order_by(IdRead.id))).all()
-            return [id_read_view(r) for r in rows]
+            return [id_read_view(r, shown) for r in rows]
 
     async def get_id_read(self, read_id: int) -> IdRead:
         async with self.db.session() as s:

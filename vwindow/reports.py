@@ -20,11 +20,14 @@ answered call saved).
 Cases (one row per case opened in the range): case_number, created_at, status,
 service_code, service, department, township, kiosk, agent (assigned), calls,
 answered_calls, materials, stars (mean rating of its calls), id_checked (an ID card
-was read and its number checks), applicant (masked, 张*明) and id_number (masked,
-3401**********1234) of the latest ID-card read.
+was read and its number checks), applicant (张*明) and id_number (3401**********1234,
+always masked) of the latest ID-card read.
 
-Personal data: the citizen's own words (rating comments) and every unmasked ID-card
-field stay out of the exports; names and numbers from ID-card reads only masked.
+Personal data: the citizen's own words (rating comments), addresses and birth dates
+stay out of the exports. The applicant's name is masked unless the exporting role's
+``[privacy]`` entry (``vwindow.permissions``; by default supervisors) shows it in full;
+a masked column's Chinese header says so (``申请人(脱敏)``). The ID number is always
+masked.
 Cells that a spreadsheet would read as a formula (``=``, ``+``, ``-``, ``@`` first) are
 written as plain text.
 """
@@ -65,7 +68,7 @@ from vwindow.models import (
     Township,
     User,
 )
-from vwindow.privacy import mask_id_number, mask_name
+from vwindow.permissions import MASKED, Disclosure, PersonalField
 from vwindow.stats import Period
 
 logger = logging.getLogger(__name__)
@@ -90,9 +93,15 @@ class Column:
     zh: str
     width: int = 12
     """Width in the XLSX sheet, in characters."""
+    personal: PersonalField | None = None
+    """The personal field the column holds, masked or not by the reader's role."""
 
-    def title(self, lang: Lang) -> str:
-        return self.zh if lang == "zh-CN" else self.key
+    def title(self, lang: Lang, shown: Disclosure = MASKED) -> str:
+        if lang != "zh-CN":
+            return self.key
+        if self.personal is not None and not shown.shows(self.personal):
+            return f"{self.zh}(脱敏)"
+        return self.zh
 
 
 CALL_COLUMNS: Final = (
@@ -113,8 +122,8 @@ CASE_COLUMNS: Final = (
     Column("township", "乡镇"), Column("kiosk", "终端", 24), Column("agent", "坐席", 20),
     Column("calls", "呼叫次数", 10), Column("answered_calls", "接通次数", 10),
     Column("materials", "材料数", 10), Column("stars", "平均评价(星)", 12),
-    Column("id_checked", "身份证已核验", 12), Column("applicant", "申请人(脱敏)", 14),
-    Column("id_number", "身份证号(脱敏)", 22),
+    Column("id_checked", "身份证已核验", 12), Column("applicant", "申请人", 14, "name"),
+    Column("id_number", "身份证号", 22, "id_number"),
 )
 AGENT_COLUMNS: Final = (
     Column("agent_id", "坐席编号", 10), Column("username", "账号"), Column("name", "坐席", 20),
@@ -143,8 +152,8 @@ _ENDED_BY_ZH: Final = {"agent": "坐席", "kiosk": "群众", "system": "系统"}
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
-def headers(columns: Sequence[Column], lang: Lang) -> list[str]:
-    return [c.title(lang) for c in columns]
+def headers(columns: Sequence[Column], lang: Lang, shown: Disclosure = MASKED) -> list[str]:
+    return [c.title(lang, shown) for c in columns]
 
 
 def _word(table: dict[str, str], value: str | None, lang: Lang) -> str:
@@ -185,8 +194,10 @@ async def count_cases(db: Database, p: Period) -> int:
             Case.created_at >= p.start, Case.created_at < p.end)) or 0)
 
 
-async def call_pages(db: Database, p: Period, lang: Lang = "zh-CN") -> AsyncIterator[Page]:
-    """The rows of :data:`CALL_COLUMNS`, a page at a time."""
+async def call_pages(db: Database, p: Period, lang: Lang = "zh-CN",
+                     shown: Disclosure = MASKED) -> AsyncIterator[Page]:
+    """The rows of :data:`CALL_COLUMNS`, a page at a time (no citizen's personal data:
+    ``shown`` is taken for the common signature)."""
     after = 0
     while True:
         async with db.session() as s:
@@ -223,8 +234,10 @@ async def call_pages(db: Database, p: Period, lang: Lang = "zh-CN") -> AsyncIter
         after = rows[-1][0]
 
 
-async def case_pages(db: Database, p: Period, lang: Lang = "zh-CN") -> AsyncIterator[Page]:
-    """The rows of :data:`CASE_COLUMNS`, a page at a time."""
+async def case_pages(db: Database, p: Period, lang: Lang = "zh-CN",
+                     shown: Disclosure = MASKED) -> AsyncIterator[Page]:
+    """The rows of :data:`CASE_COLUMNS`, a page at a time; the applicant as ``shown``
+    lets the exporting role see it."""
     after = 0
     while True:
         async with db.session() as s:
@@ -252,7 +265,7 @@ async def case_pages(db: Database, p: Period, lang: Lang = "zh-CN") -> AsyncIter
             stars: dict[int, Any] = {case_id: avg for case_id, avg in (await s.execute(
                 select(Rating.case_id, func.avg(Rating.stars))
                 .where(Rating.case_id.in_(ids)).group_by(Rating.case_id))).all()}
-            # Only the latest read of each case, and only to be masked here.
+            # Only the latest read of each case; masked below as ``shown`` says.
             reads: dict[int, tuple[str, str, bool]] = {}
             for case_id, name, number, valid in (await s.execute(
                     select(IdRead.case_id, IdRead.name, IdRead.number, IdRead.number_valid)
@@ -270,7 +283,8 @@ async def case_pages(db: Database, p: Period, lang: Lang = "zh-CN") -> AsyncIter
                 int(materials.get(case_id, 0)),
                 None if avg is None else round(float(avg), 2),
                 bool(read and read[2]),
-                mask_name(read[0]) if read else "", mask_id_number(read[1]) if read else ""])
+                shown.name(read[0]) if read else "",
+                shown.id_number(read[1]) if read else ""])
         yield page
         after = rows[-1][0]
 
@@ -296,11 +310,12 @@ def _text_safe(value: Cell) -> Cell:
 
 
 async def csv_chunks(columns: Sequence[Column], pages: AsyncIterator[Page],
-                     lang: Lang = "zh-CN") -> AsyncIterator[bytes]:
+                     lang: Lang = "zh-CN", shown: Disclosure = MASKED
+                     ) -> AsyncIterator[bytes]:
     """The CSV bytes: a BOM and the header row first, then one chunk per page."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(headers(columns, lang))
+    writer.writerow(headers(columns, lang, shown))
     yield ("\ufeff" + buffer.getvalue()).encode()
     async for page in pages:
         buffer.seek(0)
@@ -338,8 +353,8 @@ def _append(ws: WriteOnlyWorksheet, page: Page) -> None:
 
 @asynccontextmanager
 async def xlsx_file(columns: Sequence[Column], pages: AsyncIterator[Page], title: str,
-                    lang: Lang = "zh-CN", directory: Path | None = None
-                    ) -> AsyncIterator[Path]:
+                    lang: Lang = "zh-CN", directory: Path | None = None,
+                    shown: Disclosure = MASKED) -> AsyncIterator[Path]:
     """An XLSX file of the rows, in a temporary file removed on leaving the block.
 
     The workbook is filled and saved in a worker thread: a year of calls is seconds of
@@ -351,7 +366,7 @@ async def xlsx_file(columns: Sequence[Column], pages: AsyncIterator[Page], title
         # Write-only sheets do have column_dimensions; the openpyxl stubs miss it.
         ws.column_dimensions[get_column_letter(i)].width = column.width  # type: ignore[attr-defined]
     ws.freeze_panes = "A2"
-    ws.append(headers(columns, lang))
+    ws.append(headers(columns, lang, shown))
     async for page in pages:
         await asyncio.to_thread(_append, ws, page)
     fd, name = tempfile.mkstemp(prefix="vwindow-report-", suffix=".xlsx", dir=directory)
@@ -364,7 +379,7 @@ async def xlsx_file(columns: Sequence[Column], pages: AsyncIterator[Page], title
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
-PageSource = Callable[[Database, Period, Lang], AsyncIterator[Page]]
+PageSource = Callable[[Database, Period, Lang, Disclosure], AsyncIterator[Page]]
 
 
 @dataclass(frozen=True)
@@ -376,6 +391,11 @@ class Export:
     columns: tuple[Column, ...]
     pages: PageSource
     count: Callable[[Database, Period], Any]
+
+    def unmasked(self, shown: Disclosure) -> list[PersonalField]:
+        """The personal fields this export writes in full for ``shown`` (for the audit)."""
+        return sorted({c.personal for c in self.columns
+                       if c.personal is not None and shown.shows(c.personal)})
 
 
 EXPORTS: Final = {

@@ -18,6 +18,12 @@ transaction commits (a crash in between leaves an unreferenced file, never a row
 file is gone). A store write of the same bytes racing the unlink can still lose its
 file (``FileStore.put`` skips writing bytes it already holds); run the purge at a quiet
 hour.
+
+Every ``vwindow serve`` node runs a :class:`RetentionJob`. On PostgreSQL a run first
+takes a session-level advisory lock (:data:`PG_PURGE_LOCK`) without waiting: the node
+that gets it purges, the others skip that run. Two purges never overlap, so no case gets
+two audit entries for one removal; runs that follow each other find nothing left to do.
+SQLite is one node by design, so there the job just runs.
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, exists, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, exists, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -58,6 +64,8 @@ ACTION = "retention.purged"
 CLOSED_STATUSES: tuple[str, ...] = (CaseStatus.COMPLETED, CaseStatus.REJECTED)
 _T = TypeVar("_T")
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's and asyncpg's parameter limits
+PG_PURGE_LOCK = 0x76777270
+"""PostgreSQL advisory lock key ("vwrp") held by the one node purging; see RetentionJob."""
 
 
 class RetentionConfig(BaseModel):
@@ -74,7 +82,9 @@ class RetentionConfig(BaseModel):
     only_closed_cases: bool = True
     """Purge only cases that are completed or rejected; open cases keep everything."""
     every_hours: float = Field(default=24, ge=0)
-    """How often a node runs the purge; 0: never (run ``vwindow purge`` instead)."""
+    """How often each node runs the purge (fractions allowed: 0.5 is every 30 minutes);
+    0: never (run ``vwindow purge`` from cron instead). On PostgreSQL one node at a time
+    purges; the others skip the run."""
 
 
 @dataclass
@@ -299,8 +309,10 @@ async def _unlink_unreferenced(db: Database, store: FileStore,
 class RetentionJob:
     """Runs ``purge`` every ``config.every_hours`` (not at all when it is 0).
 
-    Run it on one node only (or use ``vwindow purge`` from cron): two nodes purging at
-    once stay consistent but write duplicate audit entries for the same case.
+    Every server node starts one. Each run is :func:`purge_exclusively`: on PostgreSQL a
+    node that does not get :data:`PG_PURGE_LOCK` (``pg_try_advisory_lock``, not waiting)
+    skips the run; a node that dies mid-run loses its connection and with it the lock.
+    A failed run is logged and the next one comes on schedule.
     """
 
     def __init__(self, db: Database, store: FileStore, config: RetentionConfig) -> None:
@@ -314,6 +326,7 @@ class RetentionJob:
             self._task = asyncio.create_task(self._run(), name="retention-purge")
 
     async def stop(self) -> None:
+        """Cancel the loop (a run in progress rolls back its current case); safe twice."""
         task, self._task = self._task, None
         if task is None:
             return
@@ -323,12 +336,53 @@ class RetentionJob:
         except asyncio.CancelledError:
             pass
 
+    async def run_once(self) -> PurgeReport | None:
+        """One scheduled run: what it purged, or None when another node holds the lock."""
+        return await purge_exclusively(self._db, self._store, self._config, utcnow())
+
     async def _run(self) -> None:
+        period = self._config.every_hours * 3600
         while True:
-            await asyncio.sleep(self._config.every_hours * 3600)
+            await asyncio.sleep(period)
             try:
-                await purge(self._db, self._store, self._config, utcnow())
+                await self.run_once()
             except Exception:
-                # A failed run (database away, disk error) is retried next period.
-                logger.exception("retention purge failed; retrying in %.1f hours",
+                # A failed run (database away, disk error) is retried next period. The
+                # purge's statements carry ids, hashes, dates and counts only, so the
+                # traceback holds no personal data.
+                logger.exception("retention purge failed; retrying in %.4g hours",
                                  self._config.every_hours)
+
+
+async def purge_exclusively(db: Database, store: FileStore, config: RetentionConfig,
+                            now: datetime) -> PurgeReport | None:
+    """``purge``, unless another process of the installation is purging: then None.
+
+    On PostgreSQL that is whoever holds :data:`PG_PURGE_LOCK`, taken here on a connection
+    of its own in autocommit, so the lock is held without a long open transaction while
+    ``purge`` works in its own short ones. SQLite has one node: it just purges.
+    """
+    if not db.is_postgres:
+        return await purge(db, store, config, now)
+    async with db.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"),
+                                {"k": PG_PURGE_LOCK})
+        if not got:
+            logger.debug("retention: another node is purging; skipping this run")
+            return None
+        try:
+            return await purge(db, store, config, now)
+        finally:
+            await _unlock(conn)
+
+
+async def _unlock(conn: AsyncConnection) -> None:
+    try:
+        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_PURGE_LOCK})
+    except Exception:
+        # The connection is in doubt: drop it rather than pool it, which ends its session
+        # and so releases the lock.
+        logger.warning("retention: could not release the purge lock; closing its "
+                       "connection", exc_info=True)
+        await conn.invalidate()

@@ -105,6 +105,17 @@ class Site:
         return self.store.exists(hashlib.sha256(data).hexdigest())
 
 
+async def open_site(db: Database, store: FileStore) -> Site:
+    """A :class:`Site` over a started, demo-seeded database and a started store."""
+    async with db.session() as s:
+        kiosk = (await s.scalars(select(Kiosk).where(Kiosk.code == DEMO.kiosk_code))).one()
+        item = (await s.scalars(select(ServiceItem).order_by(ServiceItem.id))).first()
+        agent = (await s.scalars(select(User).order_by(User.id))).first()
+    assert item is not None and agent is not None
+    return Site(db, store, kiosk.id, kiosk.township_id, item.id, agent.id,
+                itertools.count(1))
+
+
 @pytest.fixture
 async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
     db = Database(db_url)
@@ -112,14 +123,8 @@ async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
     store = FileStore(tmp_path / "files")
     await store.start()
     await seed_demo(db)
-    async with db.session() as s:
-        kiosk = (await s.scalars(select(Kiosk).where(Kiosk.code == DEMO.kiosk_code))).one()
-        item = (await s.scalars(select(ServiceItem).order_by(ServiceItem.id))).first()
-        agent = (await s.scalars(select(User).order_by(User.id))).first()
-    assert item is not None and agent is not None
     try:
-        yield Site(db, store, kiosk.id, kiosk.township_id, item.id, agent.id,
-                   itertools.count(1))
+        yield await open_site(db, store)
     finally:
         await db.stop()
 
