@@ -124,7 +124,15 @@ class PageDetector:
     def detect(self, image: BgrImage) -> PageDetection:
         height, width = image.shape[:2]
         scale = self.work_size / max(height, width)
-        small = resize(image, (max(1, round(width * scale)), max(1, round(height * scale))))
+        # Point-like sampling is enough to find the outline (print is closed away next)
+        # and 5x cheaper than an anti-aliased shrink; the sides are refined at full detail.
+        small = u8(
+            cv2.resize(
+                image,
+                (max(1, round(width * scale)), max(1, round(height * scale))),
+                interpolation=cv2.INTER_LINEAR,
+            )
+        )
         gray = u8(cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (3, 3), 0))
         best: tuple[float, PageDetection] | None = None
         rejected: list[str] = []
@@ -260,19 +268,32 @@ def _side_support(gray: GrayImage, corners: FloatArray, side: int, offset: float
     return float(np.mean((step >= _MIN_STEP) & within))
 
 
-def _refine(image: BgrImage, quad: Quad) -> Quad:
-    """Sub-pixel sides: edge search along each side's normal at half resolution."""
+def _refine(image: BgrImage, quad: Quad, reach: int = 8) -> Quad:
+    """Sub-pixel sides: edge search along each side's normal at half resolution.
+
+    Only a band around each side is shrunk and smoothed (a few percent of the still),
+    not the whole still.
+    """
     height, width = image.shape[:2]
-    gray = cv2.cvtColor(resize(image, (width // 2, height // 2)), cv2.COLOR_BGR2GRAY)
-    half = u8(cv2.GaussianBlur(gray, (0, 0), 1.2))
     corners = quad.as_array() * 0.5
+    margin = 2 * (reach + 6)  # full-resolution pixels: the search reach plus the blur's
     lines = []
     for side in range(4):
-        line = _fit_side(half, corners, side)
+        ends = quad.as_array()[[side, (side + 1) % 4]]
+        x0, y0 = (max(0, int(v) - margin) & ~1 for v in ends.min(axis=0))
+        x1 = min(width, int(ends[:, 0].max()) + margin + 2)
+        y1 = min(height, int(ends[:, 1].max()) + margin + 2)
+        band = image[y0:y1, x0:x1]
+        gray = cv2.cvtColor(
+            resize(band, (band.shape[1] // 2, band.shape[0] // 2)), cv2.COLOR_BGR2GRAY
+        )
+        half = u8(cv2.GaussianBlur(gray, (0, 0), 1.2))
+        origin = np.array([x0 / 2.0, y0 / 2.0], dtype=np.float32)
+        line = _fit_side(half, corners - origin, side, reach)
         if line is None:
             logger.debug("corner refinement: side %d shows no edge, keeping coarse corners", side)
             return quad  # keep the coarse corners rather than guess
-        lines.append(line)
+        lines.append((line[0] + origin, line[1]))
     refined = []
     for i in range(4):
         point = _intersect(lines[i - 1], lines[i])

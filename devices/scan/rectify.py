@@ -3,9 +3,13 @@
 API
 ---
 ``A4_ASPECT = sqrt(2)``   height / width of ISO A-series paper
-``Rectified`` frozen dataclass ``(image, matrix, aspect, snapped_to_a4, skew_degrees)``
-    ``matrix`` maps still pixels to page pixels (3x3, deskew included).
-``Rectifier(*, dpi=200, a4_tolerance=0.06, deskew=True, max_skew_degrees=5.0, trim=0.004)``
+``Rectified`` frozen dataclass ``(image, matrix, aspect, snapped_to_a4, skew_degrees,
+preview)``; ``matrix`` maps still pixels to page pixels (3x3, deskew included);
+    ``preview`` is the page shrunk to ``PREVIEW_WIDTH`` (800) pixels wide, for the
+    quality gates and the code reader.
+``preview_of(page, width=PREVIEW_WIDTH) -> BgrImage``
+``Rectifier(*, dpi=200, upscale=False, a4_tolerance=0.06, deskew=True,
+max_skew_degrees=5.0, trim=0.004)``
     ``rectify(image: BgrImage, quad: Quad) -> Rectified``
     ``output_size(quad, image_size) -> tuple[int, int, float, bool]``  ``(w, h, aspect, a4)``
 ``estimate_aspect(quad, image_size) -> float``   best height / width of the real page
@@ -20,10 +24,16 @@ close to straight-down for that to be stable, the mean side lengths are used. Wh
 estimate (perspective, mean sides, longest sides) is within ``a4_tolerance`` of sqrt(2)
 (either orientation) the page is taken as A4 -- the common case -- and comes
 out at ``dpi`` (200 dpi -> 1654 x 2339); other pages keep their ratio at the same long
-side. ``trim`` shaves a sliver off each edge so a corner a pixel off shows no desk.
+side. ``dpi`` is a ceiling: when the camera saw the page's long side at fewer pixels
+than that, the page comes out at the camera's own resolution (same shape), because
+upscaling adds time and bytes but no detail (a 4K document camera sees an A4 page at
+about 160 dpi); ``upscale=True`` always gives the ``dpi`` size. The PDF places every
+page on A4 whatever its pixel count. ``trim`` shaves a sliver off each edge so a corner
+a pixel off shows no desk.
 
 Residual rotation (a page printed askew, corners a little off) is measured from the
-text lines of a small preview warp: print is binarised, smeared along the lines, and
+text lines of a small (400 px wide) preview warp: print is binarised, smeared along
+the lines, and
 the ``minAreaRect`` angles of the long blobs are combined by a length-weighted median.
 The correction is folded into the perspective matrix so the still is resampled once.
 """
@@ -41,7 +51,7 @@ import numpy.typing as npt
 
 from devices.scan.detect import Quad
 from devices.scan.errors import ScanConfigError
-from devices.scan.imaging import BgrImage, GrayImage, u8
+from devices.scan.imaging import BgrImage, GrayImage, resize, u8
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +59,8 @@ Matrix = npt.NDArray[np.float64]
 
 A4_ASPECT: Final = math.sqrt(2.0)
 _A4_MM: Final = (210.0, 297.0)
-_PREVIEW_WIDTH: Final = 800  # width of the warp the skew is measured on
+PREVIEW_WIDTH: Final = 800  # the small page the quality gates and the code reader use
+_SKEW_WIDTH: Final = 400  # width of the warp the skew is measured on
 _MIN_LINES: Final = 4
 
 
@@ -60,6 +71,7 @@ class Rectified:
     aspect: float
     snapped_to_a4: bool
     skew_degrees: float
+    preview: BgrImage
 
     def __repr__(self) -> str:
         h, w = self.image.shape[:2]
@@ -117,6 +129,12 @@ def aspect_estimates(quad: Quad, image_size: tuple[int, int]) -> tuple[float, ..
     return perspective, mean_sides, long_sides
 
 
+def _longest_side(quad: Quad) -> float:
+    """The page's longest side in still pixels: how much detail the camera has of it."""
+    c = quad.as_array().astype(np.float64)
+    return max(float(np.linalg.norm(c[(i + 1) % 4] - c[i])) for i in range(4))
+
+
 def estimate_aspect(quad: Quad, image_size: tuple[int, int]) -> float:
     """Best estimate of the height / width of the page seen as ``quad`` in ``(w, h)``."""
     return aspect_estimates(quad, image_size)[0]
@@ -163,6 +181,7 @@ class Rectifier:
         self,
         *,
         dpi: int = 200,
+        upscale: bool = False,
         a4_tolerance: float = 0.06,
         deskew: bool = True,
         max_skew_degrees: float = 5.0,
@@ -177,6 +196,7 @@ class Rectifier:
         if not 0.0 <= trim < 0.05:
             raise ScanConfigError(f"trim {trim} is not in 0..0.05", field="trim")
         self.dpi = dpi
+        self.upscale = upscale
         self.a4_tolerance = a4_tolerance
         self.deskew = deskew
         self.max_skew_degrees = max_skew_degrees
@@ -194,15 +214,17 @@ class Rectifier:
         landscape = aspect < 1.0
         ratio = 1.0 / aspect if landscape else aspect
         # A4 is the strong prior: snap when any estimate is close to it.
-        if any(
+        a4 = any(
             abs((1.0 / e if landscape else e) / A4_ASPECT - 1.0) <= self.a4_tolerance
             for e in estimates
-        ):
-            width, height = (long, short) if landscape else (short, long)
-            return width, height, height / width, True
-        other = max(1, round(long / ratio))
-        width, height = (long, other) if landscape else (other, long)
-        return width, height, aspect, False
+        )
+        if not a4:
+            short = max(1, round(long / ratio))
+        seen = _longest_side(quad)
+        if not self.upscale and seen < long:
+            short, long = max(1, round(short * seen / long)), max(1, round(seen))
+        width, height = (long, short) if landscape else (short, long)
+        return width, height, (height / width if a4 else aspect), a4
 
     def rectify(self, image: BgrImage, quad: Quad) -> Rectified:
         height_px, width_px = image.shape[:2]
@@ -218,12 +240,10 @@ class Rectifier:
             dtype=np.float32,
         )
         matrix = np.asarray(cv2.getPerspectiveTransform(quad.as_array(), target), np.float64)
-        skew = 0.0
-        if self.deskew:
-            skew = self._measure_skew(image, matrix, (width, height))
-            if abs(skew) >= 0.1:
-                rotation = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), skew, 1.0)
-                matrix = np.vstack([rotation, [0.0, 0.0, 1.0]]) @ matrix
+        skew = self._measure_skew(image, matrix, (width, height)) if self.deskew else 0.0
+        if abs(skew) >= 0.1:
+            rotation = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), skew, 1.0)
+            matrix = np.vstack([rotation, [0.0, 0.0, 1.0]]) @ matrix
         page = u8(
             cv2.warpPerspective(
                 image,
@@ -233,10 +253,10 @@ class Rectifier:
                 borderMode=cv2.BORDER_REPLICATE,
             )
         )
-        return Rectified(page, matrix, aspect, a4, skew)
+        return Rectified(page, matrix, aspect, a4, skew, preview_of(page))
 
     def _measure_skew(self, image: BgrImage, matrix: Matrix, size: tuple[int, int]) -> float:
-        scale = min(1.0, _PREVIEW_WIDTH / size[0])
+        scale = min(1.0, _SKEW_WIDTH / size[0])
         small_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
         shrink = np.diag([scale, scale, 1.0])
         preview = cv2.warpPerspective(
@@ -250,3 +270,19 @@ class Rectifier:
         if skew is None or abs(skew) > self.max_skew_degrees:
             return 0.0
         return skew
+
+
+def preview_of(page: BgrImage, width: int = PREVIEW_WIDTH) -> BgrImage:
+    """The page at ``width`` pixels wide, never enlarged.
+
+    Linear for a shrink of up to 4 (the common case: 4x faster than ``INTER_AREA``'s
+    fractional path, and one resampling path for every camera so blur calibrations stay
+    comparable), halvings first beyond that.
+    """
+    h, w = page.shape[:2]
+    if w <= width:
+        return page
+    size = (width, max(1, round(h * width / w)))
+    if w < 4 * width:
+        return u8(cv2.resize(page, size, interpolation=cv2.INTER_LINEAR))
+    return resize(page, size)

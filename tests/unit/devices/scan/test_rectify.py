@@ -45,7 +45,7 @@ def pinhole_view(tilt: float, yaw: float, ratio: float = A4_ASPECT) -> Quad:
 
 
 def test_simulator_pages_come_out_a4_at_200_dpi(sim_stills: SimStills) -> None:
-    detector, rectifier = PageDetector(), Rectifier()
+    detector, rectifier = PageDetector(), Rectifier(upscale=True)
     for jpeg in sim_stills.sharp.values():
         image = decode_jpeg(jpeg)
         result = rectifier.rectify(image, detector.detect(image).quad)
@@ -53,13 +53,31 @@ def test_simulator_pages_come_out_a4_at_200_dpi(sim_stills: SimStills) -> None:
         assert (w, h) == (1654, 2339)
         assert h / w == pytest.approx(A4_ASPECT, rel=0.002)
         assert result.snapped_to_a4
+        assert result.preview.shape[1] == 800
+        assert result.preview.shape[0] == pytest.approx(800 * A4_ASPECT, abs=1)
+
+
+def test_pages_are_not_upscaled_past_what_the_camera_saw(sim_stills: SimStills) -> None:
+    detector, rectifier = PageDetector(), Rectifier()
+    for jpeg in sim_stills.sharp.values():
+        image = decode_jpeg(jpeg)
+        quad = detector.detect(image).quad
+        result = rectifier.rectify(image, quad)
+        h, w = result.image.shape[:2]
+        sides = np.linalg.norm(np.roll(quad.as_array(), -1, axis=0) - quad.as_array(), axis=1)
+        assert h == round(float(sides.max())) < 2339  # the long side as the camera saw it
+        assert h / w == pytest.approx(A4_ASPECT, rel=0.002)
+        assert result.snapped_to_a4
+    # A page seen at more than 200 dpi comes out at 200 dpi.
+    big = order_corners([(100, 100), (1800, 100), (1800, 2504), (100, 2504)])
+    assert Rectifier().output_size(big, (4000, 3000))[:2] == (1654, 2339)
 
 
 def test_landscape_page_comes_out_landscape() -> None:
     corners = a4_quad(STILL, landscape=True, fill=0.7)
     page = np.ascontiguousarray(cv2.rotate(render_page(), cv2.ROTATE_90_CLOCKWISE))
     scene = render_scene(corners, page=page)
-    result = Rectifier().rectify(scene.image, order_corners(corners))
+    result = Rectifier(upscale=True).rectify(scene.image, order_corners(corners))
     assert result.image.shape[:2] == (1654, 2339)
     assert result.snapped_to_a4
 
@@ -70,10 +88,12 @@ def test_other_paper_keeps_its_own_aspect() -> None:
     quad = order_corners(
         [(1000, 500), (1400, 500), (1400, 500 + 400 * ratio), (1000, 500 + 400 * ratio)]
     )
-    width, height, aspect, a4 = Rectifier().output_size(quad, STILL)
+    width, height, aspect, a4 = Rectifier(upscale=True).output_size(quad, STILL)
     assert not a4
     assert aspect == pytest.approx(ratio, rel=0.01)
     assert height == 2339 and width == round(2339 / ratio)
+    # Without upscaling it keeps the camera's 634 px of long side, at the same ratio.
+    assert Rectifier().output_size(quad, STILL)[:2] == (400, 634)
 
 
 @pytest.mark.parametrize(("tilt", "yaw"), [(15, 20), (25, 4), (35, 20), (20, -12)])
@@ -126,8 +146,10 @@ def test_blank_page_has_no_measurable_skew() -> None:
 
 def test_output_size_follows_dpi() -> None:
     quad = order_corners([(500, 100), (1700, 100), (1700, 1800), (500, 1800)])
-    assert Rectifier(dpi=300).output_size(quad, STILL)[:2] == (2480, 3508)
-    assert Rectifier(dpi=150).output_size(quad, STILL)[:2] == (1240, 1754)
+    assert Rectifier(dpi=300, upscale=True).output_size(quad, STILL)[:2] == (2480, 3508)
+    assert Rectifier(dpi=150, upscale=True).output_size(quad, STILL)[:2] == (1240, 1754)
+    # The camera saw 1700 px of long side: that, not 300 dpi's 3508.
+    assert Rectifier(dpi=300).output_size(quad, STILL)[:2] == (1202, 1700)
 
 
 @pytest.mark.parametrize(
