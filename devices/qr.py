@@ -18,9 +18,13 @@ API
 its ``repr`` hides the payload (a code may carry personal data).
 ``CodeReader(*, backends=("zbar", "opencv"), density=1)``  ``decode(frame) ->
 list[DecodedCode]``; ``density`` n scans every n-th line (faster, for large codes);
-    remembers that ZBar is unavailable after the first failed load; ``zbar_error``.
+    remembers that ZBar is unavailable after the first failed load; ``zbar_error``;
+    ``zbar()`` the binding or None.
 ``decode_codes(frame) -> list[DecodedCode]``   one-shot ``CodeReader().decode``
 ``decode_with_zbar(frame) -> list[DecodedCode]``, ``decode_with_opencv(frame) -> ...``
+``zbar_scan(zbar, gray, density=1, symbols="all"|"qr"|"linear") -> list[DecodedCode]``
+``as_gray(frame) -> GrayImage``   the checks and conversion every decoder starts with
+(pages: :mod:`devices.qr_page` reads them faster by looking for QR finders first)
 ``decode_payload(raw: bytes) -> tuple[str, str]``  (text, encoding)
 ``frame`` is a BGR (h, w, 3), BGRA or grayscale (h, w) ``uint8`` array; anything else
 raises ``CodeDecodeError``. Decoding is CPU work: call it via ``asyncio.to_thread``.
@@ -90,7 +94,7 @@ def _repair(text: str) -> tuple[str, bytes, str]:
     return text, raw, "utf-8"
 
 
-def _as_gray(frame: object) -> GrayImage:
+def as_gray(frame: object) -> GrayImage:
     if not isinstance(frame, np.ndarray):
         raise CodeDecodeError(f"frame must be a numpy array, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
@@ -119,15 +123,23 @@ def _load_zbar() -> Any:
 
 def decode_with_zbar(frame: object) -> list[DecodedCode]:
     """QR codes and barcodes found by ZBar. Raises ImportError/OSError without libzbar."""
-    gray = _as_gray(frame)
-    return _zbar_scan(_load_zbar(), gray)
+    gray = as_gray(frame)
+    return zbar_scan(_load_zbar(), gray)
 
 
-def _zbar_scan(zbar: Any, gray: GrayImage, density: int = 1) -> list[DecodedCode]:
+def zbar_scan(
+    zbar: Any, gray: GrayImage, density: int = 1, symbols: str = "all"
+) -> list[DecodedCode]:
+    """ZBar over ``gray``; ``symbols``: "all", "qr" (QR only) or "linear" (all but QR)."""
     from pyzbar.pyzbar import ZBarSymbol
 
     scanner = zbar.zbar_image_scanner_create()
     try:
+        if symbols == "qr":
+            zbar.zbar_image_scanner_set_config(scanner, 0, _ZBAR_CFG_ENABLE, 0)
+            zbar.zbar_image_scanner_set_config(scanner, _ZBAR_QRCODE, _ZBAR_CFG_ENABLE, 1)
+        elif symbols == "linear":
+            zbar.zbar_image_scanner_set_config(scanner, _ZBAR_QRCODE, _ZBAR_CFG_ENABLE, 0)
         binary = zbar.zbar_image_scanner_set_config(scanner, _ZBAR_QRCODE, _ZBAR_CFG_BINARY, 1) == 0
         if density > 1:
             # Scan every n-th line: n times less work, still plenty for a printed code.
@@ -179,7 +191,7 @@ def decode_with_opencv(
     frame: object, detector: cv2.QRCodeDetectorAruco | None = None
 ) -> list[DecodedCode]:
     """QR codes found by OpenCV's ``QRCodeDetectorAruco`` (no 1-D barcodes)."""
-    gray = _as_gray(frame)
+    gray = as_gray(frame)
     detector = detector if detector is not None else cv2.QRCodeDetectorAruco()
     ok, texts, points, _ = detector.detectAndDecodeMulti(gray)
     if not ok or points is None:
@@ -210,11 +222,11 @@ class CodeReader:
         self._detector: cv2.QRCodeDetectorAruco | None = None
 
     def decode(self, frame: object) -> list[DecodedCode]:
-        gray = _as_gray(frame)
+        gray = as_gray(frame)
         for backend in self._backends:
             if backend == "zbar":
-                zbar = self._zbar_binding()
-                found = _zbar_scan(zbar, gray, self._density) if zbar is not None else []
+                zbar = self.zbar()
+                found = zbar_scan(zbar, gray, self._density) if zbar is not None else []
             else:
                 if self._detector is None:
                     self._detector = cv2.QRCodeDetectorAruco()
@@ -223,7 +235,8 @@ class CodeReader:
                 return found
         return []
 
-    def _zbar_binding(self) -> Any:
+    def zbar(self) -> Any:
+        """The ZBar binding, or None when libzbar is missing (then ``zbar_error`` says why)."""
         if self._zbar is None and self.zbar_error is None:
             try:
                 self._zbar = _load_zbar()

@@ -77,7 +77,8 @@ def remove_shadows(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     Anything within 6% of the paper level is pushed to pure white, so the grain of the
     paper and the sensor noise do not print as a grey haze (and cost JPEG bytes).
     """
-    background = np.maximum(estimate_background(image), 1)
+    # estimate_background never goes below 1 (its floor), so there is no division by 0.
+    background = estimate_background(image)
     return u8(cv2.divide(image, background, scale=255.0 * 255.0 / _WHITE_POINT))
 
 

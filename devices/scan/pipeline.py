@@ -4,8 +4,7 @@ API
 ---
 ``ScanPipeline(*, mode="color", blur_threshold=DEFAULT_BLUR_THRESHOLD,
 max_glare_fraction=0.01, glare_level=250, dpi=200, jpeg_quality=85, deskew=True,
-detector=None, rectifier=None, code_reader=None)``   (a ``rectifier`` given brings its
-own dpi and deskew; with a ``code_reader`` the page's QR codes and barcodes are read)
+detector=None, rectifier=None)``   (a ``rectifier`` given brings its own dpi and deskew)
     ``process(jpeg: bytes, *, label="") -> ScanResult``           CPU-bound, blocking
     ``async process_async(jpeg: bytes, *, label="") -> ScanResult`` same, in a worker thread
     ``measure(jpeg: bytes) -> QualityReport``   detection + rectification + gates only
@@ -15,12 +14,13 @@ own dpi and deskew; with a ``code_reader`` the page's QR codes and barcodes are 
     ``jpeg`` (processed page), ``original`` (the input bytes, untouched), ``corners``
     (:class:`Quad` in still pixels), ``width``/``height`` of the page, ``mode``,
     ``quality`` (:class:`QualityReport`), ``aspect``, ``snapped_to_a4``,
-    ``skew_degrees``, ``codes`` (:class:`DecodedCode`, empty without a code reader),
-    ``timings`` (seconds per stage);
+    ``skew_degrees``, ``preview`` (the page 800 px wide before enhancement: read the
+    page's codes from it with :func:`devices.qr_page.read_page_codes`), ``timings``
+    (seconds per stage);
     ``needs_retake``, ``reasons``, ``messages`` from the quality report.
 
 Stages: decode (:mod:`.jpeg`) -> find the page (:mod:`.detect`) -> perspective and
-deskew (:mod:`.rectify`) -> blur and glare gates (:mod:`.quality`) and codes, both on
+deskew (:mod:`.rectify`) -> blur and glare gates (:mod:`.quality`) on
 the rectifier's 800-px preview of the page (before enhancement, so sharpening cannot
 fake focus) -> colour or B/W enhancement (:mod:`.enhance`) of the full page -> JPEG.
 A page that fails a gate is still processed: the kiosk shows it with the reason and
@@ -40,10 +40,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from devices.qr import CodeReader, DecodedCode
 from devices.scan.detect import PageDetector, Quad
 from devices.scan.enhance import ScanMode, enhance
 from devices.scan.errors import ScanConfigError
+from devices.scan.imaging import BgrImage
 from devices.scan.jpeg import decode_jpeg, encode_jpeg
 from devices.scan.quality import (
     DEFAULT_BLUR_THRESHOLD,
@@ -70,7 +70,7 @@ class ScanResult:
     aspect: float
     snapped_to_a4: bool
     skew_degrees: float
-    codes: tuple[DecodedCode, ...]
+    preview: BgrImage
     timings: Mapping[str, float]
 
     @property
@@ -109,7 +109,6 @@ class ScanPipeline:
         deskew: bool = True,
         detector: PageDetector | None = None,
         rectifier: Rectifier | None = None,
-        code_reader: CodeReader | None = None,
     ) -> None:
         try:
             self.mode = ScanMode(mode)
@@ -129,7 +128,6 @@ class ScanPipeline:
         )
         self.detector = detector if detector is not None else PageDetector()
         self.rectifier = rectifier if rectifier is not None else Rectifier(dpi=dpi, deskew=deskew)
-        self.code_reader = code_reader
 
     def __repr__(self) -> str:
         return (
@@ -157,11 +155,6 @@ class ScanPipeline:
         started = time.perf_counter()
         report = self.gate.assess(rectified.preview)
         timings["quality"] = time.perf_counter() - started
-        codes: tuple[DecodedCode, ...] = ()
-        if self.code_reader is not None:
-            started = time.perf_counter()
-            codes = tuple(self.code_reader.decode(rectified.preview))
-            timings["codes"] = time.perf_counter() - started
         started = time.perf_counter()
         page = enhance(rectified.image, self.mode)
         timings["enhance"] = time.perf_counter() - started
@@ -195,7 +188,7 @@ class ScanPipeline:
             aspect=rectified.aspect,
             snapped_to_a4=rectified.snapped_to_a4,
             skew_degrees=rectified.skew_degrees,
-            codes=codes,
+            preview=rectified.preview,
             timings=MappingProxyType(timings),
         )
 
