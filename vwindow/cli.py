@@ -23,6 +23,10 @@ from vwindow.errors import VWindowError
 
 logger = logging.getLogger(__name__)
 
+PURGE_BUSY = 75
+"""``vwindow purge``'s exit status when another node is purging (sysexits' EX_TEMPFAIL:
+nothing was done; try again later)."""
+
 
 def _setup_logging(verbose: bool, log_format: str = "text", node_id: str | None = None) -> None:
     from vwindow.logjson import setup_logging
@@ -228,7 +232,7 @@ async def _enrolment(config: Config, args: argparse.Namespace) -> int:
 async def _purge(config: Config, *, dry_run: bool) -> int:
     from vwindow.db import Database
     from vwindow.models import utcnow
-    from vwindow.retention import purge
+    from vwindow.retention import purge, purge_exclusively
     from vwindow.store import FileStore
 
     db = Database(config.db.url)
@@ -236,7 +240,17 @@ async def _purge(config: Config, *, dry_run: bool) -> int:
     store = FileStore(config.storage.root)
     try:
         await db.start()
-        report = await purge(db, store, config.retention, utcnow(), dry_run=dry_run)
+        if dry_run:
+            # Writes nothing, so it takes no lock and records no run: its counts may
+            # include what a node's purge is removing at the same moment.
+            report = await purge(db, store, config.retention, utcnow(), dry_run=True)
+        else:
+            done = await purge_exclusively(db, store, config.retention, utcnow())
+            if done is None:
+                print("vwindow purge: another node is purging now; nothing done",
+                      file=sys.stderr)
+                return PURGE_BUSY
+            report = done
     finally:
         await db.stop()
     verb = "would remove" if dry_run else "removed"
@@ -318,10 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="register a new kiosk with this name")
     create.add_argument("--township", help="the new kiosk's township")
     create.add_argument("--ttl-hours", type=float, default=24.0)
-    pg = sub.add_parser("purge", help="remove recordings, materials and ID-card reads past "
-                        "their retention ([retention] in the config)")
+    pg = sub.add_parser(
+        "purge", help="remove recordings, materials and ID-card reads past their retention "
+        "([retention] in the config)",
+        epilog=f"Exit status: 0 done; {PURGE_BUSY} another node is purging now, nothing done "
+        "(PostgreSQL; try again later); 2 bad arguments or config; 1 any other error. The "
+        "nodes purge by themselves every [retention] every_hours, counted from the last "
+        "run, this command's included.")
     pg.add_argument("--dry-run", action="store_true",
-                    help="count what would go; change nothing")
+                    help="count what would go; change nothing (takes no lock: it may run "
+                    "beside a node's purge, whose removals its counts may then include)")
     for sp in (bk, rs, create, pg):
         server_opts(sp)
     audit = sub.add_parser("audit", help="audit log tools")

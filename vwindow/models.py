@@ -476,3 +476,12 @@ class InspectionEvidence(Base):
     lon: Mapped[float | None] = mapped_column(Float)
     accuracy: Mapped[float | None] = mapped_column(Float)
     taken_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class JobRun(Base):
+    """When a periodic job of the installation last ran (the retention purge), so that
+    its schedule survives restarts of the nodes; one row per job."""
+
+    __tablename__ = "job_runs"
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[datetime] = mapped_column(UTCDateTime())

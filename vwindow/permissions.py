@@ -1,8 +1,8 @@
 """Who sees which personal data of citizens unmasked: the role → field table for lists
 and exports (the ``[privacy]`` config section), and :class:`Disclosure`, which applies it.
 
-The personal data the server holds are ID-card reads: name, address and ID number
-(no phone numbers are stored). Two kinds of view show them:
+The personal data the server holds are ID-card reads: name, address, birth date and ID
+number (no phone numbers are stored). Two kinds of view show them:
 
 * ``list``: a case's ID reads as the case view (``GET /api/v1/cases/{id}``) returns them;
 * ``export``: files that leave the system (the cases export, CSV or XLSX).
@@ -20,12 +20,21 @@ surveyor    all masked                   (no exports)
 other       all masked                   all masked
 =========== ============================ ==========================================
 
+Masked, a name is ``欧**华``, an address its first six characters and ``…``, a birth date
+its year (``1958-**-**``), an ID number ``3401**********1234``. Exports carry no
+addresses and no birth dates, so unmasking those for exports changes nothing.
+
 * The full ID number is never in a list or an export, whatever the config says: the
   agent on the case gets it (with the full name and address) only through
   ``POST /id-reads/{id}/reveal``, which writes who, why and when to the case's audit
   chain. The config refuses ``id_number``.
 * Agents see the reads masked like everyone: the reveal is one click when the work
   needs the full data, and leaves the trace a list view would not.
+* The birth date is masked to its year by default because the full date is what the
+  masked ID number hides (its digits 7-14); the year is enough to see an elderly
+  applicant. The elderly-priority rule of the queue does not read these views: it uses
+  the date the kiosk sends with ``call.start`` (``vwindow.routing.priority_for``). The
+  reveal returns the full date with the number it comes from.
 * Supervisors' cases export is a case-handling list (follow-up calls, 督办, answering
   complaints about a case), which needs the applicant's name; each export that carries
   unmasked data writes the fields into its ``report.exported`` audit entry
@@ -46,11 +55,11 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vwindow.models import Role
-from vwindow.privacy import mask_address, mask_id_number, mask_name
+from vwindow.privacy import mask_address, mask_birth_date, mask_id_number, mask_name
 
-PersonalField = Literal["name", "address", "id_number"]
+PersonalField = Literal["name", "address", "birth_date", "id_number"]
 """The personal fields of an ID-card read that lists and exports show."""
-Unmaskable = Literal["name", "address"]
+Unmaskable = Literal["name", "address", "birth_date"]
 """The fields the table may unmask: never ``id_number``."""
 View = Literal["list", "export"]
 
@@ -65,7 +74,8 @@ class PrivacyConfig(BaseModel):
     ``supervisor``, ``surveyor``; one not named sees everything masked, and a table
     given replaces the default whole. Full ID numbers are never in a
     list or an export (only the audited reveal shows them), so ``id_number`` is refused.
-    Example: ``unmasked_in_lists = { agent = ["name"] }``."""
+    Fields: ``name``, ``address``, ``birth_date`` (masked: the year only).
+    Example: ``unmasked_in_lists = { agent = ["name", "birth_date"] }``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,7 +84,8 @@ class PrivacyConfig(BaseModel):
     unmasked_in_exports: dict[Role, tuple[Unmaskable, ...]] = Field(
         default_factory=_default_exports)
     """Fields written in full, per role, into exports (the cases export); each such
-    export's audit entry names them."""
+    export's audit entry names them. Exports carry no addresses and no birth dates, so
+    those two change nothing here."""
 
     @field_validator("unmasked_in_lists", "unmasked_in_exports", mode="before")
     @classmethod
@@ -102,6 +113,9 @@ class Disclosure:
 
     def address(self, value: str) -> str:
         return value if "address" in self.unmasked else mask_address(value)
+
+    def birth_date(self, value: str) -> str:
+        return value if "birth_date" in self.unmasked else mask_birth_date(value)
 
     def id_number(self, value: str) -> str:
         return mask_id_number(value)

@@ -1,5 +1,5 @@
-"""Personal data helpers shared by the server and the devices: masking ID numbers, names
-and addresses for lists, exports and logs (who sees what unmasked is
+"""Personal data helpers shared by the server and the devices: masking ID numbers, names,
+birth dates and addresses for lists, exports and logs (who sees what unmasked is
 ``vwindow.permissions``), and the GB 11643 (ISO 7064 MOD 11-2) check character, so the server can
 re-check a number a kiosk sends instead of trusting it.
 """
@@ -43,6 +43,15 @@ def mask_name(name: str) -> str:
     if len(name) == 2:
         return name[0] + "*"
     return name[0] + "*" * (len(name) - 2) + name[-1]
+
+
+def mask_birth_date(birth_date: str) -> str:
+    """``1958-**-**``: the year only (the age to within a year; the full date is in the
+    ID number's digits 7-14, which the masked number hides too)."""
+    year = birth_date[:4]
+    if len(year) == 4 and year.isascii() and year.isdigit():
+        return year + "-**-**"
+    return "*" * len(birth_date)
 
 
 def mask_address(address: str) -> str:

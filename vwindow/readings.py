@@ -1,10 +1,11 @@
 """What the kiosk's readers put into a case: ID-card reads and scanned QR/barcodes.
 
 An ID read is stored whole (the back office needs it) but leaves the server masked:
-the number as ``3401**********1234`` and the name as ``张*明``; an agent on the case sees
-the full number only by revealing it, which is written to the case's audit chain. In a
-case's list of reads, a role the ``[privacy]`` table allows (``vwindow.permissions``)
-sees the name or address in full; the number stays masked there too. The
+the number as ``3401**********1234``, the name as ``张*明``, the birth date as
+``1958-**-**``; an agent on the case sees the full number (and date) only by revealing
+it, which is written to the case's audit chain. In a case's list of reads, a role the
+``[privacy]`` table allows (``vwindow.permissions``) sees the name, address or birth
+date in full; the number stays masked there too. The
 server re-checks the number's GB 11643 check character rather than trusting the kiosk.
 
 A scanned code is kept with where it came from (the scanner, or a document-camera
@@ -96,7 +97,8 @@ def id_read_view(r: IdRead, shown: Disclosure = MASKED) -> IdReadView:
     """The read as ``shown`` lets its reader see it (all masked unless told)."""
     return IdReadView(
         id=r.id, case_id=r.case_id, call_id=r.call_id, card_type=r.card_type,
-        name=shown.name(r.name), gender=r.gender, nation=r.nation, birth_date=r.birth_date,
+        name=shown.name(r.name), gender=r.gender, nation=r.nation,
+        birth_date=shown.birth_date(r.birth_date),
         address=shown.address(r.address), number_masked=shown.id_number(r.number),
         number_valid=r.number_valid, authority=r.authority, valid_from=r.valid_from,
         valid_to=r.valid_to, has_photo=r.photo_sha256 is not None, created_at=r.created_at)
@@ -178,14 +180,16 @@ class Readings:
         return row
 
     async def reveal(self, principal: Principal, row: IdRead, reason: str) -> dict[str, str]:
-        """The full number and name for an agent on the case; the reveal is audited."""
+        """The full number, name, address and birth date for an agent on the case; the
+        reveal is audited."""
         async with self.db.session() as s:
             await audit.append(s, actor=principal.key, action="idcard.revealed",
                                case_id=row.case_id,
                                detail={"id_read_id": row.id, "reason": reason,
                                        "number": mask_id_number(row.number)})
         logger.info("case %s: %s revealed ID read %s", row.case_id, principal.key, row.id)
-        return {"number": row.number, "name": row.name, "address": row.address}
+        return {"number": row.number, "name": row.name, "address": row.address,
+                "birth_date": row.birth_date}
 
     async def add_code(self, principal: Principal, case_id: int, *, text: str,
                        symbology: str, source: str, call_id: int | None) -> CodeView:

@@ -19,24 +19,33 @@ file is gone). A store write of the same bytes racing the unlink can still lose 
 file (``FileStore.put`` skips writing bytes it already holds); run the purge at a quiet
 hour.
 
-Every ``vwindow serve`` node runs a :class:`RetentionJob`. On PostgreSQL a run first
-takes a session-level advisory lock (:data:`PG_PURGE_LOCK`) without waiting: the node
-that gets it purges, the others skip that run. Two purges never overlap, so no case gets
-two audit entries for one removal; runs that follow each other find nothing left to do.
-SQLite is one node by design, so there the job just runs.
+Every ``vwindow serve`` node runs a :class:`RetentionJob`; ``vwindow purge`` (cron) is
+the same run started by hand. On PostgreSQL a run first takes a session-level advisory
+lock (:data:`PG_PURGE_LOCK`) without waiting: the node that gets it purges, the others
+skip that run. Two purges never overlap, so no case gets two audit entries for one
+removal; runs that follow each other find nothing left to do. SQLite is one node by
+design, so there the job just runs.
+
+The schedule is kept in the database, not in a node's timer: each run writes its start
+time to ``job_runs`` (one row, :data:`JOB`, whether or not it found anything to purge),
+and a node plans its next run from that row. So nodes that restart more often than
+``every_hours`` still purge: an overdue run starts shortly after a node starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, exists, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
@@ -50,6 +59,7 @@ from vwindow.models import (
     IdRead,
     Inspection,
     InspectionEvidence,
+    JobRun,
     Material,
     MaterialTag,
     Upload,
@@ -66,6 +76,12 @@ _T = TypeVar("_T")
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's and asyncpg's parameter limits
 PG_PURGE_LOCK = 0x76777270
 """PostgreSQL advisory lock key ("vwrp") held by the one node purging; see RetentionJob."""
+JOB = "retention.purge"
+"""The purge's row in ``job_runs``: when the last run (by a node or ``vwindow purge``)
+started."""
+CATCH_UP_S = 60.0
+"""How long after a node starts an overdue purge runs (plus up to half as much again,
+at random, so nodes started together do not all wake at once)."""
 
 
 class RetentionConfig(BaseModel):
@@ -82,9 +98,11 @@ class RetentionConfig(BaseModel):
     only_closed_cases: bool = True
     """Purge only cases that are completed or rejected; open cases keep everything."""
     every_hours: float = Field(default=24, ge=0)
-    """How often each node runs the purge (fractions allowed: 0.5 is every 30 minutes);
-    0: never (run ``vwindow purge`` from cron instead). On PostgreSQL one node at a time
-    purges; the others skip the run."""
+    """How often the nodes run the purge (fractions allowed: 0.5 is every 30 minutes),
+    counted from the last run of any node or of ``vwindow purge``, as recorded in the
+    database: a run overdue when a node starts (it restarted, or every node was down)
+    starts about a minute later. 0: never (run ``vwindow purge`` from cron instead). On
+    PostgreSQL one node purges per run; the others skip it."""
 
 
 @dataclass
@@ -307,18 +325,25 @@ async def _unlink_unreferenced(db: Database, store: FileStore,
 
 
 class RetentionJob:
-    """Runs ``purge`` every ``config.every_hours`` (not at all when it is 0).
+    """Runs the purge every ``config.every_hours`` (not at all when it is 0).
 
-    Every server node starts one. Each run is :func:`purge_exclusively`: on PostgreSQL a
-    node that does not get :data:`PG_PURGE_LOCK` (``pg_try_advisory_lock``, not waiting)
-    skips the run; a node that dies mid-run loses its connection and with it the lock.
-    A failed run is logged and the next one comes on schedule.
+    Every server node starts one. The next run is planned from the last one recorded in
+    ``job_runs`` (:func:`last_run`), whichever node or ``vwindow purge`` made it: due
+    ``every_hours`` after it, or, when that time has passed (or there is no run yet),
+    ``catch_up_s`` (at most one period) plus jitter after the node looked. Each run is
+    :func:`purge_exclusively`: on PostgreSQL a node that does not get
+    :data:`PG_PURGE_LOCK` skips the run, and so does one that finds, under the lock,
+    that another node has run since it planned; a node that dies mid-run loses its
+    connection and with it the lock. A failed run is logged and tried again a period
+    later.
     """
 
-    def __init__(self, db: Database, store: FileStore, config: RetentionConfig) -> None:
+    def __init__(self, db: Database, store: FileStore, config: RetentionConfig, *,
+                 catch_up_s: float = CATCH_UP_S) -> None:
         self._db = db
         self._store = store
         self._config = config
+        self._catch_up_s = catch_up_s
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -337,33 +362,89 @@ class RetentionJob:
             pass
 
     async def run_once(self) -> PurgeReport | None:
-        """One scheduled run: what it purged, or None when another node holds the lock."""
+        """A run now, due or not: what it purged, or None when another node holds the
+        lock."""
         return await purge_exclusively(self._db, self._store, self._config, utcnow())
+
+    def delay_s(self, last: datetime | None, now: datetime) -> float:
+        """Seconds from ``now`` to the run after ``last`` (None: no run yet)."""
+        period = self._config.every_hours * 3600
+        if last is not None:
+            due = (last + timedelta(seconds=period) - now).total_seconds()
+            if due > 0:
+                return due
+        catch_up = min(self._catch_up_s, period)
+        return catch_up * (1 + random.random() / 2)
 
     async def _run(self) -> None:
         period = self._config.every_hours * 3600
         while True:
-            await asyncio.sleep(period)
             try:
-                await self.run_once()
+                last = await last_run(self._db)
+                await asyncio.sleep(self.delay_s(last, utcnow()))
+                # Another node may have run while this one slept: then it skips, and
+                # plans again from that run.
+                await purge_exclusively(self._db, self._store, self._config, utcnow(),
+                                        only_if=_unchanged(last))
             except Exception:
-                # A failed run (database away, disk error) is retried next period. The
+                # A failed run (database away, disk error) is retried a period later. The
                 # purge's statements carry ids, hashes, dates and counts only, so the
                 # traceback holds no personal data.
                 logger.exception("retention purge failed; retrying in %.4g hours",
                                  self._config.every_hours)
+                await asyncio.sleep(period)
+
+
+def _unchanged(planned: datetime | None) -> Callable[[datetime | None], bool]:
+    return lambda seen: seen == planned
+
+
+async def last_run(db: Database) -> datetime | None:
+    """When the last purge run (of any node, or ``vwindow purge``) started; None: never."""
+    async with db.session() as s:
+        return await s.scalar(select(JobRun.last_run_at).where(JobRun.job == JOB))
+
+
+async def _record_run(db: Database, now: datetime) -> None:
+    async with db.session() as s:
+        if db.is_postgres:
+            pg = pg_insert(JobRun).values(job=JOB, last_run_at=now)
+            await s.execute(pg.on_conflict_do_update(index_elements=[JobRun.job],
+                                                     set_={"last_run_at": now}))
+        else:
+            lite = sqlite_insert(JobRun).values(job=JOB, last_run_at=now)
+            await s.execute(lite.on_conflict_do_update(index_elements=[JobRun.job],
+                                                       set_={"last_run_at": now}))
+
+
+async def _recorded_purge(db: Database, store: FileStore, config: RetentionConfig,
+                          now: datetime,
+                          only_if: Callable[[datetime | None], bool] | None,
+                          ) -> PurgeReport | None:
+    if only_if is not None and not only_if(await last_run(db)):
+        logger.debug("retention: another node has run the purge since; skipping this run")
+        return None
+    # Recorded before purging: a run that fails is tried again a period later, not at
+    # every node's start.
+    await _record_run(db, now)
+    return await purge(db, store, config, now)
 
 
 async def purge_exclusively(db: Database, store: FileStore, config: RetentionConfig,
-                            now: datetime) -> PurgeReport | None:
-    """``purge``, unless another process of the installation is purging: then None.
+                            now: datetime, *,
+                            only_if: Callable[[datetime | None], bool] | None = None,
+                            ) -> PurgeReport | None:
+    """``purge`` as a recorded run (see :func:`last_run`), unless another process of the
+    installation is purging: then None.
 
     On PostgreSQL that is whoever holds :data:`PG_PURGE_LOCK`, taken here on a connection
     of its own in autocommit, so the lock is held without a long open transaction while
     ``purge`` works in its own short ones. SQLite has one node: it just purges.
+    ``only_if``: given the last run's start as read once the lock is held, whether to
+    run (None also when it says no).
     """
     if not db.is_postgres:
-        return await purge(db, store, config, now)
+        return await _recorded_purge(db, store, config, now, only_if)
     async with db.engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         got = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"),
@@ -372,7 +453,7 @@ async def purge_exclusively(db: Database, store: FileStore, config: RetentionCon
             logger.debug("retention: another node is purging; skipping this run")
             return None
         try:
-            return await purge(db, store, config, now)
+            return await _recorded_purge(db, store, config, now, only_if)
         finally:
             await _unlock(conn)
 

@@ -24,12 +24,14 @@ from vwindow.permissions import PrivacyConfig, disclosure
 from vwindow.seed import DEMO
 
 NAME, ADDRESS, NUMBER = "欧阳明华", "安徽省黄山市黄山区汤口镇某村", "34010419900307123X"
-MASKED = ("欧**华", "安徽省黄山市…", "3401**********123X")
-NAME_AND_ADDRESS = ("欧阳明华", ADDRESS, "3401**********123X")
-DENIED = ("denied", "denied", "denied")
+BIRTH = "1990-03-07"
+# (name, address, birth_date, number) as a list shows them
+MASKED = ("欧**华", "安徽省黄山市…", "1990-**-**", "3401**********123X")
+ALL_BUT_NUMBER = ("欧阳明华", ADDRESS, BIRTH, "3401**********123X")
+DENIED = ("denied", "denied", "denied", "denied")
 
 CONFIGURED = PrivacyConfig.model_validate({
-    "unmasked_in_lists": {"agent": ["name", "address"]},
+    "unmasked_in_lists": {"agent": ["name", "address", "birth_date"]},
     "unmasked_in_exports": {"agent": ["name"]},  # agents may not export at all: no effect
 })
 
@@ -75,7 +77,7 @@ async def office(request: pytest.FixtureRequest, db_url: str,
         s.add(case)
         await s.flush()
         s.add(IdRead(case_id=case.id, card_type="resident", name=NAME, gender="男",
-                     nation="汉", birth_date="1990-03-07", address=ADDRESS, number=NUMBER,
+                     nation="汉", birth_date=BIRTH, address=ADDRESS, number=NUMBER,
                      number_valid=True, authority="黄山区公安局", valid_from="2020-01-01",
                      valid_to="2040-01-01", created_by="kiosk:1"))
         case_id = case.id
@@ -100,7 +102,7 @@ async def office(request: pytest.FixtureRequest, db_url: str,
 LIST_VIEW = {
     "default": {"kiosk": MASKED, "agent": MASKED, "supervisor": MASKED,
                 "surveyor": DENIED},
-    "configured": {"kiosk": MASKED, "agent": NAME_AND_ADDRESS, "supervisor": MASKED,
+    "configured": {"kiosk": MASKED, "agent": ALL_BUT_NUMBER, "supervisor": MASKED,
                    "surveyor": DENIED},
 }
 
@@ -108,7 +110,7 @@ LIST_VIEW = {
 async def test_what_each_role_sees_in_the_case_view(office: Office,
                                                     request: pytest.FixtureRequest) -> None:
     table = request.node.callspec.params["office"]
-    seen: dict[str, tuple[str, str, str]] = {}
+    seen: dict[str, tuple[str, str, str, str]] = {}
     for role in ("kiosk", "agent", "supervisor", "surveyor"):
         status, body = await office.get(f"/api/v1/cases/{office.case_id}", role)
         if status != 200:
@@ -116,14 +118,29 @@ async def test_what_each_role_sees_in_the_case_view(office: Office,
             seen[role] = DENIED
             continue
         (read,) = json.loads(body)["id_reads"]
-        seen[role] = (read["name"], read["address"], read["number_masked"])
+        seen[role] = (read["name"], read["address"], read["birth_date"],
+                      read["number_masked"])
         assert NUMBER.encode() not in body
+        if read["birth_date"] != BIRTH:
+            assert BIRTH.encode() not in body
     assert seen == LIST_VIEW[table]
 
 
-# (applicant, id_number): exports carry no address.
-MASKED_ROW = (MASKED[0], MASKED[2])
-NAME_ROW = (NAME, MASKED[2])
+async def test_the_reveal_gives_the_agent_on_the_case_the_full_birth_date(
+        office: Office) -> None:
+    _status, body = await office.get(f"/api/v1/cases/{office.case_id}", "agent")
+    (read,) = json.loads(body)["id_reads"]
+    async with office.http.post(
+            f"{office.url}/api/v1/id-reads/{read['id']}/reveal", json={"reason": "核验"},
+            headers={"Authorization": f"Bearer {office.tokens['agent']}"}) as r:
+        assert r.status == 200
+        assert await r.json() == {"number": NUMBER, "name": NAME, "address": ADDRESS,
+                                  "birth_date": BIRTH}
+
+
+# (applicant, id_number): exports carry no address and no birth date.
+MASKED_ROW = (MASKED[0], MASKED[3])
+NAME_ROW = (NAME, MASKED[3])
 EXPORT: dict[str, dict[Role | str | None, tuple[str, str]]] = {
     "default": {Role.KIOSK: MASKED_ROW, Role.AGENT: MASKED_ROW, Role.SUPERVISOR: NAME_ROW,
                 Role.SURVEYOR: MASKED_ROW, "admin": MASKED_ROW, None: MASKED_ROW},
@@ -184,6 +201,7 @@ async def test_supervisor_export_and_its_audit_entry(office: Office,
         assert _applicant(rows) == _applicant(xrows) == MASKED_ROW
         unmasked = []
     assert NUMBER not in body.decode("utf-8-sig")
+    assert BIRTH not in body.decode("utf-8-sig")
     assert [(e.actor, e.detail["format"], e.detail["unmasked"]) for e in entries] == [
         (entries[0].actor, "csv", unmasked), (entries[0].actor, "xlsx", unmasked)]
     assert entries[0].actor.startswith("supervisor:")

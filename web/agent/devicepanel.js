@@ -37,16 +37,18 @@ export class DevicePanel {
     const number = h('dd', { class: 'id-number' }, r.number_masked);
     const name = h('dd', {}, r.name);
     const address = h('dd', {}, r.address);
+    // Shown as the server sends it: the year only (1958-**-**) until revealed.
+    const birth = h('dd', {}, r.birth_date);
     const status = h('p', { class: 'note', role: 'status' });
     const reveal = h('button', { type: 'button', class: 'secondary', i18n: ['agent.idcard.reveal'] });
-    reveal.addEventListener('click', () => this.reveal(r, { number, name, address, status, reveal }));
+    reveal.addEventListener('click', () => this.reveal(r, { number, name, address, birth, status, reveal }));
     const validTo = r.valid_to === 'long_term' ? t('agent.idcard.longTerm') : r.valid_to;
     const li = h('li', { class: 'idread', dataset: { readId: r.id } },
       h('p', { class: 'idread-type', i18n: [`agent.idcard.type.${r.card_type}`] }),
       h('dl', { class: 'case-facts' },
         h('dt', { i18n: ['agent.idcard.name'] }), name,
         h('dt', { i18n: ['agent.idcard.number'] }), number,
-        h('dt', { i18n: ['agent.idcard.birth'] }), h('dd', {}, r.birth_date),
+        h('dt', { i18n: ['agent.idcard.birth'] }), birth,
         h('dt', { i18n: ['agent.idcard.address'] }), address,
         h('dt', { i18n: ['agent.idcard.valid'] }), h('dd', {}, `${r.valid_from} – ${validTo}`)),
       r.number_valid ? null : h('p', { class: 'warning', role: 'alert', i18n: ['agent.idcard.numberBad'] }),
@@ -63,6 +65,7 @@ export class DevicePanel {
       els.number.textContent = full.number;
       els.name.textContent = full.name;
       els.address.textContent = full.address;
+      if (full.birth_date) els.birth.textContent = full.birth_date;
       setText(els.status, 'agent.idcard.revealed');
       els.reveal.hidden = true;
     } catch (err) {

@@ -516,7 +516,7 @@ export const en = {
   'reports.title': 'Reports',
   'reports.from': 'From',
   'reports.to': 'To',
-  'reports.hint': 'Days in Beijing time, both dates included, at most 366 days. ID data is masked.',
+  'reports.hint': 'Days in Beijing time, both dates included, at most 366 days. ID numbers are always masked; applicants’ names appear as your role is allowed to see them; call and case exports are recorded in the audit log.',
   'reports.calls': 'Calls',
   'reports.cases': 'Cases',
   'reports.agents': 'Agent summary',

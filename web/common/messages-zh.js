@@ -522,7 +522,7 @@ export const zh = {
   'reports.title': '报表',
   'reports.from': '起始日期',
   'reports.to': '截止日期',
-  'reports.hint': '按北京时间计日，起止日期都包含在内，一次最多 366 天。身份证信息已脱敏。',
+  'reports.hint': '按北京时间计日，起止日期都包含在内，一次最多 366 天。身份证号码一律脱敏；申请人姓名按角色权限显示；通话和案件明细的导出记入审计日志。',
   'reports.calls': '通话明细',
   'reports.cases': '案件明细',
   'reports.agents': '坐席汇总',

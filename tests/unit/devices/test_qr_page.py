@@ -40,6 +40,7 @@ def test_qr_code_on_a_printed_page_is_located_and_read(scale: int) -> None:
     assert len(regions) == 1
     x, y, w, h = regions[0]
     assert x <= 60 + 4 * scale and x + w >= 60 + code.shape[1] - 4 * scale
+    assert y <= 900 - code.shape[0] + 4 * scale and y + h >= 900 - 4 * scale
     assert w < 2 * code.shape[1] and h < 2 * code.shape[0]
     codes = read_page_codes(CodeReader(), page)
     assert [c.text for c in codes] == [CHINESE]
