@@ -49,6 +49,9 @@ def _dump(view: CallView) -> dict[str, Any]:
     return view.model_dump(mode="json")
 
 
+SLA_FLAGS_TTL_S = 10.0
+"""How stale the dashboard's SLA warnings may be (the clocks count minutes)."""
+
 class Switchboard(KioskRequests, InspectionDesk):
     def __init__(self, db: Database, cases: Cases, queue: CallQueue, presence: Presence,
                  media: MediaService, node_id: str, store: FileStore,
@@ -69,6 +72,7 @@ class Switchboard(KioskRequests, InspectionDesk):
         self._monitors: dict[tuple[int, str], str] = {}  # (call id, supervisor key) -> mode
         self._positions: dict[int, dict[str, Any]] = {}  # call id -> surveyor's latest fix
         self._closing: set[asyncio.Task[None]] = set()  # hubs being closed, recordings stored
+        self._sla_flags: tuple[float, list[dict[str, object]]] | None = None  # (at, flags)
 
     async def start(self) -> None:
         for result in await self.media.recover_recordings():
@@ -546,9 +550,16 @@ class Switchboard(KioskRequests, InspectionDesk):
             entry["participants"] = [p.as_dict() for p in hub.participants] if hub else []
             sessions.append(entry)
         agent_list = await self.queue.dashboard_agents()
-        flags = await sla_flags(self.db, self.sla, datetime.now(UTC))
         return {"type": "dashboard.snapshot", "queue": queue, "sessions": sessions,
-                "agents": agent_list, "sla_flags": flags}
+                "agents": agent_list, "sla_flags": await self._current_sla_flags()}
+
+    async def _current_sla_flags(self) -> list[dict[str, object]]:
+        """The SLA warnings, recomputed at most every ``SLA_FLAGS_TTL_S``: a busy centre
+        pushes the dashboard several times a second, the clocks move by minutes."""
+        now = asyncio.get_running_loop().time()
+        if self._sla_flags is None or now - self._sla_flags[0] >= SLA_FLAGS_TTL_S:
+            self._sla_flags = (now, await sla_flags(self.db, self.sla, datetime.now(UTC)))
+        return self._sla_flags[1]
 
     async def _dashboard_loop(self) -> None:
         while True:
