@@ -59,6 +59,7 @@ async def add_id_read(request: web.Request) -> web.Response:
     body = await _json_body(request, IdReadBody)
     await _check_call(services, case_id, body.call_id)
     view = await services.readings.add_id_read(principal, case_id, body)
+    await services.switchboard.id_read(case_id, body.birth_date)
     payload = view.model_dump(mode="json")
     await services.switchboard.case_event(case_id, {"type": "case.idread", "case_id": case_id,
                                                     "read": payload})

@@ -33,7 +33,7 @@ from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWi
 from vwindow.inspections import Inspections
 from vwindow.models import Case, Role
 from vwindow.queue import CallQueue
-from vwindow.routing import priority_for
+from vwindow.routing import is_elderly, priority_for
 from vwindow.sla_config import SlaConfig
 from vwindow.store import FileStore
 from vwindow.views import CallView
@@ -157,10 +157,12 @@ class Switchboard(KioskRequests, InspectionDesk):
                          appointment: bool = False,
                          case_number: str | None = None) -> dict[str, Any]:
         kiosk_id = int(conn.principal.subject)
-        priority = priority_for(birth_date, datetime.now(UTC).date(), appointment=appointment,
+        today = datetime.now(UTC).date()
+        priority = priority_for(birth_date, today, appointment=appointment,
                                 callback=False, rules=self.queue.rules)
-        view = await self.cases.start_call(kiosk_id, service_code, dialect, priority,
-                                           case_number=case_number)
+        view = await self.cases.start_call(
+            kiosk_id, service_code, dialect, priority, case_number=case_number,
+            elderly=birth_date is not None and is_elderly(birth_date, today, self.queue.rules))
         self._kiosk_ids[view.call_id] = kiosk_id
         infos = await self.queue.queue_info({kiosk_id})
         info = next((i for i in infos if i.call_id == view.call_id), None)
@@ -171,6 +173,16 @@ class Switchboard(KioskRequests, InspectionDesk):
                                  "eta_s": round(info.eta_s) if info and info.eta_s is not None
                                  else None}
         return reply
+
+    async def id_read(self, case_id: int, birth_date: str) -> None:
+        """An ID card was read on the case: an elderly citizen's waiting call moves up."""
+        try:
+            born = date.fromisoformat(birth_date)
+        except ValueError:
+            return  # a card with an unknown day ("1950-00-00" happens): no boost
+        if await self.queue.elderly_read(case_id, born) is not None:
+            self.router.wake()
+            self.changed()
 
     async def cancel_call(self, conn: Connection, call_id: int) -> None:
         _, offered = await self.queue.cancel(conn.principal, call_id)

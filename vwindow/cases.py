@@ -247,7 +247,7 @@ class Cases:
 
     async def start_call(
         self, kiosk_id: int, service_code: str, dialect: str | None = None, priority: int = 0,
-        *, case_number: str | None = None,
+        *, case_number: str | None = None, elderly: bool = False,
     ) -> CallView:
         """Queue a call on a new case, or with ``case_number`` a later call on an open case
         (the citizen back with more material, or asking how it stands)."""
@@ -289,6 +289,7 @@ class Cases:
                 queued_at=now,
                 category=item.category,
                 priority=priority,
+                elderly=elderly,
             )
             s.add(call)
             await s.flush()

@@ -186,6 +186,9 @@ class Call(Base):
     """Agents who declined the call: it is not offered to them again."""
     callback: Mapped[bool] = mapped_column(default=False)
     """The kiosk stopped waiting on screen: an agent calls it back when free."""
+    elderly: Mapped[bool] = mapped_column(default=False)
+    """The caller is elderly (birth date at call start, or an ID card read while the call
+    waited): the elderly priority boost was given, once."""
     callback_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reserved_for: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     """A transfer to a named agent: only that agent is offered the call until it lapses."""

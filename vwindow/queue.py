@@ -12,7 +12,7 @@ to push to whom is ``signaling.router``'s business.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -416,6 +416,29 @@ class CallQueueOps(CallQueueBase):
                 await audit.append(s, actor=principal.key, action="call.callback_requested",
                                    case_id=call.case_id, detail={"call_id": call_id})
             return await self.cases.view(s, call)
+
+    async def elderly_read(self, case_id: int, birth_date: date) -> int | None:
+        """An ID card read while the case's call waits: an elderly caller moves up, once.
+
+        Returns the call boosted, or None (not elderly, no waiting call, boosted already).
+        """
+        if not routing.is_elderly(birth_date, utcnow().date(), self.rules):
+            return None
+        async with self.db.session() as s:
+            call = (await s.scalars(select(Call).where(
+                Call.case_id == case_id, Call.status == CallStatus.QUEUED,
+                Call.elderly.is_(False)).with_for_update())).first()
+            if call is None:
+                return None
+            call.elderly = True
+            call.priority += self.rules.elderly_boost
+            await audit.append(s, actor="system:router", action="call.priority_raised",
+                               case_id=case_id,
+                               detail={"call_id": call.id, "reason": "elderly",
+                                       "boost": self.rules.elderly_boost})
+            logger.info("call %s: elderly caller (ID card), priority +%d", call.id,
+                        self.rules.elderly_boost)
+            return call.id
 
     async def due_callback_offers(self) -> list[tuple[int, int]]:
         """Calls that have waited long enough to be offered a callback: (call, kiosk)."""

@@ -86,13 +86,17 @@ def priority_for(birth_date: date | None, today: date, *, appointment: bool,
                  callback: bool, rules: RoutingRules) -> int:
     """Priority points of a new call: elderly caller, appointment holder, callback."""
     points = 0
-    if birth_date is not None and age_on(birth_date, today) >= rules.elderly_age:
+    if birth_date is not None and is_elderly(birth_date, today, rules):
         points += rules.elderly_boost
     if appointment:
         points += rules.appointment_boost
     if callback:
         points += rules.callback_boost
     return points
+
+
+def is_elderly(birth_date: date, today: date, rules: RoutingRules) -> bool:
+    return age_on(birth_date, today) >= rules.elderly_age
 
 
 def age_on(birth_date: date, today: date) -> int:

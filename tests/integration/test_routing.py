@@ -6,16 +6,18 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from signaling.client import ClientError, HubPeer, SignalClient
 from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_routing
 from tests.helpers import camera_and_mic, first_frame, wait_for
 from vwindow.auth import hash_secret
-from vwindow.models import Kiosk, Township
+from vwindow.models import AuditEntry, Call, Kiosk, Township
 
 ROUTING = {"strategy": "longest_idle", "offer_timeout_s": 2.0, "wrap_up_s": 0,
            "overflow_s": 60, "tick_s": 0.2, "callback_after_s": 0}
@@ -242,6 +244,57 @@ async def test_elderly_caller_goes_first(routed: Server) -> None:
     with pytest.raises(ClientError) as err:
         await k3.request("call.start", service_code="SB-001", birth_date="1948-13-01")
     assert err.value.field == "birth_date" and "1948-13-01" in err.value.message
+    for c in (k1, k2, k3, a1):
+        await c.close()
+
+
+def _id_card(birth_date: str) -> dict[str, str]:
+    return {"card_type": "resident", "name": "测试", "gender": "male",
+            "birth_date": birth_date, "number": "110101194805010018",
+            "valid_from": "2020-01-01", "valid_to": "long_term"}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_id_card_read_while_waiting_moves_an_elderly_caller_up(routed: Server) -> None:
+    """The kiosk page does not know the birth date; the ID card swiped while the call
+    waits does, and the call moves up once however often the card is read."""
+    k1, k2, k3 = await _kiosks(routed, 3)
+    first = await k1.request("call.start", service_code="SB-001")
+    second = await k2.request("call.start", service_code="SB-001")
+    third = await k3.request("call.start", service_code="SB-001")
+    calls = {c["call"]["call_id"]: c["call"] for c in (first, second, third)}
+
+    async def swipe(kiosk: SignalClient, queued: dict[str, Any], born: str) -> None:
+        case_id = queued["call"]["case_id"]
+        async with routed.http.post(
+                f"{routed.url}/api/v1/cases/{case_id}/id-reads", json=_id_card(born),
+                headers={"Authorization": f"Bearer {kiosk.token}"}) as r:
+            assert r.status == 201, await r.text()
+
+    await swipe(k1, first, "1995-03-02")  # young: no change
+    for _ in range(2):  # read twice: boosted once
+        await swipe(k3, third, "1948-05-01")
+    await swipe(k2, second, "1950-00-00")  # a card without a day: no boost, no error
+    async with routed.services.db.session() as s:
+        rows = {c.id: c for c in (await s.scalars(select(Call).where(
+            Call.id.in_(list(calls))))).all()}
+        raised = (await s.scalars(select(AuditEntry).where(
+            AuditEntry.action == "call.priority_raised"))).all()
+    boost = routed.services.config.routing.elderly_boost
+    assert rows[third["call"]["call_id"]].priority == boost and rows[
+        third["call"]["call_id"]].elderly
+    assert [r.priority for r in rows.values()].count(0) == 2
+    assert [e.detail["call_id"] for e in raised] == [third["call"]["call_id"]]
+    a1 = await _agent(routed, "agent1")
+    ring = await wait_for(a1, "call.ringing")
+    assert ring["call"]["call_id"] == third["call"]["call_id"]
+    # A call already answered is not boosted again; one still waiting is.
+    await a1.request("call.accept", call_id=third["call"]["call_id"])
+    await swipe(k3, third, "1940-01-01")
+    await swipe(k1, first, "1940-01-01")
+    async with routed.services.db.session() as s:
+        assert (await s.get_one(Call, third["call"]["call_id"])).priority == boost
+        assert (await s.get_one(Call, first["call"]["call_id"])).priority == boost
     for c in (k1, k2, k3, a1):
         await c.close()
 
