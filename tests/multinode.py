@@ -65,7 +65,10 @@ async def seed(db_url: str, *, agents: int, kiosks: int) -> tuple[list[str], lis
     return [f"mn-agent{i}" for i in range(agents)], [f"mn-kiosk{i}" for i in range(kiosks)]
 
 
-def start_node(node_id: str, db_url: str, data: Path, **routing: object) -> Node:
+def start_node(node_id: str, db_url: str, data: Path, *, port: int = 0,
+               **routing: object) -> Node:
+    """``vwindow serve`` in a subprocess; ``port`` 0 picks a free one (a restarted node
+    given its old port is where its clients reconnect)."""
     env = {**os.environ,
            "VWINDOW_SERVER__NODE_ID": node_id,
            "VWINDOW_AUTH__SECRET": SECRET,
@@ -74,7 +77,7 @@ def start_node(node_id: str, db_url: str, data: Path, **routing: object) -> Node
     for key, value in routing.items():
         env[f"VWINDOW_ROUTING__{key.upper()}"] = str(value)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vwindow.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "vwindow.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
          "--db", db_url], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return Node(node_id, proc)
 
