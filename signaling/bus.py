@@ -5,6 +5,11 @@ kiosk:3 wherever its socket is", "tell every agent"); every other node receives 
 and acts locally. SQLite deployments are a single node: ``LocalBus`` drops events, as
 there is nobody else to tell. Events carry no personal data beyond what the pushed
 message itself carries, and must stay under PostgreSQL's 8000-byte payload limit.
+
+When the listening connection dies (PostgreSQL restarted, a network blip), ``PgBus``
+connects again with backoff (0.5 s doubling to 5 s) and then hands its handler a
+``{"k": "wake"}`` event: whatever was published meanwhile is lost, so the node routes
+again from the database rather than waiting for the next change.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "vwindow_events"
 MAX_PAYLOAD = 7900
+RECONNECT_S = (0.5, 5.0)
+"""First and longest wait between attempts to listen again after the connection died."""
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -54,20 +61,58 @@ class PgBus(LocalBus):
         self._conn: Any = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._reconnect: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        import asyncpg
-
-        self._conn = await asyncpg.connect(self._dsn)
-        await self._conn.add_listener(CHANNEL, self._on_notify)
+        self._stopping = False
+        await self._listen()
         logger.info("node %s listening for events on %s", self.node_id, CHANNEL)
 
+    async def _listen(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self._dsn)
+        await conn.add_listener(CHANNEL, self._on_notify)
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+
+    def _on_terminated(self, conn: Any) -> None:
+        if self._stopping or conn is not self._conn:
+            return
+        logger.warning("node %s lost its event connection; listening again", self.node_id)
+        self._conn = None
+        if self._reconnect is None or self._reconnect.done():
+            self._reconnect = asyncio.get_running_loop().create_task(
+                self._listen_again(), name="bus-reconnect")
+
+    async def _listen_again(self) -> None:
+        delay = RECONNECT_S[0]
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            try:
+                await self._listen()
+            except (TimeoutError, OSError) as err:
+                logger.info("event connection: %s; retrying in %.1f s", type(err).__name__,
+                            min(delay * 2, RECONNECT_S[1]))
+            except Exception as err:  # asyncpg's own errors: starting up, too many clients
+                logger.info("event connection: %s; retrying", type(err).__name__)
+            else:
+                logger.info("node %s listening for events again", self.node_id)
+                self._spawn({"k": "wake", "from": "bus"})
+                return
+            delay = min(delay * 2, RECONNECT_S[1])
+
     async def stop(self) -> None:
+        self._stopping = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
         async with self._lock:  # not while a publish is using the connection
             conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await conn.remove_listener(CHANNEL, self._on_notify)
+                if not conn.is_closed():
+                    await conn.remove_listener(CHANNEL, self._on_notify)
             finally:
                 await conn.close()
         for task in list(self._tasks):
@@ -106,6 +151,9 @@ class PgBus(LocalBus):
             return
         if not isinstance(event, dict) or event.get("from") == self.node_id:
             return
+        self._spawn(event)
+
+    def _spawn(self, event: dict[str, Any]) -> None:
         if self.handler is None:
             return
         task = asyncio.get_running_loop().create_task(self._handle(event))

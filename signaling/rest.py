@@ -19,6 +19,7 @@ from signaling.services import SERVICES, Services
 from vwindow import accounts
 from vwindow.auth import Principal
 from vwindow.case_flow import CaseFlow
+from vwindow.db import infrastructure_error
 from vwindow.enrolment import Enrolment
 from vwindow.errors import (
     AuthError,
@@ -90,7 +91,11 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(err)
     except web.HTTPException:
         raise
-    except Exception:
+    except Exception as exc:
+        if (known := infrastructure_error(exc)) is not None:
+            logger.warning("%s %s: %s (%s)", request.method, request.path, known.code,
+                           type(exc).__name__)
+            return error_response(known)
         logger.exception("%s %s failed", request.method, request.path)
         return web.json_response({"error": {"code": "internal", "message":
                                             "the server could not handle this request; "

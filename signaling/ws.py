@@ -16,6 +16,7 @@ from signaling.presence import Connection, RelayedConnection
 from signaling.services import SERVICES, Services
 from signaling.turn import ice_servers
 from vwindow.auth import Principal
+from vwindow.db import infrastructure_error
 from vwindow.errors import AuthError, ForbiddenError, VWindowError
 from vwindow.models import Role
 
@@ -122,7 +123,13 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             except VWindowError as err:
                 node_metrics.count_ws_error(request.app, err.code)
                 await _send_error(ws, err.code, err.message, err.field, message.id)
-            except Exception:
+            except Exception as exc:
+                if (known := infrastructure_error(exc)) is not None:
+                    logger.warning("handling %s: %s (%s)", type(message).__name__, known.code,
+                                   type(exc).__name__)
+                    node_metrics.count_ws_error(request.app, known.code)
+                    await _send_error(ws, known.code, known.message, None, message.id)
+                    continue
                 logger.exception("handling %s failed", type(message).__name__)
                 node_metrics.count_ws_error(request.app, "internal")
                 await _send_error(ws, "internal", "the server could not handle this message; "

@@ -56,8 +56,17 @@ class PgServer:
         data = self.dir / "data"
         self._run(_bin("initdb"), "-D", str(data), "-U", "vw", "--auth=trust", "-E", "UTF8",
                   "--locale=C.UTF-8")
-        self._run(_bin("pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+        return self.resume()
+
+    def pause(self) -> None:
+        """Stop the server as a crash would (``-m immediate``), keeping its data."""
+        self._run(_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w",
+                  "stop")
+
+    def resume(self) -> str:
+        """Start the server on its data and port (after ``start`` made them, or a pause)."""
+        self._run(_bin("pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "log"),
+                  "-w", "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
                   "-c fsync=off -c max_connections=200", "start")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from vwindow.errors import ConfigError
+from vwindow.errors import ConfigError, StorageError, UnavailableError, VWindowError
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +104,48 @@ class Database:
         """A session inside one transaction, committed on success."""
         async with self.sessions() as session, session.begin():
             yield session
+
+
+_UNREACHABLE = ("connection refused", "connection reset", "connection is closed",
+                "connection was closed", "connection does not exist", "cannot connect now",
+                "terminating connection", "server closed the connection",
+                "the database system is", "could not connect", "connection lost")
+
+
+def infrastructure_error(exc: BaseException) -> VWindowError | None:
+    """What to tell a user when ``exc`` is the database or the disk failing, else None.
+
+    The database away (refused, reset, shutting down, starting up) is ``unavailable``
+    (503, try again shortly); a full disk, under SQLite or the file store, is
+    ``storage`` (507). Anything else is a bug and stays an internal error.
+    """
+    for err in _chain(exc):
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return StorageError.from_os_error("the change was not saved", err)
+        text = str(err).lower()
+        if "database or disk is full" in text:
+            return StorageError.from_os_error("the change was not saved",
+                                              OSError(errno.ENOSPC, "disk full"))
+        driver = isinstance(err, DBAPIError | OSError) or type(err).__module__.startswith(
+            "asyncpg")
+        if isinstance(err, ConnectionError) or (
+                driver and any(s in text for s in _UNREACHABLE)):
+            return UnavailableError("the database cannot be reached right now; nothing "
+                                    "was changed. Try again in a minute")
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes and contexts, each once."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        err = pending.pop()
+        if err is None or any(err is s for s in seen) or len(seen) > 20:
+            continue
+        seen.append(err)
+        pending += [err.__cause__, err.__context__]
+        if isinstance(err, DBAPIError):
+            orig = err.orig
+            pending.append(orig if isinstance(orig, BaseException) else None)
+    return seen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class VWindowError(Exception):
     """Root of every error vwindow raises on purpose.
@@ -62,6 +64,21 @@ class TooLargeError(VWindowError):
     http_status = 413
 
 
+class UnavailableError(VWindowError):
+    """A resource the server depends on (the database) is not there right now."""
+
+    code = "unavailable"
+    http_status = 503
+
+
 class StorageError(VWindowError):
     code = "storage"
     http_status = 507
+
+    @classmethod
+    def from_os_error(cls, what: str, err: OSError) -> StorageError:
+        """``what`` failed; a full disk is said so, with what the user can do about it."""
+        if err.errno == errno.ENOSPC:
+            return cls(f"{what}: the server's disk is full, nothing was saved. Tell the "
+                       "administrator; try again once space has been freed")
+        return cls(f"{what}: {err.strerror or err}")

@@ -76,7 +76,7 @@ class FileStore:
                 raise
             _fsync_dir(final.parent)
         except OSError as err:
-            raise StorageError(f"could not store file {digest[:12]}…: {err.strerror}") from err
+            raise StorageError.from_os_error(f"could not store file {digest[:12]}…", err) from err
         return digest
 
     async def put_file(self, source: str | Path) -> tuple[str, int]:
@@ -104,7 +104,7 @@ class FileStore:
                 Path(tmp_name).unlink(missing_ok=True)
                 raise
         except OSError as err:
-            raise StorageError(f"could not store {source.name}: {err.strerror}") from err
+            raise StorageError.from_os_error(f"could not store {source.name}", err) from err
         return digest.hexdigest(), size
 
     def adopt(self, source: Path, sha256: str) -> None:
@@ -119,7 +119,7 @@ class FileStore:
             os.replace(source, final)
             _fsync_dir(final.parent)
         except OSError as err:
-            raise StorageError(f"could not store file {sha256[:12]}…: {err.strerror}") from err
+            raise StorageError.from_os_error(f"could not store file {sha256[:12]}…", err) from err
 
     async def get(self, sha256: str) -> bytes:
         path = self.path_for(sha256)

@@ -208,7 +208,7 @@ class Uploads:
             self.store.partial_root.mkdir(parents=True, exist_ok=True)
             self._partial(upload_id).touch()
         except OSError as err:
-            raise StorageError(f"could not start the upload: {err.strerror}") from err
+            raise StorageError.from_os_error("could not start the upload", err) from err
 
     async def get(self, upload_id: str) -> Upload:
         if not re.fullmatch(r"[0-9a-f]{32}", upload_id):
@@ -273,7 +273,7 @@ class Uploads:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as err:
-            raise StorageError(f"could not write the upload: {err.strerror}") from err
+            raise StorageError.from_os_error("could not write the upload", err) from err
 
     async def _finish(self, actor: Principal | str, row: Upload) -> UploadState:
         path = self._partial(row.id)
