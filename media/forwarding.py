@@ -15,7 +15,9 @@ or decoded frames if forwarding was not on for the receiver). aiortc's
 ``MediaPlayer(decode=False)`` path). A forwarding sender has no encoder to honour
 PLI/FIR, so ``ForwardingTrack.bind_sender`` routes them, like the track's own needs
 (subscribe, a reader back after an overflow, a new source), to a throttled PLI from the
-hub's receiver to the publisher.
+hub's receiver to the publisher. A forwarded receiver's jitter buffer is swapped for
+one that gives up a lost video packet after a bound and hands audio on at once
+(``media.jitter``).
 
 Usage by the hub (all on the event loop)::
 
@@ -47,6 +49,7 @@ from typing import Any
 
 import aiortc.rtcrtpreceiver
 from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 from av.packet import Packet
 
 from media.bitstream import is_keyframe
@@ -57,8 +60,14 @@ from media.encoded_fanout import (
     ForwardingTrack,
     WorkerStats,
 )
+from media.jitter import AudioForwardBuffer, BoundedWaitJitterBuffer
 from media.keyframes import SendRequest
-from media.private_hooks import DECODER_WORKER, RECEIVER_SEND_PLI, REMOTE_TRACK_QUEUE
+from media.private_hooks import (
+    DECODER_WORKER,
+    RECEIVER_JITTER_BUFFER,
+    RECEIVER_SEND_PLI,
+    REMOTE_TRACK_QUEUE,
+)
 
 __all__ = [
     "EncodedSource",
@@ -75,6 +84,20 @@ DecoderWorker = Callable[
     [asyncio.AbstractEventLoop, "queue.Queue[Any]", "asyncio.Queue[Any]", threading.Event],
     None,
 ]
+
+
+def _swap_jitter_buffer(receiver: RTCRtpReceiver, kind: str, label: str) -> None:
+    """Give the receiver a jitter buffer that does not wait long (video) or at all
+    (audio) for a lost packet (``media.jitter``). Before its first packet: nothing is
+    lost by the swap."""
+    name = RECEIVER_JITTER_BUFFER.name
+    current = getattr(receiver, name, None)
+    if not isinstance(current, JitterBuffer):
+        raise ForwardingError(f"{RECEIVER_JITTER_BUFFER.target} is not a JitterBuffer "
+                              f"(got {type(current).__name__}): update the hook")
+    buffer: JitterBuffer = (BoundedWaitJitterBuffer(capacity=current.capacity, label=label)
+                            if kind == "video" else AudioForwardBuffer())
+    setattr(receiver, name, buffer)
 
 
 def encoded_packet(codec_name: str, clock_rate: int, data: bytes, timestamp: int) -> Packet[Any]:
@@ -231,6 +254,7 @@ class ForwardingHook:
             raise ForwardingError(f"{REMOTE_TRACK_QUEUE.target} is not an asyncio.Queue "
                                   f"(got {type(output_q).__name__}): update the hook")
         request_keyframe = _pli_sender(receiver, label)
+        _swap_jitter_buffer(receiver, track.kind, label)
         stats = WorkerStats(label=label)
 
         def unregister() -> None:

@@ -128,6 +128,12 @@ class SessionHub:
     def has(self, participant_id: str) -> bool:
         return participant_id in self._members
 
+    def publishes(self, participant_id: str, role: str) -> bool:
+        """``participant_id`` is a member with a ``role`` slot, whether or not its track
+        arrives right now (it may be joining, or its link may be down)."""
+        member = self._members.get(participant_id)
+        return member is not None and any(tr.role == role for tr in member.publish)
+
     def is_hidden(self, participant_id: str) -> bool:
         member = self._members.get(participant_id)
         return member is not None and member.hidden

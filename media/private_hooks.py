@@ -61,9 +61,11 @@ RECEIVER_QUEUES_FRAMES = PrivateHook(
     "the worker's input is (codec, JitterFrame) with the RTP timestamp already unwrapped "
     "by the receiver's TimestampMapper: forwarded pts rely on it; it is queued with "
     "input_q.put on the event loop, which the forwarding hook shadows to fan frames out "
-    "there instead of in a thread",
+    "there instead of in a thread; frames come from self.__jitter_buffer.add, whose "
+    "pli_flag makes it send a PLI",
     params=("self", "packet", "arrival_time_ms"),
-    references=("__decoder_queue", "__timestamp_mapper", "depayload", "put"),
+    references=("__decoder_queue", "__timestamp_mapper", "depayload", "put",
+                "__jitter_buffer", "_send_rtcp_pli"),
 )
 RECEIVER_STOPS_WORKER = PrivateHook(
     "aiortc.rtcrtpreceiver", "RTCRtpReceiver._RTCRtpReceiver__stop_decoder", "function",
@@ -82,6 +84,30 @@ JITTER_FRAME = PrivateHook(
     "aiortc.jitterbuffer", "JitterFrame", "class",
     "the reassembled encoded frame handed to the worker (.data payload, .timestamp)",
     params=("data", "timestamp"),
+)
+RECEIVER_JITTER_BUFFER = PrivateHook(
+    "aiortc.rtcrtpreceiver", "RTCRtpReceiver._RTCRtpReceiver__jitter_buffer", "attribute",
+    "ForwardingHook.forward swaps a receiver's jitter buffer (set in __init__) for one "
+    "of media.jitter: video gives up a lost packet after a bound, audio never waits",
+)
+RECEIVER_USES_JITTER_BUFFER = PrivateHook(
+    "aiortc.rtcrtpreceiver", "RTCRtpReceiver.__init__", "function",
+    "the receiver must create its jitter buffer as self.__jitter_buffer in __init__, so "
+    "the swap in the 'track' handler happens before the first packet",
+    params=("self", "kind", "transport"),
+    references=("__jitter_buffer", "JitterBuffer"),
+)
+JITTER_BUFFER_ADD = PrivateHook(
+    "aiortc.jitterbuffer", "JitterBuffer.add", "function",
+    "BoundedWaitJitterBuffer extends it: (pli_flag, frame) per packet, over the ring "
+    "_packets of _capacity slots from _origin",
+    params=("self", "packet"),
+    references=("_origin", "_packets", "_capacity", "_remove_frame", "smart_remove"),
+)
+JITTER_BUFFER_REMOVE_FRAME = PrivateHook(
+    "aiortc.jitterbuffer", "JitterBuffer._remove_frame", "function",
+    "BoundedWaitJitterBuffer calls it after dropping a hole, to hand on what follows",
+    params=("self", "sequence_number"),
 )
 RECEIVER_SEND_PLI = PrivateHook(
     "aiortc.rtcrtpreceiver", "RTCRtpReceiver._send_rtcp_pli", "function",
@@ -138,6 +164,10 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     RECEIVER_STOPS_WORKER,
     REMOTE_TRACK_QUEUE,
     JITTER_FRAME,
+    RECEIVER_JITTER_BUFFER,
+    RECEIVER_USES_JITTER_BUFFER,
+    JITTER_BUFFER_ADD,
+    JITTER_BUFFER_REMOVE_FRAME,
     RECEIVER_SEND_PLI,
     SENDER_SEND_KEYFRAME,
     SENDER_HANDLES_PLI,

@@ -1,5 +1,6 @@
 """Remote site inspection (远程踏勘) in the switchboard: the surveyor phone's position
-and the stamp on every evidence snapshot taken from its camera.
+and the stamp on every evidence snapshot taken from its camera (taken and stored by
+``signaling.snapshots``).
 
 The phone streams its GPS fix (``surveyor.position``); the node holding the call keeps
 the latest one per call and passes it on to the room, so the agent sees where the
@@ -65,10 +66,15 @@ class InspectionDesk:
         return self._positions.get(call_id)
 
     def evidence_lines(self, call_id: int, taken_at: datetime, case_number: str,
-                       inspection: str | None) -> list[str]:
-        """The stamp's text: time, place, case and inspection."""
+                       inspection: str | None,
+                       requested_at: datetime | None = None) -> list[str]:
+        """The stamp's text: time, place, case and inspection; for a snapshot that waited
+        for the phone to come back (``requested_at``), when it was asked for."""
         local = taken_at.astimezone(LOCAL_TZ)
         lines = [f"时间 Time  {local:%Y-%m-%d %H:%M:%S} (UTC+8)"]
+        if requested_at is not None:
+            asked = requested_at.astimezone(LOCAL_TZ)
+            lines.append(f"请求 Requested  {asked:%H:%M:%S}  重连后拍摄 after reconnect")
         fix = self._positions.get(call_id)
         if fix is None:
             lines.append("位置 GPS  无定位 / no fix")

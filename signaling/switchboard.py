@@ -13,25 +13,21 @@ import logging
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select
-
-from media.fanout import EncodedPublication, ParticipantInfo
+from media.fanout import ParticipantInfo
 from media.hub import TrackRole
 from media.recording import RecordingResult
 from media.service import MediaService
-from media.snapshot import take_snapshot
-from media.watermark import stamp as stamp_evidence
 from signaling.inspections import InspectionDesk
 from signaling.kiosk_requests import KioskRequests
 from signaling.presence import Connection, Presence, Room
 from signaling.router import Router
+from signaling.snapshots import QueuedSnapshot, SnapshotDesk
 from vwindow.case_sla import sla_flags
 from vwindow.cases import Cases
 from vwindow.chat import store_chat
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
-from vwindow.inspections import Inspections
-from vwindow.models import Case, Role
+from vwindow.models import Role
 from vwindow.queue import CallQueue
 from vwindow.routing import is_elderly, priority_for
 from vwindow.sla_config import SlaConfig
@@ -52,7 +48,7 @@ def _dump(view: CallView) -> dict[str, Any]:
 SLA_FLAGS_TTL_S = 10.0
 """How stale the dashboard's SLA warnings may be (the clocks count minutes)."""
 
-class Switchboard(KioskRequests, InspectionDesk):
+class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
     def __init__(self, db: Database, cases: Cases, queue: CallQueue, presence: Presence,
                  media: MediaService, node_id: str, store: FileStore,
                  sla: SlaConfig | None = None) -> None:
@@ -71,6 +67,8 @@ class Switchboard(KioskRequests, InspectionDesk):
         self._kiosk_ids: dict[int, int] = {}  # call id -> kiosk id
         self._monitors: dict[tuple[int, str], str] = {}  # (call id, supervisor key) -> mode
         self._positions: dict[int, dict[str, Any]] = {}  # call id -> surveyor's latest fix
+        # request id -> a snapshot waiting for a participant's picture to come back
+        self._queued_snapshots: dict[str, tuple[QueuedSnapshot, asyncio.Task[None]]] = {}
         self._closing: set[asyncio.Task[None]] = set()  # hubs being closed, recordings stored
         self._sla_flags: tuple[float, list[dict[str, object]]] | None = None  # (at, flags)
 
@@ -96,6 +94,9 @@ class Switchboard(KioskRequests, InspectionDesk):
             await self._close_and_store(call_id)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+        waiting = self.cancel_queued_snapshots()
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
         await self.router.stop()
         if self._dashboard_task is not None:
             self._dashboard_task.cancel()
@@ -503,53 +504,6 @@ class Switchboard(KioskRequests, InspectionDesk):
                     result.duration_s, material.id)
         if new:
             await self.material_added(call_id, material)
-
-    async def snapshot_to_case(self, conn: Connection, call_id: int, participant_id: str,
-                               role: str, store: FileStore,
-                               inspections: Inspections | None = None) -> dict[str, Any]:
-        """Decode one keyframe of a live track into a JPEG material of the case."""
-        room = await self.require_member(conn, call_id, roles=(Role.AGENT,))
-        hub = self.media.find(call_id)
-        pub = next((p for p in (hub.publications() if hub else [])
-                    if p.owner.id == participant_id and p.role == role), None)
-        if pub is None:
-            raise NotFoundError(f"{participant_id!r} has no live {role!r} track in call "
-                                f"{call_id}", field="participant_id")
-        if not isinstance(pub, EncodedPublication):
-            raise InvalidStateError("snapshots need the hub in forwarding mode")
-        shot = await take_snapshot(pub.source, name=f"{pub.owner.name} {role}")
-        jpeg, prefix = shot.jpeg, "snapshot"
-        position = self.position_of(call_id) if pub.owner.kind == "surveyor" else None
-        inspection = (await inspections.open_for_call(call_id)
-                      if inspections is not None and pub.owner.kind == "surveyor" else None)
-        if pub.owner.kind == "surveyor":
-            # Evidence from the site: stamped with when, where, which case.
-            async with self.db.session() as s:
-                case_number = str(await s.scalar(select(Case.number).where(
-                    Case.id == room.case_id)))
-            lines = self.evidence_lines(call_id, shot.taken_at, case_number,
-                                        inspection.number if inspection else None)
-            jpeg = await asyncio.to_thread(stamp_evidence, shot.jpeg, lines)
-            prefix = "evidence"
-        sha = await store.put(jpeg)
-        stamp = shot.taken_at.strftime("%Y%m%d-%H%M%S")
-        material, new = await self.cases.add_material(
-            conn.principal, room.case_id, sha256=sha, size=len(jpeg),
-            content_type="image/jpeg", filename=f"{prefix}-{pub.owner.kind}-{role}-{stamp}.jpg",
-            source="surveyor" if position is not None or prefix == "evidence" else "snapshot",
-            call_id=call_id, kind="snapshot")
-        evidence = None
-        if inspection is not None and inspections is not None:
-            evidence = await inspections.add_evidence(inspection.id, material.id, position)
-        if new:
-            await self.material_added(call_id, material)
-        if evidence is not None and inspection is not None:
-            await self.presence.send_room(call_id, {
-                "type": "inspection.evidence", "call_id": call_id,
-                "inspection_id": inspection.id, "evidence": evidence.model_dump(mode="json")})
-        return {"type": "snapshot.taken", "material": material.model_dump(mode="json"),
-                "width": shot.width, "height": shot.height, "position": position,
-                "evidence": evidence.model_dump(mode="json") if evidence else None}
 
     # -- dashboard ---------------------------------------------------------------------
 

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from playwright.async_api import Page, expect
 
+# An init script: keeps every RTCPeerConnection the page makes in `window.__pcs`, so a
+# test can read its stats.
+RECORD_PCS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) { super(...args); window.__pcs.push(this); }
+  };
+})();
+"""
+
 FRAME_JS = """
 async ([selector, timeoutMs]) => {
   const deadline = Date.now() + timeoutMs;

@@ -12,23 +12,12 @@ from playwright.async_api import Browser, Page, expect
 
 from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_media
-from tests.e2e.pages import answer_on_console, login_kiosk, video_frames
+from tests.e2e.pages import RECORD_PCS, answer_on_console, login_kiosk, video_frames
 from tests.turnserver import TurnServer
 
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-# Keeps every RTCPeerConnection the page makes, so the test can read its stats.
-RECORD_PCS = """
-(() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = class extends Native {
-    constructor(...args) { super(...args); window.__pcs.push(this); }
-  };
-})();
-"""
 
 # The live connection's policy, local candidates, selected pair and RTP bytes.
 ICE_STATS_JS = """

@@ -15,6 +15,7 @@ import { Chat } from '/common/chat.js';
 import { Tiles } from '/common/tiles.js';
 import { RemoteControlPanel } from '/agent/remotecontrol.js';
 import { InspectionPanel } from '/agent/inspection.js';
+import { SnapshotRequests } from '/agent/snapshots.js';
 import { CasePanel } from '/agent/casepanel.js';
 import { ScreenShare } from '/agent/screenshare.js';
 import { InviteForm, InvitationCard } from '/agent/conference.js';
@@ -29,20 +30,11 @@ const EXPERT_KEY = 'vw.agent.expertCall';
 const api = new Api({ key: 'vw.agent.session' });
 const conn = new ConnectionIndicator();
 const ring = new RingTone();
-const tiles = new Tiles(undefined, undefined, { onSnapshot: takeSnapshot });
-
-/** An evidence still of one live video into the case; it arrives via `case.material`. */
-async function takeSnapshot(info) {
-  if (!app.call || !app.signal) return;
-  try {
-    await app.signal.request('media.snapshot', {
-      call_id: app.call.call_id, participant_id: info.participant.id, role: info.role,
-    });
-    setText(byId('ringing-note'), 'tile.snapshotDone');
-  } catch (err) {
-    setText(byId('ringing-note'), errorKey(err));
-  }
-}
+// An evidence still of one video into the case; it arrives via `case.material`. While
+// that participant's picture is away the request waits (#snapshot-pending).
+const snapshots = new SnapshotRequests(() => app);
+const tiles = new Tiles(undefined, undefined,
+  { onSnapshot: (info) => snapshots.request(info.participant, info.role) });
 
 const app = {
   signal: null,
@@ -59,7 +51,8 @@ const app = {
 const casePanel = new CasePanel(api, () => app);
 const screenShare = new ScreenShare(() => app.media);
 const remoteControl = new RemoteControlPanel(() => app);
-const inspection = new InspectionPanel(api, () => app);
+const inspection = new InspectionPanel(api, () => app,
+  { onSnapshot: (participant) => snapshots.request(participant, 'camera') });
 const invite = new InviteForm(() => app);
 const booking = new BookingBox(api, () => app);
 new BookingLookup(api); // eslint-disable-line no-new
@@ -187,6 +180,8 @@ function wireSignal(signal) {
     if (app.call && msg.case_id === app.call.case_id) casePanel.devices.addRead(msg.read);
   });
   signal.on('remote.state', (msg) => { if (isThisCall(msg)) remoteControl.update(msg); });
+  signal.on('snapshot.taken', (msg) => { if (isThisCall(msg)) snapshots.onTaken(msg); });
+  signal.on('snapshot.failed', (msg) => { if (isThisCall(msg)) snapshots.onFailed(msg); });
   signal.on('inspection.position', (msg) => { if (isThisCall(msg)) inspection.onPosition(msg.position); });
   signal.on('inspection.evidence', (msg) => { if (isThisCall(msg)) inspection.onEvidence(msg); });
   signal.on('inspection.updated', (msg) => {
@@ -341,7 +336,10 @@ async function onAccept(callId, btn) {
 
 function wireMedia(media) {
   media.on('status', (s) => conn.set('media', s === 'reconnecting'));
-  media.on('track', (track, info) => tiles.add(track, info));
+  media.on('track', (track, info) => {
+    tiles.add(track, info);
+    if (info.participant && info.participant.kind === 'surveyor') inspection.onSurveyor(info.participant);
+  });
   media.on('trackremoved', (track) => tiles.removeTrack(track));
   media.on('joinfailed', (err) => {
     console.warn('media join refused:', err.code);
@@ -423,6 +421,7 @@ function leaveLive() {
   screenShare.reset();
   remoteControl.reset();
   inspection.reset();
+  snapshots.clear();
   stopStream(app.localStream);
   app.localStream = null;
   byId('local-camera').srcObject = null;

@@ -17,21 +17,52 @@ export function distanceM(a, b) {
 }
 
 export class InspectionPanel {
-  /** @param {() => {call: object|null}} getContext */
-  constructor(api, getContext) {
+  /**
+   * @param {() => {call: object|null}} getContext
+   * @param {{onSnapshot?: (participant: object) => void}} opts  a still of the surveyor's camera
+   */
+  constructor(api, getContext, { onSnapshot = null } = {}) {
     this.api = api;
     this.getContext = getContext;
+    this.onSnapshot = onSnapshot;
     this.current = null;
     this.position = null;
+    // The phone's participant ({id, name, kind}), kept while its picture is away: an
+    // evidence photo can be asked for then too (taken once the phone is back).
+    this.surveyor = null;
     this.thumbs = new Map(); // material id -> object URL
     this.annotator = new Annotator();
     byId('inspection-form').addEventListener('submit', (ev) => { ev.preventDefault(); this.create(); });
     byId('insp-close').addEventListener('click', () => this.close());
+    byId('insp-snapshot').addEventListener('click', () => this.snapshot());
+  }
+
+  onSurveyor(participant) {
+    this.surveyor = participant;
+    this.updateSnapshotButton();
+  }
+
+  updateSnapshotButton() {
+    byId('insp-snapshot').disabled = !this.onSnapshot || !this.surveyor
+      || !this.current || this.current.status !== 'open';
+  }
+
+  async snapshot() {
+    if (!this.surveyor || !this.onSnapshot) return;
+    const btn = byId('insp-snapshot');
+    btn.disabled = true;
+    try {
+      await this.onSnapshot(this.surveyor);
+    } finally {
+      this.updateSnapshotButton();
+    }
   }
 
   reset() {
     this.current = null;
     this.position = null;
+    this.surveyor = null;
+    this.updateSnapshotButton();
     for (const url of this.thumbs.values()) URL.revokeObjectURL(url);
     this.thumbs.clear();
     byId('insp-live').hidden = true;
@@ -79,11 +110,13 @@ export class InspectionPanel {
     this.renderEvidence();
     this.renderChecklist();
     byId('insp-close').disabled = insp.status !== 'open';
+    this.updateSnapshotButton();
     this.renderPosition();
   }
 
   onPosition(fix) {
     this.position = fix;
+    if (!this.surveyor && fix.participant_id) this.onSurveyor({ id: fix.participant_id, kind: 'surveyor' });
     this.renderPosition();
   }
 

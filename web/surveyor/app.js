@@ -1,9 +1,12 @@
 // Field surveyor on a phone: opened as /surveyor/#code=…, joins one call with the
-// rear camera and the mic.  body[data-state]: joining | live | ended | error
+// rear camera and the mic. A dropped link rejoins by itself (CallMedia) and shows
+// "reconnecting"; a weak one lowers the picture before the voice (UplinkGuard).
+// body[data-state]: joining | live | ended | error
 
 import { Api } from '/common/api.js';
 import { SignalClient } from '/common/signal.js';
 import { CallMedia } from '/common/rtc.js';
+import { UplinkGuard } from '/surveyor/uplink.js';
 import { initI18n } from '/common/i18n.js';
 import {
   byId, h, setState, setText, initElderly, ConnectionIndicator, attachTrack, getLocalMedia, stopStream,
@@ -12,6 +15,9 @@ import {
 
 const api = new Api({ key: 'vw.surveyor.session' });
 const conn = new ConnectionIndicator();
+// Voice first on a weak mobile uplink; the hub connection changes with every rejoin.
+const uplink = new UplinkGuard(() => (app.media && app.media.hub ? app.media.hub.pc : null),
+  (weak) => { byId('weak-network').hidden = !weak; });
 
 const app = {
   code: null, // kept in memory only, for a retry after a network error
@@ -102,6 +108,7 @@ async function join() {
   if (stream.getVideoTracks()[0]) tracks.camera = stream.getVideoTracks()[0];
   if (stream.getAudioTracks()[0]) tracks.mic = stream.getAudioTracks()[0];
   app.media.start(session.call_id, tracks);
+  uplink.start();
   startGps(session.call_id);
   updateTorch();
 }
@@ -311,6 +318,7 @@ function ended(key, callOver) {
 
 function stopAll() {
   stopGps();
+  uplink.stop();
   if (app.media) app.media.stop();
   app.media = null;
   if (app.signal) app.signal.close();

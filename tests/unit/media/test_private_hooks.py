@@ -9,9 +9,16 @@ import inspect
 import textwrap
 
 import pytest
+from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
-from media.private_hooks import PRIVATE_HOOKS, REMOTE_TRACK_QUEUE, PrivateHook
+from media.private_hooks import (
+    PRIVATE_HOOKS,
+    RECEIVER_JITTER_BUFFER,
+    REMOTE_TRACK_QUEUE,
+    PrivateHook,
+)
 
 
 def _describe(hook: PrivateHook) -> str:
@@ -60,7 +67,18 @@ def test_every_hook_is_listed_once() -> None:
     assert "aioice.ice.get_host_addresses" in targets
     assert "aiortc.rtcrtpreceiver.decoder_worker" in targets
     # An instance attribute cannot be resolved from its class: each has its own test.
-    assert INSTANCE_ATTRIBUTES == [REMOTE_TRACK_QUEUE]
+    assert INSTANCE_ATTRIBUTES == [REMOTE_TRACK_QUEUE, RECEIVER_JITTER_BUFFER]
+
+
+def test_video_receiver_jitter_buffer_is_swappable() -> None:
+    class Transport:  # all RTCRtpReceiver.__init__ reads of its transport
+        state = "new"
+
+    receiver = RTCRtpReceiver("video", Transport())  # type: ignore[arg-type]
+    buffer = getattr(receiver, RECEIVER_JITTER_BUFFER.name, None)
+    assert isinstance(buffer, JitterBuffer), (
+        f"{_describe(RECEIVER_JITTER_BUFFER)}: found {type(buffer).__name__}")
+    assert buffer.capacity == 512
 
 
 async def test_remote_track_queue_is_the_worker_output_queue() -> None:
