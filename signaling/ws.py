@@ -97,49 +97,59 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
-            raw: str | bytes = msg.data
-            try:
-                message = p.parse_message(raw, limit)
-            except p.ProtocolError as err:
-                node_metrics.count_ws_error(request.app, err.code)
-                await _send_error(ws, err.code, err.message, err.field, err.ref)
-                continue
-            except Exception:
-                # Whatever a frame does to the parser, the socket stays up.
-                logger.exception("parsing a frame failed")
-                node_metrics.count_ws_error(request.app, "internal")
-                await _send_error(ws, "internal", "the server could not read this frame",
-                                  None, None)
-                continue
-            try:
-                if conn is None:
-                    conn = await _authenticate(services, ws, message)
-                    deadline.cancel()
-                    continue
-                reply = await _dispatch(services, conn, message)
-                if reply is not None:
-                    reply["ref"] = message.id
-                    await conn.send(reply)
-            except VWindowError as err:
-                node_metrics.count_ws_error(request.app, err.code)
-                await _send_error(ws, err.code, err.message, err.field, message.id)
-            except Exception as exc:
-                if (known := infrastructure_error(exc)) is not None:
-                    logger.warning("handling %s: %s (%s)", type(message).__name__, known.code,
-                                   type(exc).__name__)
-                    node_metrics.count_ws_error(request.app, known.code)
-                    await _send_error(ws, known.code, known.message, None, message.id)
-                    continue
-                logger.exception("handling %s failed", type(message).__name__)
-                node_metrics.count_ws_error(request.app, "internal")
-                await _send_error(ws, "internal", "the server could not handle this message; "
-                                  "it has been logged", None, message.id)
+            # One frame per call: its locals (the parsed message, the reply -- the
+            # welcome with its ICE servers is kilobytes) go when it returns, so an idle
+            # socket holds nothing of its last message.
+            conn = await _on_frame(request, services, ws, conn, msg.data, limit)
+            if conn is not None and not deadline.done():
+                deadline.cancel()
+            del msg
     finally:
         deadline.cancel()
         if conn is not None:
             services.presence.remove(conn, services.switchboard.agent_gone)
             logger.info("socket closed for %s", conn.participant_id)
     return ws
+
+
+async def _on_frame(request: web.Request, services: Services, ws: web.WebSocketResponse,
+                    conn: Connection | None, raw: str | bytes, limit: int
+                    ) -> Connection | None:
+    """Handle one frame; the socket's connection (made by the ``auth`` frame)."""
+    try:
+        message = p.parse_message(raw, limit)
+    except p.ProtocolError as err:
+        node_metrics.count_ws_error(request.app, err.code)
+        await _send_error(ws, err.code, err.message, err.field, err.ref)
+        return conn
+    except Exception:
+        # Whatever a frame does to the parser, the socket stays up.
+        logger.exception("parsing a frame failed")
+        node_metrics.count_ws_error(request.app, "internal")
+        await _send_error(ws, "internal", "the server could not read this frame", None, None)
+        return conn
+    try:
+        if conn is None:
+            return await _authenticate(services, ws, message)
+        reply = await _dispatch(services, conn, message)
+        if reply is not None:
+            reply["ref"] = message.id
+            await conn.send(reply)
+    except VWindowError as err:
+        node_metrics.count_ws_error(request.app, err.code)
+        await _send_error(ws, err.code, err.message, err.field, message.id)
+    except Exception as exc:
+        if (known := infrastructure_error(exc)) is not None:
+            logger.warning("handling %s: %s (%s)", type(message).__name__, known.code,
+                           type(exc).__name__)
+            node_metrics.count_ws_error(request.app, known.code)
+            await _send_error(ws, known.code, known.message, None, message.id)
+            return conn
+        logger.exception("handling %s failed", type(message).__name__)
+        node_metrics.count_ws_error(request.app, "internal")
+        await _send_error(ws, "internal", "the server could not handle this message; "
+                          "it has been logged", None, message.id)
+    return conn
 
 
 async def _send_error(ws: web.WebSocketResponse, code: str, message: str,
