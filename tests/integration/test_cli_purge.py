@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from tests.integration.test_retention import Site, open_site
+from tests.integration.test_retention import Site
 from tests.integration.test_retention_job import expired_case, purge_entries
 from vwindow.cli import PURGE_BUSY, main
-from vwindow.db import Database
 from vwindow.models import utcnow
 from vwindow.retention import PG_PURGE_LOCK, last_run
-from vwindow.seed import seed_demo
-from vwindow.store import FileStore
 
 both_databases = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
 postgres_only = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
@@ -41,19 +37,6 @@ class Cli:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
-
-
-@pytest.fixture
-async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
-    db = Database(db_url)
-    await db.start()
-    store = FileStore(tmp_path / "files")
-    await store.start()
-    await seed_demo(db)
-    try:
-        yield await open_site(db, store)
-    finally:
-        await db.stop()
 
 
 @pytest.fixture

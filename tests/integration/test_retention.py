@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -31,7 +29,7 @@ from vwindow.models import (
     User,
 )
 from vwindow.retention import PurgeReport, RetentionConfig, RetentionJob, purge
-from vwindow.seed import DEMO, seed_demo
+from vwindow.seed import DEMO
 from vwindow.store import FileStore
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
@@ -114,19 +112,6 @@ async def open_site(db: Database, store: FileStore) -> Site:
     assert item is not None and agent is not None
     return Site(db, store, kiosk.id, kiosk.township_id, item.id, agent.id,
                 itertools.count(1))
-
-
-@pytest.fixture
-async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
-    db = Database(db_url)
-    await db.start()
-    store = FileStore(tmp_path / "files")
-    await store.start()
-    await seed_demo(db)
-    try:
-        yield await open_site(db, store)
-    finally:
-        await db.stop()
 
 
 async def _counts(site: Site) -> tuple[int, int, int, int]:

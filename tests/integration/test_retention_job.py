@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -28,8 +28,6 @@ from vwindow.retention import (
     last_run,
     purge_exclusively,
 )
-from vwindow.seed import seed_demo
-from vwindow.store import FileStore
 
 FAST = 0.05 / 3600  # every_hours for a run every 50 ms
 CONFIG = RetentionConfig(materials_days=365, every_hours=FAST)
@@ -37,19 +35,6 @@ DAILY = RetentionConfig(materials_days=365, every_hours=24)
 CATCH_UP = 0.05  # RetentionJob's catch_up_s: an overdue run starts 50-75 ms after start
 both_databases = pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
 postgres_only = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-
-
-@pytest.fixture
-async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
-    db = Database(db_url)
-    await db.start()
-    store = FileStore(tmp_path / "files")
-    await store.start()
-    await seed_demo(db)
-    try:
-        yield await open_site(db, store)
-    finally:
-        await db.stop()
 
 
 async def _until(what: str, done: Callable[[], bool], timeout: float = 20.0) -> None:
