@@ -12,16 +12,20 @@ The 20-outage run prints the recovery-time distribution::
     flock /tmp/vw-chromium.lock python -m pytest -m slow -s tests/e2e/test_outage.py
 
 Recovery time = from the link coming back to the later of the two pages presenting a
-fresh frame of the other side's camera.
+fresh frame of the other side's camera. The distribution and each outage are also
+appended as one JSON line to ``test-artifacts/outage-recovery.jsonl``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import statistics
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -37,6 +41,7 @@ from tests.netns import NetLab
 
 pytestmark = pytest.mark.e2e
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 OUTAGE_S = 10.0
 RECOVERY_LIMIT_S = 5.0
 KIOSK_SEES_AGENT = "video#remote-agent-camera"
@@ -261,17 +266,37 @@ async def end_and_check_recording(call: LiveCall) -> None:
     assert "audio" in kinds and "video" in kinds, kinds
 
 
-def _print_distribution(recoveries: list[Recovery]) -> None:
+def _distribution(times: list[float]) -> dict[str, float | int]:
+    times = sorted(times)
+    p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
+    return {"n": len(times), "min": times[0], "median": statistics.median(times),
+            "p90": p90, "max": times[-1]}
+
+
+def _report_distribution(recoveries: list[Recovery]) -> None:
+    """Print the recovery times' distribution and append it, with every outage, as a
+    JSON line to test-artifacts/outage-recovery.jsonl."""
+    summary: dict[str, dict[str, float | int]] = {}
     for label, subset in (("all", recoveries),
                           *((side, [r for r in recoveries if r.side == side])
                             for side in ("kiosk", "agent"))):
-        times = sorted(r.recovery_s for r in subset)
-        if not times:
+        if not subset:
             continue
-        p90 = times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
-        print(f"recovery ({label}, n={len(times)}): min {times[0]:.2f} s, "
-              f"median {statistics.median(times):.2f} s, p90 {p90:.2f} s, "
-              f"max {times[-1]:.2f} s")
+        d = summary[label] = _distribution([r.recovery_s for r in subset])
+        print(f"recovery ({label}, n={d['n']}): min {d['min']:.2f} s, "
+              f"median {d['median']:.2f} s, p90 {d['p90']:.2f} s, max {d['max']:.2f} s")
+
+    def finite(value: object) -> object:  # NaN (no indicator seen) is not JSON
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        return None if isinstance(value, float) and math.isnan(value) else value
+
+    line = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "outage_s": OUTAGE_S, "recovery_s": summary,
+            "outages": [finite(asdict(r)) for r in recoveries]}
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / "outage-recovery.jsonl").open("a") as out:
+        out.write(json.dumps(line) + "\n")
 
 
 async def _one_outage_test(lab_server: Server, netlab: NetLab,
@@ -290,7 +315,7 @@ async def _one_outage_test(lab_server: Server, netlab: NetLab,
             await send_chat(sender, receiver, chats[-1])
     finally:
         if len(call.recoveries) > 1:
-            _print_distribution(call.recoveries)
+            _report_distribution(call.recoveries)
         if call.recoveries:
             worst = max(r.recovery_s for r in call.recoveries)
             print(f"worst recovery {worst:.2f} s over {len(call.recoveries)} outage(s)")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from signaling.services import SERVICES
-from tests.conftest import Server, make_config, start_server, with_media
+from tests.conftest import Server
 from tests.e2e.pages import RECORD_PCS, answer_on_console, login_kiosk, video_frames
 from tests.turnserver import TurnServer
 
@@ -45,17 +42,6 @@ async () => {
           rtpSent: sum('outbound-rtp', 'bytesSent')};
 }
 """
-
-
-@pytest.fixture
-async def relay_server(tmp_path: Path, turn_server: TurnServer) -> AsyncIterator[Server]:
-    config = with_media(make_config(f"sqlite+aiosqlite:///{tmp_path / 'vw.db'}", tmp_path),
-                        turn_urls=[turn_server.url], turn_secret=turn_server.secret,
-                        ice_transport_policy="relay")
-    runner, url = await start_server(config)
-    async with aiohttp.ClientSession() as http:
-        yield Server(url, runner.app[SERVICES], http)
-    await runner.cleanup()
 
 
 async def ice_stats(page: Page) -> dict[str, Any]:

@@ -25,15 +25,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from playwright.async_api import Browser, Error, Geolocation, Page, expect
 
-from signaling.services import SERVICES
-from tests.conftest import Server, make_config, start_server, with_media
+from tests.conftest import Server
 from tests.e2e.pages import RECORD_PCS, answer_on_console, fresh_frames, login_kiosk, video_frames
 from tests.netimpair import LinkImpairer, LinkProfile
 from tests.turnserver import TurnServer
@@ -150,17 +147,6 @@ async () => {
   return out;
 }
 """
-
-
-@pytest.fixture
-async def relay_server(tmp_path: Path, turn_server: TurnServer) -> AsyncIterator[Server]:
-    config = with_media(make_config(f"sqlite+aiosqlite:///{tmp_path / 'vw.db'}", tmp_path),
-                        turn_urls=[turn_server.url], turn_secret=turn_server.secret,
-                        ice_transport_policy="relay")
-    runner, url = await start_server(config)
-    async with aiohttp.ClientSession() as http:
-        yield Server(url, runner.app[SERVICES], http)
-    await runner.cleanup()
 
 
 @pytest.fixture
