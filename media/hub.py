@@ -42,6 +42,7 @@ from media.errors import (
 from media.fanout import DecodedPublication, EncodedPublication, ParticipantInfo, Publication
 from media.forwarding import ForwardingHook
 from media.recording import SessionRecorder
+from media.sdp import with_opus_fec
 
 logger = logging.getLogger(__name__)
 
@@ -365,7 +366,8 @@ class SessionHub:
             message = {
                 "type": "rtc.offer",
                 "call_id": self.session_id,
-                "sdp": member.pc.localDescription.sdp,
+                # The text only: aiortc's own description stays as it made it.
+                "sdp": with_opus_fec(member.pc.localDescription.sdp),
                 "tracks": self._track_infos(member),
             }
         await self._notify(member.info.id, message)

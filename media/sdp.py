@@ -1,0 +1,36 @@
+"""What the hub says in its offers beyond aiortc's defaults.
+
+aiortc offers Opus with no ``a=fmtp`` line, so a browser publishing to the hub sends no
+in-band forward error correction: on a lossy link every lost 20 ms packet is concealed
+(~10 % of the voice at 5 % loss each way). ``useinbandfec=1`` in the hub's offer asks
+the browser to carry a low-bit-rate copy of each frame in the next packet (RFC 7587
+§6.1); the hub forwards packets untouched, and each receiver's decoder uses the copy
+when a packet is missing. Only the text sent to the client changes: aiortc's own
+description stays as it made it (it never decodes forwarded audio).
+
+``with_opus_fec(sdp) -> str``   the offer with ``useinbandfec=1`` on every Opus payload
+"""
+
+from __future__ import annotations
+
+import re
+
+_OPUS = re.compile(r"a=rtpmap:(\d+) opus/48000(?:/2)?", re.IGNORECASE)
+
+
+def with_opus_fec(sdp: str) -> str:
+    """``sdp`` with ``useinbandfec=1`` in the fmtp of each Opus payload type."""
+    newline = "\r\n" if "\r\n" in sdp else "\n"
+    lines = sdp.split(newline)
+    opus = {m.group(1) for line in lines if (m := _OPUS.fullmatch(line))}
+    out: list[str] = []
+    for line in lines:
+        pt, _, params = line.removeprefix("a=fmtp:").partition(" ")
+        if line.startswith("a=fmtp:") and pt in opus and "useinbandfec" not in params:
+            line = f"{line};useinbandfec=1" if params else f"a=fmtp:{pt} useinbandfec=1"
+        out.append(line)
+        rtpmap = _OPUS.fullmatch(line)
+        if rtpmap is not None and not any(
+                other.startswith(f"a=fmtp:{rtpmap.group(1)} ") for other in lines):
+            out.append(f"a=fmtp:{rtpmap.group(1)} useinbandfec=1")
+    return newline.join(out)
