@@ -79,7 +79,8 @@ class SignalClient:
 
     async def connect(self) -> dict[str, Any]:
         url = self.base_url.replace("http", "ws", 1) + "/ws"
-        self._ws = await self.http.ws_connect(url, heartbeat=20.0)
+        # Offers permessage-deflate as browsers do (the server declines it).
+        self._ws = await self.http.ws_connect(url, heartbeat=20.0, compress=15)
         self.closed.clear()
         self._reader = asyncio.create_task(self._read())
         self.welcome = await self.request("auth", token=self.token, client=self.client)

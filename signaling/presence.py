@@ -23,7 +23,7 @@ SEND_TIMEOUT_S = 10.0
 MAX_RESUME_TOKENS = 20000
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
     """One authenticated WebSocket."""
 
@@ -54,7 +54,7 @@ class Connection:
             logger.info("send to %s failed: %s", self.participant_id, err)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RelayedConnection(Connection):
     """A socket on another node, speaking about a call whose room is here.
 

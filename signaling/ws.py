@@ -82,17 +82,17 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     services = request.app[SERVICES]
     limit = services.config.server.max_ws_frame
     # Let a slightly larger frame through the reader so we can answer "too_large"
-    # ourselves instead of aiohttp closing the socket.
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(limit * 32, 4 * 1024 * 1024))
+    # ourselves instead of aiohttp closing the socket. No permessage-deflate, which every
+    # browser offers: signalling messages are small, and a socket that compresses keeps a
+    # zlib compressor and decompressor (~300 KiB) for its whole life.
+    ws = web.WebSocketResponse(heartbeat=20.0, compress=False,
+                               max_msg_size=max(limit * 32, 4 * 1024 * 1024))
     await ws.prepare(request)
     conn: Connection | None = None
-
-    async def auth_deadline() -> None:
-        await asyncio.sleep(AUTH_TIMEOUT_S)
-        if conn is None and not ws.closed:
-            await ws.close(code=4401, message=b"no auth within 10 s")
-
-    deadline = asyncio.create_task(auth_deadline())
+    # A timer, not a task: a task lingers on the socket (done, with its cancellation and
+    # traceback) for as long as the socket lives; a cancelled timer is dropped.
+    deadline: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+        AUTH_TIMEOUT_S, _close_unauthenticated, ws)
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -101,15 +101,28 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             # welcome with its ICE servers is kilobytes) go when it returns, so an idle
             # socket holds nothing of its last message.
             conn = await _on_frame(request, services, ws, conn, msg.data, limit)
-            if conn is not None and not deadline.done():
+            if conn is not None and deadline is not None:
                 deadline.cancel()
+                deadline = None
             del msg
     finally:
-        deadline.cancel()
+        if deadline is not None:
+            deadline.cancel()
         if conn is not None:
             services.presence.remove(conn, services.switchboard.agent_gone)
             logger.info("socket closed for %s", conn.participant_id)
     return ws
+
+
+def _close_unauthenticated(ws: web.WebSocketResponse) -> None:
+    if not ws.closed:
+        task = asyncio.ensure_future(ws.close(code=4401, message=b"no auth within 10 s"))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+
+_CLOSING: set[asyncio.Future[bool]] = set()
+"""Sockets being closed for want of an auth frame (kept so the close is not collected)."""
 
 
 async def _on_frame(request: web.Request, services: Services, ws: web.WebSocketResponse,

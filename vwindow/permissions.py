@@ -33,8 +33,9 @@ addresses and no birth dates, so unmasking those for exports changes nothing.
 * The birth date is masked to its year by default because the full date is what the
   masked ID number hides (its digits 7-14); the year is enough to see an elderly
   applicant. The elderly-priority rule of the queue does not read these views: it uses
-  the date the kiosk sends with ``call.start`` (``vwindow.routing.priority_for``). The
-  reveal returns the full date with the number it comes from.
+  the date the kiosk sends with ``call.start`` or the stored ID read itself
+  (``vwindow.queue.CallQueue.elderly_read``). The reveal returns the full date with the
+  number it comes from.
 * Supervisors' cases export is a case-handling list (follow-up calls, 督办, answering
   complaints about a case), which needs the applicant's name; each export that carries
   unmasked data writes the fields into its ``report.exported`` audit entry

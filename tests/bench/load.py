@@ -6,7 +6,9 @@ Starts a throw-away PostgreSQL (``--db sqlite`` for the embedded default) and on
 ``vwindow serve``. Connects ``--kiosks`` kiosk sockets (tokens signed with the node's
 secret: logins are not what is measured) that ping every 15 s like the kiosk page, and
 reads the node's resident memory before and after they connect (after a first 20,
-which pay the one-time costs): the memory an idle connection costs. Then ``--agents``
+which pay the one-time costs): the memory an idle connection costs, on average and as
+the cost of the second half (what one more socket adds once a burst of connects has
+left its allocator arenas behind). Then ``--agents``
 agents come on duty and take calls (ring, accept, talk 2-6 s, end), while callers
 keep ``agents + 10`` calls placed by random idle kiosks, for ``--minutes``. Every ping
 and request must be answered within 10 s (one that is not is a lost message) and every
@@ -15,7 +17,7 @@ growth is the slope after the first minute.
 
 Last line: one JSON object with ``kiosks``, ``agents``, ``seconds``, ``calls``,
 ``requests``, ``lost``, ``p50_ms``, ``p99_ms`` (request to reply, all requests),
-``idle_kib_per_connection``, ``rss_start_mib``, ``rss_end_mib``,
+``idle_kib_per_connection``, ``idle_kib_per_added_connection``, ``rss_start_mib``, ``rss_end_mib``,
 ``rss_growth_mib_per_min``.
 """
 
@@ -42,7 +44,7 @@ from vwindow.auth import TokenIssuer
 from vwindow.db import Database
 from vwindow.models import Kiosk, Role, User
 
-ROUTING = {"strategy": "longest_idle", "offer_timeout_s": 30, "wrap_up_s": 0,
+ROUTING: dict[str, Any] = {"strategy": "longest_idle", "offer_timeout_s": 30, "wrap_up_s": 0,
            "tick_s": 1.0, "callback_after_s": 0}
 PING_EVERY_S = 15.0
 WARM_UP = 20
@@ -186,7 +188,11 @@ async def run(kiosks: int, agents: int, seconds: float, db: str) -> dict[str, An
                 await timed(tally, booths[-1], "ping")
             await asyncio.sleep(2.0)
             before = rss_kib(pid)
+            half = WARM_UP + (len(kiosk_ids) - WARM_UP) // 2
             for start in range(WARM_UP, len(kiosk_ids), 100):
+                if start <= half < start + 100:
+                    await asyncio.sleep(5.0)
+                    halfway, halfway_n = rss_kib(pid), len(booths)
                 batch = [SignalClient(http, url, tokens.issue(Role.KIOSK, str(i), n, 86400)[0])
                          for i, n in kiosk_ids[start:start + 100]]
                 await asyncio.gather(*(b.connect() for b in batch))
@@ -194,6 +200,9 @@ async def run(kiosks: int, agents: int, seconds: float, db: str) -> dict[str, An
             await asyncio.sleep(5.0)
             idle_rss = rss_kib(pid)
             per_connection = (idle_rss - before) / max(1, len(booths) - WARM_UP)
+            # The second half's cost: what one more idle socket adds once the memory a
+            # burst of connects leaves behind (allocator arenas, pools) is there.
+            marginal = (idle_rss - halfway) / max(1, len(booths) - halfway_n)
             pingers = [asyncio.create_task(pinger(b, tally, stop)) for b in booths]
             staff = [SignalClient(http, url, tokens.issue(Role.AGENT, str(i), n, 86400)[0])
                      for i, n in agent_ids]
@@ -234,6 +243,7 @@ async def run(kiosks: int, agents: int, seconds: float, db: str) -> dict[str, An
                 "p99_ms_by_type": {k: round(1000 * sorted(v)[int(len(v) * 0.99)], 1)
                                    for k, v in sorted(tally.by_type.items())},
                 "idle_kib_per_connection": round(per_connection, 1),
+                "idle_kib_per_added_connection": round(marginal, 1),
                 "rss_start_mib": round(samples[0][1] / 1024, 1),
                 "rss_end_mib": round(samples[-1][1] / 1024, 1),
                 "rss_growth_mib_per_min": round(slope * 60 / 1024, 2)}
