@@ -23,6 +23,7 @@ from signaling import (
 )
 from signaling.bus import make_bus
 from signaling.presence import Presence
+from signaling.protocol import WS_PATH
 from signaling.ratelimit import LOGIN_LIMITER, LoginLimiter
 from signaling.services import SERVICES, Services
 from signaling.switchboard import Switchboard
@@ -101,7 +102,7 @@ def make_app(config: Config, services: Services | None = None) -> web.Applicatio
     node_metrics.install(app, node_id=config.server.node_id, db=svc.db, store=svc.store,
                          bus=svc.presence.bus, media=svc.media,
                          snapshot=svc.switchboard.snapshot)
-    app.router.add_get("/ws", websocket_handler)
+    app.router.add_get(WS_PATH, websocket_handler)
     app.router.add_get("/api/v1/openapi.yaml", openapi)
     web_root = Path(config.server.web_root) if config.server.web_root else DEFAULT_WEB_ROOT
     app[WEB_ROOT] = web_root.resolve()

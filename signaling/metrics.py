@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import (
@@ -46,6 +46,7 @@ from sqlalchemy import func, select, text
 from media.fanout import DecodedPublication, EncodedPublication
 from media.service import MediaService
 from signaling.bus import LocalBus
+from signaling.protocol import WS_PATH
 from vwindow.db import Database
 from vwindow.errors import VWindowError
 from vwindow.models import Call, CallStatus
@@ -309,17 +310,24 @@ def _route_of(request: web.Request) -> str:
 
 
 @web.middleware
-async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+def middleware(request: web.Request, handler: Any) -> Awaitable[web.StreamResponse]:
     """Count requests, errors and upload bytes. Sits inside ``rest.error_middleware``
-    (listed after it), so it sees the named error before it becomes a response."""
+    (listed after it), so it sees the named error before it becomes a response.
+
+    Not for the signalling socket: one "request" lasting the socket's life tells
+    nothing (its errors are counted per message), and handing its handler's coroutine
+    straight back keeps this frame off the stack of every idle connection."""
     metrics = request.app.get(METRICS)
-    if metrics is None:
-        response: web.StreamResponse = await handler(request)
-        return response
+    if metrics is None or request.path == WS_PATH:
+        return cast(Awaitable[web.StreamResponse], handler(request))
+    return _count(request, handler, metrics)
+
+
+async def _count(request: web.Request, handler: Any, metrics: Metrics) -> web.StreamResponse:
     route = _route_of(request)
     status = 500
     try:
-        response = await handler(request)
+        response: web.StreamResponse = await handler(request)
         status = response.status
         return response
     except VWindowError as err:
@@ -333,8 +341,7 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         metrics.errors.labels("internal", "http").inc()
         raise
     finally:
-        if route != "/ws":  # one "request" lasting the whole socket tells nothing
-            metrics.requests.labels(request.method, route, str(status)).inc()
+        metrics.requests.labels(request.method, route, str(status)).inc()
         if (request.method, route) in UPLOAD_ROUTES:
             metrics.upload_bytes.labels(route).inc(request.content.total_bytes)
 

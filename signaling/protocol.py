@@ -13,6 +13,8 @@ from vwindow.errors import TooLargeError, VWindowError
 from vwindow.validation import describe, show_value
 
 PROTOCOL_VERSION = 1
+WS_PATH = "/ws"
+"""Where the signalling socket is served."""
 MAX_FRAME = 64 * 1024
 
 MsgId = Annotated[str, Field(min_length=1, max_length=64)]

@@ -7,13 +7,14 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import segno
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from signaling.protocol import WS_PATH
 from signaling.ratelimit import LOGIN_LIMITER
 from signaling.services import SERVICES, Services
 from vwindow import accounts
@@ -83,7 +84,16 @@ def error_response(err: VWindowError) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+def error_middleware(request: web.Request, handler: Any) -> Awaitable[web.StreamResponse]:
+    if request.path == WS_PATH:
+        # The socket answers its errors itself. Returning its handler's coroutine instead
+        # of awaiting it keeps this middleware's frame off the stack for the socket's
+        # whole life (~0.35 KiB of every idle connection).
+        return cast(Awaitable[web.StreamResponse], handler(request))
+    return _answer_errors(request, handler)
+
+
+async def _answer_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
         return response
