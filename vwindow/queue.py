@@ -54,6 +54,9 @@ __all__ = ["CallQueue", "Offer", "QueueInfo", "Withdrawn"]
 
 logger = logging.getLogger(__name__)
 
+PLAN_PAGE = 64
+"""Waiting calls a routing pass reads at a time (more when more agents are free)."""
+
 
 class CallQueueOps(CallQueueBase):
     """Changes: agent states, offers, claims, transfers, callbacks."""
@@ -141,15 +144,11 @@ class CallQueueOps(CallQueueBase):
             agents = await self._agents(s, ready_here_locked=True)
             if not agents:
                 return []
-            waiting = await self._waiting_rows(s, unoffered=True)
-            if not waiting:
-                return []
-            planned = routing.plan([w.call for w in waiting], [a for _, a in agents], now,
-                                   self.rules)
-            if not planned.offers:
+            planned = await self._plan(s, [a for _, a in agents], now)
+            if not planned:
                 return []
             ring_all = self.rules.strategy == "ring_all"
-            wanted = {call_id for call_id, _ in planned.offers}
+            wanted = {call_id for call_id, _ in planned}
             query = select(Call).where(Call.id.in_(wanted), Call.status == CallStatus.QUEUED,
                                        Call.offered_to.is_(None))
             if not ring_all:
@@ -158,7 +157,7 @@ class CallQueueOps(CallQueueBase):
             statuses = {status.agent_id: status for status, _ in agents}
             offers: list[Offer] = []
             expires = None if ring_all else now + timedelta(seconds=self.config.offer_timeout_s)
-            for call_id, agent_id in planned.offers:
+            for call_id, agent_id in planned:
                 call = calls.get(call_id)
                 if call is None:
                     continue  # taken, cancelled or being offered by another node
@@ -171,6 +170,32 @@ class CallQueueOps(CallQueueBase):
                     status.last_offer_at = now
                 offers.append(Offer(await self.cases.view(s, call), agent_id, expires))
             return offers
+
+    async def _plan(self, s: AsyncSession, agents: list[routing.AgentSlot], now: datetime
+                    ) -> list[tuple[int, int]]:
+        """``routing.plan`` over the waiting calls, read a page at a time in serving order
+        until every free agent has a call (or the calls run out): with a thousand calls
+        waiting, a pass reads the first few dozen instead of all of them. The result is
+        the same as planning over all of them at once, because ``plan`` serves calls in
+        that order and an agent, once given a call, is out of the pool."""
+        pool = [a for a in agents if routing.free(a)]
+        ring_all = self.rules.strategy == "ring_all"
+        page = max(PLAN_PAGE, 4 * len(pool))
+        offers: list[tuple[int, int]] = []
+        after: routing.WaitingCall | None = None
+        while pool:
+            rows = await self._waiting_rows(s, unoffered=True, after=after, limit=page)
+            if not rows:
+                break
+            planned = routing.plan([w.call for w in rows], pool, now, self.rules).offers
+            offers += planned
+            if not ring_all:  # ring-all offers every call to every eligible agent
+                taken = {agent_id for _, agent_id in planned}
+                pool = [a for a in pool if a.id not in taken]
+            if len(rows) < page:
+                break
+            after = rows[-1].call
+        return offers
 
     async def expire_offers(self) -> list[Withdrawn]:
         """Offers past their time: the call goes back to the queue, the agent is set away."""

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vwindow import routing
@@ -99,9 +99,11 @@ class CallQueueBase:
 
     # -- snapshots ---------------------------------------------------------------------
 
-    async def _waiting_rows(self, s: AsyncSession, *, unoffered: bool = False
-                            ) -> list[WaitingRow]:
-        """The waiting calls as plain rows (no ORM objects): routing reads them each pass."""
+    async def _waiting_rows(self, s: AsyncSession, *, unoffered: bool = False,
+                            after: routing.WaitingCall | None = None,
+                            limit: int | None = None) -> list[WaitingRow]:
+        """The waiting calls as plain rows (no ORM objects), in serving order
+        (``routing.serving_order``); ``after`` and ``limit`` read them a page at a time."""
         query = (select(Call.id, Call.category, Township.county, Call.queued_at, Call.dialect,
                         Township.default_dialect, Call.priority, Call.excluded,
                         Call.reserved_for, Call.kiosk_id, Call.callback, Call.offered_to)
@@ -111,6 +113,15 @@ class CallQueueBase:
                  .order_by(Call.priority.desc(), Call.queued_at, Call.id))
         if unoffered:
             query = query.where(Call.offered_to.is_(None))
+        if after is not None:
+            # Keyset paging in (priority desc, queued_at, id) order.
+            query = query.where(or_(
+                Call.priority < after.priority,
+                and_(Call.priority == after.priority, or_(
+                    Call.queued_at > after.queued_at,
+                    and_(Call.queued_at == after.queued_at, Call.id > after.id)))))
+        if limit is not None:
+            query = query.limit(limit)
         out = []
         for (call_id, category, county, queued_at, dialect, default_dialect, priority,
              excluded, reserved_for, kiosk_id, callback, offered_to) in (

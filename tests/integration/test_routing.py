@@ -17,7 +17,7 @@ from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_routing
 from tests.helpers import camera_and_mic, first_frame, wait_for
 from vwindow.auth import hash_secret
-from vwindow.models import AuditEntry, Call, Kiosk, Township
+from vwindow.models import AuditEntry, Call, Kiosk, Township, User
 
 ROUTING = {"strategy": "longest_idle", "offer_timeout_s": 2.0, "wrap_up_s": 0,
            "overflow_s": 60, "tick_s": 0.2, "callback_after_s": 0}
@@ -227,6 +227,32 @@ async def test_long_wait_is_offered_a_callback(routed: Server) -> None:
         await other.request("call.callback", call_id=call_id)
     assert err.value.code == "forbidden"
     for c in (kiosk, a1, other):
+        await c.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
+async def test_a_pass_reads_the_queue_a_page_at_a_time_and_still_finds_the_call(
+        routed: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The routing pass reads waiting calls in pages (keyset on priority, wait, id): the
+    one call the agent may take, tenth in line behind nine it declined, two of them
+    queued at the same instant as it, is still found -- on the third page of four."""
+    monkeypatch.setattr("vwindow.queue.PLAN_PAGE", 1)  # one free agent: pages of 4
+    kiosks = await _kiosks(routed, 12)
+    ids = [await _call(k) for k in kiosks]
+    db = routed.services.db
+    async with db.session() as s:
+        agent_id = (await s.scalars(select(User.id).where(User.username == "agent1"))).one()
+        calls = {c.id: c for c in (await s.scalars(select(Call).where(Call.id.in_(ids))))}
+        same = calls[ids[7]].queued_at
+        for n, call_id in enumerate(ids):
+            if n in (8, 9):
+                calls[call_id].queued_at = same  # ties broken by id
+            if n != 9:
+                calls[call_id].excluded = [agent_id]  # as if the agent had declined it
+    a1 = await _agent(routed, "agent1")
+    ring = await wait_for(a1, "call.ringing")
+    assert ring["call"]["call_id"] == ids[9]
+    for c in (a1, *kiosks):
         await c.close()
 
 
