@@ -71,7 +71,10 @@ class Router:
             self._task = None
 
     def wake(self, *, announce: bool = True) -> None:
-        """Route soon; ``announce``: the change happened here, so other nodes route too."""
+        """Route soon; ``announce``: a call became available to route (queued, declined,
+        back from an offer), so the other nodes, whose agents may take it, route too.
+        A change only this node's agents can use (one of them became free) is not
+        announced: the other nodes' passes would find nothing new."""
         self._announce = self._announce or announce
         self._wake.set()
 
@@ -99,7 +102,7 @@ class Router:
         if dropped is not None:
             await self._tell_agent(agent_id, {"type": "call.offer_withdrawn",
                                               "call_id": dropped, "reason": "state"})
-        self.wake()
+        self.wake(announce=dropped is not None)
         return new
 
     async def _publish_state(self, agent_id: int, state: str, reason: str | None,
@@ -129,7 +132,7 @@ class Router:
                                  "timeout_s": self.config.offer_timeout_s})
         if self.queue.rules.strategy == "ring_all" and state == "ready":
             self._rung = {pair for pair in self._rung if pair[1] != agent_id}
-            self.wake()
+            self.wake(announce=False)
 
     async def agent_gone(self, agent_id: int) -> None:
         """No console left for the agent (after the grace period)."""
@@ -155,7 +158,7 @@ class Router:
             state = await self.queue.ended(agent_id, connected)
             wrap = self.config.wrap_up_s if state == "wrap_up" else None
         await self._publish_state(agent_id, state, None, wrap)
-        self.wake()
+        self.wake(announce=False)
 
     async def in_call(self, agent_id: int) -> None:
         """The agent is in a call (answered, joined as expert, or back after a restart)."""
@@ -180,7 +183,7 @@ class Router:
         await self._tell_agent(agent_id, {"type": "agent.state", "state": "in_call"})
         self._forget(call_id)
         self.on_change()
-        self.wake()
+        self.wake(announce=False)
         return view
 
     async def offer_ended(self, agent_id: int) -> None:
@@ -190,7 +193,7 @@ class Router:
 
     def call_left_queue(self, call_id: int) -> None:
         self._forget(call_id)
-        self.wake()
+        self.wake(announce=False)
 
     def _forget(self, call_id: int) -> None:
         self._rung = {pair for pair in self._rung if pair[0] != call_id}
@@ -230,6 +233,7 @@ class Router:
             return
         self._chores_at = now
         for withdrawn in await self.queue.expire_offers():
+            self._announce = True  # the call is back in the queue for everyone
             await self._tell_agent(withdrawn.agent_id, {
                 "type": "call.offer_withdrawn", "call_id": withdrawn.call_id,
                 "reason": withdrawn.reason})
