@@ -18,7 +18,7 @@ growth is the slope after the first minute.
 Last line: one JSON object with ``kiosks``, ``agents``, ``seconds``, ``calls``,
 ``requests``, ``lost``, ``p50_ms``, ``p99_ms`` (request to reply, all requests),
 ``idle_kib_per_connection``, ``idle_kib_per_added_connection``, ``rss_start_mib``, ``rss_end_mib``,
-``rss_growth_mib_per_min``.
+``rss_growth_mib_per_min`` (after the first minute), ``rss_growth_mib_per_min_last_half``.
 """
 
 from __future__ import annotations
@@ -226,12 +226,11 @@ async def run(kiosks: int, agents: int, seconds: float, db: str) -> dict[str, An
             for client in (*booths, *staff):
                 await client.close()
         late = [(t, kib) for t, kib in samples if t >= 60.0] or samples
-        slope = 0.0
-        if len(late) >= 2:
-            mean_t = statistics.fmean(t for t, _ in late)
-            mean_r = statistics.fmean(kib for _, kib in late)
-            var = sum((t - mean_t) ** 2 for t, _ in late)
-            slope = sum((t - mean_t) * (kib - mean_r) for t, kib in late) / var if var else 0.0
+        slope = _slope(late)
+        # A bounded cache filling up slows down; a leak does not: the last half's slope.
+        last_half = _slope([(t, kib) for t, kib in samples if t >= seconds / 2] or samples)
+        print("rss MiB by minute:", [round(kib / 1024, 1) for t, kib in samples
+                                     if round(t) % 60 < 15])
         ms = sorted(x * 1000 for x in tally.latencies) or [0.0]
         return {"kiosks": len(kiosk_ids), "agents": len(agent_ids), "db": db,
                 "seconds": round(seconds), "calls": tally.calls, "answered": tally.answered,
@@ -246,12 +245,23 @@ async def run(kiosks: int, agents: int, seconds: float, db: str) -> dict[str, An
                 "idle_kib_per_added_connection": round(marginal, 1),
                 "rss_start_mib": round(samples[0][1] / 1024, 1),
                 "rss_end_mib": round(samples[-1][1] / 1024, 1),
-                "rss_growth_mib_per_min": round(slope * 60 / 1024, 2)}
+                "rss_growth_mib_per_min": round(slope * 60 / 1024, 2),
+                "rss_growth_mib_per_min_last_half": round(last_half * 60 / 1024, 2)}
     finally:
         if node is not None:
             node.stop()
         if pg is not None:
             pg.stop()
+
+
+def _slope(samples: list[tuple[float, int]]) -> float:
+    """Least-squares KiB per second."""
+    if len(samples) < 2:
+        return 0.0
+    mean_t = statistics.fmean(t for t, _ in samples)
+    mean_r = statistics.fmean(kib for _, kib in samples)
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    return sum((t - mean_t) * (kib - mean_r) for t, kib in samples) / var if var else 0.0
 
 
 def main() -> None:
