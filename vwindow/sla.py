@@ -59,7 +59,8 @@ EXAMPLE_WORKDAYS_2026: tuple[str, ...] = (
 
 _ZERO = timedelta(0)
 _DAY = timedelta(days=1)
-_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+RULE_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""What a rule set or period key may look like (also checked by the config model)."""
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
 _COMPACT = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _ISO = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
@@ -312,7 +313,7 @@ class SlaRule:
     pausable: bool = False
 
     def __post_init__(self) -> None:
-        if not _KEY.fullmatch(self.key):
+        if not RULE_KEY.fullmatch(self.key):
             raise SlaError(f"milestone key {self.key!r} must be lower_snake_case", field="key")
         if self.clock not in ("business", "calendar"):
             raise SlaError(f"milestone {self.key!r}: clock {self.clock!r} is not 'business' or "

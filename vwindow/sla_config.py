@@ -15,10 +15,10 @@ from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import ConfigError, VWindowError
 from vwindow.sla import (
-    _KEY,
     BUILTIN_RULE_SETS,
     DEFAULT_PERIODS,
     DEFAULT_TIMEZONE,
+    RULE_KEY,
     WEEKDAYS,
     BusinessCalendar,
     Clock,
@@ -67,7 +67,7 @@ class SlaMilestoneConfig(_Section):
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        if not _KEY.fullmatch(value):
+        if not RULE_KEY.fullmatch(value):
             raise ValueError(f"milestone key {value!r} must be lower_snake_case")
         return value
 
