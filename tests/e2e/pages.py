@@ -155,3 +155,32 @@ async def answer_on_console(agent: Page, kiosk: Page, base: str,
     await ringing.first.locator(".accept-call").click()
     await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
     return str(call_id)
+
+
+def turn_via_impairer(turn_port: int, impairer_port: int, *, log: bool = False) -> str:
+    """An init script: the page sees TURN at the impairer's port (``tests/netimpair.py``)
+    and keeps its peer connections in ``window.__pcs``; ``log`` also records their state
+    changes and gathered candidate types in ``window.__vwLog``."""
+    logging = "" if not log else """
+      const id = `pc${window.__pcs.length}`;
+      const log = (what) => window.__vwLog.push([Date.now(), id, what]);
+      log('new');
+      this.addEventListener('connectionstatechange', () => log(this.connectionState));
+      this.addEventListener('icecandidate',
+                            (e) => log(e.candidate ? e.candidate.type : 'gathered'));"""
+    return f"""
+(() => {{
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.__vwLog = [];
+  const via = (u) => u.replace('127.0.0.1:{turn_port}', '127.0.0.1:{impairer_port}');
+  window.RTCPeerConnection = class extends Native {{
+    constructor(config = {{}}, ...rest) {{
+      const iceServers = (config.iceServers || []).map(
+        (s) => ({{ ...s, urls: [].concat(s.urls).map(via) }}));
+      super({{ ...config, iceServers }}, ...rest);
+      window.__pcs.push(this);{logging}
+    }}
+  }};
+}})();
+"""

@@ -29,7 +29,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Error, Page, expect
 
 from tests.conftest import Server
-from tests.e2e.pages import answer_on_console, login_kiosk, video_frames
+from tests.e2e.pages import answer_on_console, login_kiosk, turn_via_impairer, video_frames
 from tests.netimpair import LinkImpairer, LinkProfile
 from tests.turnserver import TurnServer
 
@@ -51,26 +51,6 @@ MIN_FPS = 5.0
 
 KIOSK_SEES_AGENT = "video#remote-agent-camera"
 AGENT_SEES_KIOSK = 'video[data-role="camera"][data-participant-kind="kiosk"]'
-
-
-def via_impairer(turn_port: int, impairer_port: int) -> str:
-    """An init script: the page sees TURN at the impairer's port and keeps its peer
-    connections in ``window.__pcs``."""
-    return f"""
-(() => {{
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  const via = (u) => u.replace('127.0.0.1:{turn_port}', '127.0.0.1:{impairer_port}');
-  window.RTCPeerConnection = class extends Native {{
-    constructor(config = {{}}, ...rest) {{
-      const iceServers = (config.iceServers || []).map(
-        (s) => ({{ ...s, urls: [].concat(s.urls).map(via) }}));
-      super({{ ...config, iceServers }}, ...rest);
-      window.__pcs.push(this);
-    }}
-  }};
-}})();
-"""
 
 
 # The inbound-rtp of the other side's voice (the <audio> whose data-track-id is given)
@@ -219,7 +199,7 @@ def _collect(errors: list[str], name: str) -> Callable[[Error], None]:
 
 async def _context(browser: Browser, turn: TurnServer, link: LinkImpairer) -> BrowserContext:
     ctx = await browser.new_context(viewport={"width": 1280, "height": 800})
-    await ctx.add_init_script(via_impairer(turn.port, link.address[1]))
+    await ctx.add_init_script(turn_via_impairer(turn.port, link.address[1]))
     return ctx
 
 

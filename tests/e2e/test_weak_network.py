@@ -31,7 +31,14 @@ import pytest
 from playwright.async_api import Browser, Error, Geolocation, Page, expect
 
 from tests.conftest import Server
-from tests.e2e.pages import RECORD_PCS, answer_on_console, fresh_frames, login_kiosk, video_frames
+from tests.e2e.pages import (
+    RECORD_PCS,
+    answer_on_console,
+    fresh_frames,
+    login_kiosk,
+    turn_via_impairer,
+    video_frames,
+)
 from tests.netimpair import LinkImpairer, LinkProfile
 from tests.turnserver import TurnServer
 
@@ -53,33 +60,6 @@ DROP_S = 10.0
 RECOVERY_LIMIT_S = 15.0
 
 SURVEYOR_VIDEO = 'video[data-participant-kind="surveyor"][data-role="camera"]'
-
-
-def phone_init(turn_port: int, impairer_port: int) -> str:
-    """The phone's page sees TURN at the impairer's port; its connections are kept in
-    ``window.__pcs`` and their state changes logged in ``window.__vwLog``."""
-    return f"""
-(() => {{
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.__vwLog = [];
-  const via = (u) => u.replace('127.0.0.1:{turn_port}', '127.0.0.1:{impairer_port}');
-  window.RTCPeerConnection = class extends Native {{
-    constructor(config = {{}}, ...rest) {{
-      const iceServers = (config.iceServers || []).map(
-        (s) => ({{ ...s, urls: [].concat(s.urls).map(via) }}));
-      super({{ ...config, iceServers }}, ...rest);
-      window.__pcs.push(this);
-      const id = `pc${{window.__pcs.length}}`;
-      const log = (what) => window.__vwLog.push([Date.now(), id, what]);
-      log('new');
-      this.addEventListener('connectionstatechange', () => log(this.connectionState));
-      this.addEventListener('icecandidate',
-                            (e) => log(e.candidate ? e.candidate.type : 'gathered'));
-    }}
-  }};
-}})();
-"""
 
 
 # What the agent's console receives from the surveyor: the inbound-rtp of the tracks
@@ -201,7 +181,8 @@ async def test_inspection_on_a_weak_mobile_link(relay_server: Server, turn_serve
     errors: list[str] = []
     try:
         await agent_ctx.add_init_script(RECORD_PCS)
-        await phone_ctx.add_init_script(phone_init(turn_server.port, mobile_link.address[1]))
+        await phone_ctx.add_init_script(turn_via_impairer(turn_server.port,
+                                                            mobile_link.address[1], log=True))
         kiosk = await kiosk_ctx.new_page()
         agent = await agent_ctx.new_page()
         await login_kiosk(kiosk, server.url)
