@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event, select, text
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,8 @@ from vwindow.models import AuditEntry, utcnow
 GENESIS = bytes(32)
 _PG_AUDIT_LOCK = 0x76776E64  # advisory lock key serialising appends across nodes
 _PENDING = "vwindow.audit.pending"
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_TAIL = select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
 
 
 def _canonical(
@@ -65,17 +67,20 @@ def _link_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-    last = session.execute(
-        select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).scalar_one_or_none()
+    # Core statements on the session's connection: this runs in every audited
+    # transaction, and the ORM's unit of work is most of the cost of a plain insert.
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
+    last = conn.execute(_TAIL).scalar_one_or_none()
     prev = last if last is not None else GENESIS
+    rows = []
     for case_id, at, actor, action, body in pending:
         entry_hash = link_hash(prev, case_id, at, actor, action, body)
-        session.add(AuditEntry(case_id=case_id, at=at, actor=actor, action=action,
-                               detail=body, prev_hash=prev, hash=entry_hash))
+        rows.append({"case_id": case_id, "at": at, "actor": actor, "action": action,
+                     "detail": body, "prev_hash": prev, "hash": entry_hash})
         prev = entry_hash
-    session.flush()
+    conn.execute(insert(AuditEntry), rows)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import Integer, String, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +33,7 @@ from vwindow.case_sla import FEEDBACK_STATUSES, RESULT_STATUSES, SlaView, case_s
 from vwindow.catalog import SituationQuestion, applicable_materials
 from vwindow.catalog_store import item_of
 from vwindow.checklist import Checklist, IdReadFact, MaterialFact, build
-from vwindow.db import Database
+from vwindow.db import Database, core
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, ValidationError
 from vwindow.models import (
     Appointment,
@@ -47,6 +47,7 @@ from vwindow.models import (
     MaterialTag,
     Role,
     ServiceItem,
+    UTCDateTime,
     utcnow,
 )
 from vwindow.sla_config import SlaConfig
@@ -172,44 +173,54 @@ class FlowView(BaseModel):
     sla: SlaView
 
 
-async def _record_milestone(s: AsyncSession, case_id: int, key: str, at: datetime,
-                            actor: str) -> None:
-    exists = (await s.scalars(select(CaseMilestone.id).where(
-        CaseMilestone.case_id == case_id, CaseMilestone.key == key))).first()
-    if exists is None:
-        s.add(CaseMilestone(case_id=case_id, key=key, at=at, actor=actor))
+_ADD_MILESTONE = insert(CaseMilestone).from_select(
+    ["case_id", "key", "at", "actor"],
+    select(bindparam("case", type_=Integer), bindparam("key", type_=String),
+           bindparam("at", type_=UTCDateTime()), bindparam("actor", type_=String))
+    .where(~select(CaseMilestone.id).where(CaseMilestone.case_id == bindparam("case"),
+                                           CaseMilestone.key == bindparam("key")).exists()))
+"""A milestone is recorded the first time only (one statement: it is on every answer)."""
+
+_CLOSE_PAUSE = (update(CasePause)
+                .where(CasePause.case_id == bindparam("case"), CasePause.ended_at.is_(None))
+                .values(ended_at=bindparam("at"), ended_by=bindparam("actor")))
+
+_SET_STATUS = (update(Case)
+               .where(Case.id == bindparam("case"), Case.status == bindparam("current"))
+               .values(status=bindparam("to"), status_changed_at=bindparam("at"),
+                       outcome_note=bindparam("reason")))
+
+_ASSIGN = (update(Case).where(Case.id == bindparam("case"))
+           .values(assigned_agent_id=bindparam("agent")).returning(Case.status))
 
 
-async def _close_pause(s: AsyncSession, case_id: int, at: datetime, actor: str) -> None:
-    await s.execute(update(CasePause).where(CasePause.case_id == case_id,
-                                            CasePause.ended_at.is_(None))
-                    .values(ended_at=at, ended_by=actor))
-
-
-async def _move(s: AsyncSession, case: Case, to: CaseStatus, actor_key: str, *,
-                reason: str | None, detail: dict[str, Any] | None = None) -> None:
+async def _move(s: AsyncSession, case_id: int, current: CaseStatus, to: CaseStatus,
+                actor_key: str, *, reason: str | None,
+                detail: dict[str, Any] | None = None) -> None:
     """Change the status (guarded against a concurrent change), pauses, milestones, audit."""
-    current = CaseStatus(case.status)
     now = utcnow()
-    result = await s.execute(update(Case).where(Case.id == case.id, Case.status == current)
-                             .values(status=to, status_changed_at=now, outcome_note=reason))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise InvalidStateError(f"case {case.id} changed meanwhile; reload and try again",
+    conn = await core(s)
+    result = await conn.execute(_SET_STATUS, {"case": case_id, "current": current,
+                                              "to": to, "at": now, "reason": reason})
+    if result.rowcount != 1:
+        raise InvalidStateError(f"case {case_id} changed meanwhile; reload and try again",
                                 field="to")
     if to == CaseStatus.RETURNED:
-        s.add(CasePause(case_id=case.id, started_at=now, started_by=actor_key))
+        s.add(CasePause(case_id=case_id, started_at=now, started_by=actor_key))
     else:
-        await _close_pause(s, case.id, now, actor_key)
-    if not actor_key.startswith("system:"):
-        await _record_milestone(s, case.id, "first_response", now, actor_key)
+        await conn.execute(_CLOSE_PAUSE, {"case": case_id, "at": now, "actor": actor_key})
+    keys = [] if actor_key.startswith("system:") else ["first_response"]
     if to in FEEDBACK_STATUSES:
-        await _record_milestone(s, case.id, "feedback", now, actor_key)
+        keys.append("feedback")
     if to in RESULT_STATUSES:
-        await _record_milestone(s, case.id, "result", now, actor_key)
-    await audit.append(s, actor=actor_key, action="case.transition", case_id=case.id,
+        keys.append("result")
+    for key in keys:
+        await conn.execute(_ADD_MILESTONE, {"case": case_id, "key": key, "at": now,
+                                            "actor": actor_key})
+    await audit.append(s, actor=actor_key, action="case.transition", case_id=case_id,
                        detail={"from": current.value, "to": to.value, "reason": reason or "",
                                **(detail or {})})
-    logger.info("case %s: %s -> %s by %s", case.id, current.value, to.value,
+    logger.info("case %s: %s -> %s by %s", case_id, current.value, to.value,
                 actor_key.partition(":")[0])
 
 
@@ -223,7 +234,8 @@ async def material_arrived(s: AsyncSession, case_id: int, material_id: int,
     if case is None or case.status != CaseStatus.RETURNED:
         return
     check_transition(CaseStatus.RETURNED, CaseStatus.IN_PROGRESS, "system")
-    await _move(s, case, CaseStatus.IN_PROGRESS, actor_key, reason="补正材料已收到",
+    await _move(s, case.id, CaseStatus.RETURNED, CaseStatus.IN_PROGRESS, actor_key,
+                reason="补正材料已收到",
                 detail={"material_id": material_id, "automatic": True})
 
 
@@ -234,19 +246,19 @@ async def call_answered(s: AsyncSession, case_id: int, agent_id: int) -> None:
     there). A case answered from received, dispatched, returned or booked moves through
     ``_move``, so a 补正 pause ends and the move is audited like any other.
     """
-    case = await s.get(Case, case_id, with_for_update=True, populate_existing=True)
-    if case is None:
+    conn = await core(s)
+    status = (await conn.execute(_ASSIGN, {"case": case_id, "agent": agent_id})
+              ).scalar_one_or_none()
+    if status is None:
         raise NotFoundError(f"case {case_id} does not exist", field="case_id")
-    case.assigned_agent_id = agent_id
-    await s.flush()
-    current = CaseStatus(case.status)
+    current = CaseStatus(status)
     if current in (CaseStatus.IN_PROGRESS, CaseStatus.COMPLETED, CaseStatus.REJECTED):
         return
     if current == CaseStatus.DISPATCHED:
         # The back office owns a dispatched case; a call on it is the citizen asking.
         return
-    await _move(s, case, CaseStatus.IN_PROGRESS, f"agent:{agent_id}", reason=None,
-                detail={"call_answered": True})
+    await _move(s, case_id, current, CaseStatus.IN_PROGRESS, f"agent:{agent_id}",
+                reason=None, detail={"call_answered": True})
 
 
 async def open_case_for_call(s: AsyncSession, number: str, kiosk: Kiosk,
@@ -332,7 +344,8 @@ class CaseFlow:
                                               "reason", field="reason")
                     detail = {"override": True, "missing": checklist.missing,
                               "unanswered": checklist.unanswered}
-            await _move(s, case, to, principal.key, reason=reason, detail=detail)
+            await _move(s, case.id, CaseStatus(case.status), to, principal.key, reason=reason,
+                        detail=detail)
 
     async def set_answers(self, principal: Principal, case_id: int,
                           answers: Mapping[str, str]) -> None:

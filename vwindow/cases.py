@@ -11,15 +11,16 @@ import asyncio
 import hashlib
 import logging
 import secrets
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vwindow import audit, case_flow
 from vwindow.auth import Principal
-from vwindow.db import Database
+from vwindow.db import Database, core
 from vwindow.errors import (
     AuthError,
     ConflictError,
@@ -110,6 +111,28 @@ async def _new_case_number(s: AsyncSession, now: datetime) -> str:
             return number
     return f"VW{now:%Y%m%d}-{secrets.token_hex(5).upper()}"  # a day that full: longer
 
+_LATEST_TRANSFER_NOTE = (
+    select(func.max(CaseNote.id))
+    .where(CaseNote.call_id == Call.id, CaseNote.kind == "transfer")
+    .correlate(Call).scalar_subquery())
+
+_VIEW_QUERY = (
+    select(Call.id, Call.case_id, Call.status, Call.queued_at, Call.answered_at,
+           Call.agent_id, Call.dialect, Call.priority, Call.callback,
+           Case.number, ServiceItem.code.label("item_code"),
+           ServiceItem.name.label("item_name"), Kiosk.code.label("kiosk_code"),
+           Kiosk.name.label("kiosk_name"), Township.name.label("town_name"),
+           User.display_name.label("agent_name"), _LATEST_TRANSFER_NOTE.label("note_id"))
+    .join(Case, Case.id == Call.case_id)
+    .join(ServiceItem, ServiceItem.id == Call.service_item_id)
+    .join(Kiosk, Kiosk.id == Call.kiosk_id)
+    .join(Township, Township.id == Kiosk.township_id)
+    .outerjoin(User, User.id == Call.agent_id)
+    .where(Call.id.in_(bindparam("ids", expanding=True))))
+"""Everything a ``CallView`` shows, for a set of calls (built once: no per-call
+statement construction)."""
+
+
 class Cases:
     """Domain operations on calls and cases over one database."""
 
@@ -121,37 +144,30 @@ class Cases:
 
     async def view(self, s: AsyncSession, call: Call) -> CallView:
         """The view of ``call`` that clients see, read within session ``s``."""
-        # One round trip for the names around the call (a view is built on every offer).
-        names = (await s.execute(
-            select(Case.number, ServiceItem.code, ServiceItem.name, Kiosk.code, Kiosk.name,
-                   Township.name, User.display_name)
-            .select_from(Call)
-            .join(Case, Case.id == Call.case_id)
-            .join(ServiceItem, ServiceItem.id == Call.service_item_id)
-            .join(Kiosk, Kiosk.id == Call.kiosk_id)
-            .join(Township, Township.id == Kiosk.township_id)
-            .outerjoin(User, User.id == call.agent_id)
-            .where(Call.id == call.id))).one()
-        number, item_code, item_name, kiosk_code, kiosk_name, town_name, agent_name = names
-        note = (await s.scalars(select(CaseNote).where(
-            CaseNote.call_id == call.id, CaseNote.kind == "transfer")
-            .order_by(CaseNote.id.desc()).limit(1))).first()
-        return CallView(
-            call_id=call.id,
-            case_id=call.case_id,
-            case_number=number,
-            status=call.status,
-            service=ServiceRef(code=item_code, name=item_name),
-            kiosk=KioskRef(code=kiosk_code, name=kiosk_name, township=town_name),
-            queued_at=call.queued_at,
-            answered_at=call.answered_at,
-            agent=AgentRef(id=call.agent_id, name=agent_name)
-            if call.agent_id and agent_name is not None else None,
-            dialect=call.dialect,
-            priority=call.priority,
-            callback=call.callback,
-            transfer_note=note_view(note) if note else None,
-        )
+        return (await self.views(s, [call.id]))[call.id]
+
+    async def views(self, s: AsyncSession, call_ids: Collection[int]) -> dict[int, CallView]:
+        """The views of several calls in one round trip (plus one for transfer notes, if
+        any call has one): a view is built on every offer, answer and end."""
+        if not call_ids:
+            return {}
+        conn = await core(s)
+        rows = (await conn.execute(_VIEW_QUERY, {"ids": list(call_ids)})).all()
+        note_ids = [r.note_id for r in rows if r.note_id is not None]
+        notes: dict[int, NoteView] = {}
+        if note_ids:
+            notes = {n.id: note_view(n) for n in (await s.scalars(
+                select(CaseNote).where(CaseNote.id.in_(note_ids)))).all()}
+        return {r.id: CallView(
+            call_id=r.id, case_id=r.case_id, case_number=r.number, status=r.status,
+            service=ServiceRef(code=r.item_code, name=r.item_name),
+            kiosk=KioskRef(code=r.kiosk_code, name=r.kiosk_name, township=r.town_name),
+            queued_at=r.queued_at, answered_at=r.answered_at,
+            agent=AgentRef(id=r.agent_id, name=r.agent_name)
+            if r.agent_id and r.agent_name is not None else None,
+            dialect=r.dialect, priority=r.priority, callback=r.callback,
+            transfer_note=notes.get(r.note_id) if r.note_id is not None else None,
+        ) for r in rows}
 
     async def call_view(self, call_id: int) -> CallView:
         async with self.db.session() as s:

@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -104,6 +105,14 @@ class Database:
         """A session inside one transaction, committed on success."""
         async with self.sessions() as session, session.begin():
             yield session
+
+
+async def core(session: AsyncSession) -> AsyncConnection:
+    """The session's connection, for Core statements on a hot path: they skip the ORM's
+    per-statement work (about half of a statement's cost here). Pending ORM changes are
+    flushed first, so what the statement reads includes them, as an ORM query's would."""
+    await session.flush()
+    return await session.connection()
 
 
 _UNREACHABLE = ("connection refused", "connection reset", "connection is closed",

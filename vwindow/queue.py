@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from vwindow import audit, case_flow, routing
 from vwindow.auth import Principal
@@ -56,6 +58,36 @@ logger = logging.getLogger(__name__)
 
 PLAN_PAGE = 64
 """Waiting calls a routing pass reads at a time (more when more agents are free)."""
+
+
+_ANSWERED: dict[str, Any] = {
+    "status": CallStatus.LIVE, "agent_id": bindparam("agent"),
+    "answered_at": func.coalesce(Call.answered_at, bindparam("now")),
+    # A transferred call's session goes on where its hub is.
+    "hub_node": func.coalesce(Call.hub_node, bindparam("node")),
+    "offered_to": None, "offer_expires_at": None, "reserved_for": None,
+    "reserved_until": None,
+}
+_OTHER = aliased(Call)
+
+_CLAIM = (update(Call)
+          .where(Call.id == bindparam("call"), Call.status == CallStatus.QUEUED,
+                 or_(Call.offered_to.is_(None), Call.offered_to == bindparam("agent")))
+          .values(_ANSWERED).returning(Call.case_id))
+"""The claim itself: only the offered agent, or anyone while no offer stands, wins."""
+
+_ANSWER_OFFER = (update(Call)
+                 .where(Call.id == bindparam("call"), Call.status == CallStatus.QUEUED,
+                        Call.offered_to == bindparam("agent"),
+                        ~select(_OTHER.id).where(_OTHER.agent_id == bindparam("agent"),
+                                                 _OTHER.status == CallStatus.LIVE).exists())
+                 .values(_ANSWERED).returning(Call.case_id))
+"""The claim of an agent holding the call's offer and in no other call: the checks of
+``_claim_checked`` are then all true, so they are not made one by one."""
+
+_SET_IN_CALL = (update(AgentStatus).where(AgentStatus.agent_id == bindparam("agent"))
+                .values(state="in_call", since=bindparam("now"), reason=None,
+                        node_id=bindparam("node")))
 
 
 class CallQueueOps(CallQueueBase):
@@ -267,49 +299,51 @@ class CallQueueOps(CallQueueBase):
         """
         now = utcnow()
         async with self.db.session() as s:
-            busy = (await s.scalars(select(Call.id).where(
-                Call.agent_id == agent_id, Call.status == CallStatus.LIVE))).first()
-            if busy is not None:
-                raise InvalidStateError(f"agent is already in call {busy}")
-            call = await s.get(Call, call_id)
-            if call is None:
-                raise NotFoundError(f"call {call_id} does not exist", field="call_id")
-            if call.status != CallStatus.QUEUED:
-                raise ConflictError(f"call {call_id} is already {call.status}", field="call_id")
-            if call.offered_to is None:
-                await self._check_eligible(s, agent_id, call, now)
-            result = await s.execute(
-                update(Call)
-                .where(Call.id == call_id, Call.status == CallStatus.QUEUED,
-                       or_(Call.offered_to.is_(None), Call.offered_to == agent_id))
-                .values(status=CallStatus.LIVE, agent_id=agent_id,
-                        answered_at=func.coalesce(Call.answered_at, now),
-                        # A transferred call's session goes on where its hub is.
-                        hub_node=func.coalesce(Call.hub_node, self.node_id),
-                        offered_to=None, offer_expires_at=None, reserved_for=None,
-                        reserved_until=None))
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                current = await s.get_one(Call, call_id, populate_existing=True)
-                if current.status == CallStatus.QUEUED:
-                    raise ConflictError(f"call {call_id} is offered to another agent",
-                                        field="call_id")
-                raise ConflictError(f"call {call_id} is already {current.status}",
-                                    field="call_id")
-            call = await s.get_one(Call, call_id, populate_existing=True)
-            await case_flow.call_answered(s, call.case_id, agent_id)
-            status = await s.get(AgentStatus, agent_id, with_for_update=True)
-            if status is None:
-                s.add(AgentStatus(agent_id=agent_id, state="in_call", since=now,
-                                  idle_since=now, node_id=self.node_id))
-            else:
-                status.state = "in_call"
-                status.since = now
-                status.reason = None
-                status.node_id = self.node_id
+            conn = await s.connection()
+            # The common case in one statement: the agent answers the offer it holds.
+            case_id = (await conn.execute(_ANSWER_OFFER, {
+                "call": call_id, "agent": agent_id, "now": now, "node": self.node_id,
+            })).scalar_one_or_none()
+            if case_id is None:
+                case_id = await self._claim_checked(s, agent_id, call_id, now)
+            await case_flow.call_answered(s, case_id, agent_id)
+            if (await conn.execute(_SET_IN_CALL, {"agent": agent_id, "now": now,
+                                                  "node": self.node_id})).rowcount == 0:
+                await conn.execute(insert(AgentStatus).values(
+                    agent_id=agent_id, state="in_call", since=now, idle_since=now,
+                    node_id=self.node_id))
             await audit.append(s, actor=f"agent:{agent_id}", action="call.answered",
-                               case_id=call.case_id, detail={"call_id": call_id})
+                               case_id=case_id, detail={"call_id": call_id})
             logger.info("call %s answered by agent %s", call_id, agent_id)
-            return await self.cases.view(s, call)
+            return (await self.cases.views(s, [call_id]))[call_id]
+
+    async def _claim_checked(self, s: AsyncSession, agent_id: int, call_id: int,
+                             now: datetime) -> int:
+        """The claim with every check spelled out (no offer to this agent stood): a pick
+        from the queue or ring-all, or an answer that must be refused with the reason.
+        Returns the case of the call taken."""
+        busy = (await s.scalars(select(Call.id).where(
+            Call.agent_id == agent_id, Call.status == CallStatus.LIVE))).first()
+        if busy is not None:
+            raise InvalidStateError(f"agent is already in call {busy}")
+        call = await s.get(Call, call_id)
+        if call is None:
+            raise NotFoundError(f"call {call_id} does not exist", field="call_id")
+        if call.status != CallStatus.QUEUED:
+            raise ConflictError(f"call {call_id} is already {call.status}", field="call_id")
+        if call.offered_to is None:
+            await self._check_eligible(s, agent_id, call, now)
+        conn = await s.connection()
+        taken = (await conn.execute(_CLAIM, {"call": call_id, "agent": agent_id, "now": now,
+                                             "node": self.node_id})).scalar_one_or_none()
+        if taken is None:
+            current = await s.get_one(Call, call_id, populate_existing=True)
+            if current.status == CallStatus.QUEUED:
+                raise ConflictError(f"call {call_id} is offered to another agent",
+                                    field="call_id")
+            raise ConflictError(f"call {call_id} is already {current.status}",
+                                field="call_id")
+        return int(taken)
 
     async def _check_eligible(self, s: AsyncSession, agent_id: int, call: Call,
                               now: datetime) -> None:
