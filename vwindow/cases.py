@@ -133,6 +133,11 @@ _VIEW_QUERY = (
 statement construction)."""
 
 
+_END = (update(Call).where(Call.id == bindparam("call"), Call.status == CallStatus.LIVE)
+        .values(status=CallStatus.ENDED, ended_at=bindparam("now"), ended_by=bindparam("by"))
+        .returning(Call.case_id))
+
+
 class Cases:
     """Domain operations on calls and cases over one database."""
 
@@ -358,18 +363,15 @@ class Cases:
     async def end_call(self, call_id: int, ended_by: str, actor: str) -> CallView | None:
         """End a live call; None when it was not live (ending twice is harmless)."""
         async with self.db.session() as s:
-            result = await s.execute(
-                update(Call)
-                .where(Call.id == call_id, Call.status == CallStatus.LIVE)
-                .values(status=CallStatus.ENDED, ended_at=utcnow(), ended_by=ended_by)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            conn = await s.connection()
+            case_id = (await conn.execute(_END, {"call": call_id, "now": utcnow(),
+                                                 "by": ended_by})).scalar_one_or_none()
+            if case_id is None:
                 return None
-            call = await s.get_one(Call, call_id, populate_existing=True)
-            await audit.append(s, actor=actor, action="call.ended", case_id=call.case_id,
+            await audit.append(s, actor=actor, action="call.ended", case_id=case_id,
                                detail={"call_id": call_id, "by": ended_by})
             logger.info("call %s ended by %s", call_id, ended_by)
-            return await self.view(s, call)
+            return (await self.views(s, [call_id]))[call_id]
 
     # -- expert invitations ------------------------------------------------------------
 

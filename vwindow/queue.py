@@ -16,7 +16,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
 from vwindow import audit, case_flow, routing
@@ -38,6 +39,7 @@ from vwindow.models import (
     ServiceItem,
     Township,
     User,
+    UTCDateTime,
     utcnow,
 )
 from vwindow.nodes import NodeLife
@@ -56,8 +58,9 @@ __all__ = ["CallQueue", "Offer", "QueueInfo", "Withdrawn"]
 
 logger = logging.getLogger(__name__)
 
-PLAN_PAGE = 64
-"""Waiting calls a routing pass reads at a time (more when more agents are free)."""
+PLAN_PAGE = 16
+"""Waiting calls a routing pass reads at a time, at least (four per free agent): a pass
+runs on every change, usually for one agent, and most calls suit most agents."""
 
 
 _ANSWERED: dict[str, Any] = {
@@ -90,6 +93,46 @@ _SET_IN_CALL = (update(AgentStatus).where(AgentStatus.agent_id == bindparam("age
                         node_id=bindparam("node")))
 
 
+_STATE_LOCKED = (select(AgentStatus.state).where(AgentStatus.agent_id == bindparam("agent"))
+                 .with_for_update())
+
+_SET_STATE = (update(AgentStatus).where(AgentStatus.agent_id == bindparam("agent"))
+              .values(state=bindparam("state"), reason=bindparam("reason"),
+                      since=bindparam("now"), node_id=bindparam("node"),
+                      wrap_until=bindparam("wrap"),
+                      idle_since=func.coalesce(bindparam("idle", type_=UTCDateTime()),
+                                               AgentStatus.idle_since)))
+"""An agent's new state (``idle`` None: the idle clock runs on, as from ready to ready)."""
+
+_READY_HERE = (
+    select(AgentStatus.agent_id, AgentStatus.state, AgentStatus.idle_since,
+           AgentStatus.last_offer_at, User.level, User.county, User.skills, User.dialects,
+           select(func.count()).where(Call.agent_id == AgentStatus.agent_id,
+                                      Call.status == CallStatus.LIVE)
+           .correlate(AgentStatus).scalar_subquery().label("live"))
+    .join(User, User.id == AgentStatus.agent_id)
+    .where(AgentStatus.state == "ready", AgentStatus.node_id == bindparam("node"))
+    .order_by(AgentStatus.agent_id)
+    .with_for_update(skip_locked=True, of=AgentStatus))
+"""This node's ready agents, locked (another pass on this node skips them meanwhile)."""
+
+_OFFERABLE = select(Call.id).where(Call.id.in_(bindparam("ids", expanding=True)),
+                                   Call.status == CallStatus.QUEUED, Call.offered_to.is_(None))
+
+_OFFER = (update(Call).where(Call.id == bindparam("call"))
+          .values(offered_to=bindparam("agent"), offer_expires_at=bindparam("expires")))
+
+_RINGING = (update(AgentStatus).where(AgentStatus.agent_id == bindparam("agent"))
+            .values(state="ringing", since=bindparam("now"), last_offer_at=bindparam("now")))
+
+
+def _ready_slot(row: Row[Any]) -> routing.AgentSlot:
+    return routing.AgentSlot(
+        id=row.agent_id, state=row.state, level=row.level, county=row.county,
+        skills=frozenset(row.skills or ()), dialects=frozenset(row.dialects or ()),
+        idle_since=row.idle_since, last_offer_at=row.last_offer_at, live_calls=row.live)
+
+
 class CallQueueOps(CallQueueBase):
     """Changes: agent states, offers, claims, transfers, callbacks."""
 
@@ -116,22 +159,21 @@ class CallQueueOps(CallQueueBase):
         now = utcnow()
         dropped: int | None = None
         async with self.db.session() as s:
-            status = await s.get(AgentStatus, agent_id, with_for_update=True)
-            if status is None:
-                status = AgentStatus(agent_id=agent_id, state="offline", since=now,
-                                     idle_since=now)
-                s.add(status)
-            if status.state == "in_call" and not force and await self._in_a_call(s, agent_id):
-                return status.state, None
-            if status.state == "ringing" and state != "ringing":
+            conn = await s.connection()
+            old = (await conn.execute(_STATE_LOCKED, {"agent": agent_id})).scalar_one_or_none()
+            if old is None:
+                await conn.execute(insert(AgentStatus).values(
+                    agent_id=agent_id, state="offline", since=now, idle_since=now))
+                old = "offline"
+            if old == "in_call" and not force and await self._in_a_call(s, agent_id):
+                return old, None
+            if old == "ringing" and state != "ringing":
                 dropped = await self._clear_offer(s, agent_id)
-            if state == "ready" and status.state != "ready":
-                status.idle_since = now
-            status.state = state
-            status.reason = reason if state == "away" else None
-            status.since = now
-            status.node_id = self.node_id
-            status.wrap_until = now + timedelta(seconds=wrap_s) if wrap_s is not None else None
+            await conn.execute(_SET_STATE, {
+                "agent": agent_id, "state": state, "now": now, "node": self.node_id,
+                "reason": reason if state == "away" else None,
+                "idle": now if state == "ready" and old != "ready" else None,
+                "wrap": now + timedelta(seconds=wrap_s) if wrap_s is not None else None})
             logger.info("agent %s is %s%s", agent_id, state, f" ({reason})" if reason else "")
             return state, dropped
 
@@ -169,42 +211,37 @@ class CallQueueOps(CallQueueBase):
         The plan is made on an unlocked snapshot; then only the planned calls are locked
         (``FOR UPDATE SKIP LOCKED``) and re-checked, so a node routing at the same time
         is never blocked and never gets the same call: what it has locked is skipped here
-        and planned again on the next pass.
+        and planned again on the next pass. Core statements throughout (a pass runs on
+        every change), the offers' updates each one statement for all of them.
         """
         now = utcnow()
         async with self.db.session() as s:
-            agents = await self._agents(s, ready_here_locked=True)
+            conn = await s.connection()
+            agents = [_ready_slot(row) for row in (await conn.execute(
+                _READY_HERE, {"node": self.node_id})).all()]
             if not agents:
                 return []
-            planned = await self._plan(s, [a for _, a in agents], now)
+            planned = await self._plan(conn, agents, now)
             if not planned:
                 return []
             ring_all = self.rules.strategy == "ring_all"
-            wanted = {call_id for call_id, _ in planned}
-            query = select(Call).where(Call.id.in_(wanted), Call.status == CallStatus.QUEUED,
-                                       Call.offered_to.is_(None))
-            if not ring_all:
-                query = query.with_for_update(skip_locked=True)
-            calls = {c.id: c for c in (await s.scalars(query)).all()}
-            statuses = {status.agent_id: status for status, _ in agents}
-            offers: list[Offer] = []
+            query = _OFFERABLE if ring_all else _OFFERABLE.with_for_update(skip_locked=True)
+            free = set((await conn.scalars(query, {
+                "ids": list({call_id for call_id, _ in planned})})).all())
+            # Taken, cancelled or being offered by another node: planned again next pass.
+            planned = [(call_id, agent_id) for call_id, agent_id in planned if call_id in free]
+            if not planned:
+                return []
             expires = None if ring_all else now + timedelta(seconds=self.config.offer_timeout_s)
-            for call_id, agent_id in planned:
-                call = calls.get(call_id)
-                if call is None:
-                    continue  # taken, cancelled or being offered by another node
-                if not ring_all:
-                    call.offered_to = agent_id
-                    call.offer_expires_at = expires
-                    status = statuses[agent_id]
-                    status.state = "ringing"
-                    status.since = now
-                    status.last_offer_at = now
-                offers.append(Offer(await self.cases.view(s, call), agent_id, expires))
-            return offers
+            if not ring_all:
+                await conn.execute(_OFFER, [{"call": c, "agent": a, "expires": expires}
+                                            for c, a in planned])
+                await conn.execute(_RINGING, [{"agent": a, "now": now} for _, a in planned])
+            views = await self.cases.views(s, {call_id for call_id, _ in planned})
+            return [Offer(views[call_id], agent_id, expires) for call_id, agent_id in planned]
 
-    async def _plan(self, s: AsyncSession, agents: list[routing.AgentSlot], now: datetime
-                    ) -> list[tuple[int, int]]:
+    async def _plan(self, conn: AsyncConnection, agents: list[routing.AgentSlot],
+                    now: datetime) -> list[tuple[int, int]]:
         """``routing.plan`` over the waiting calls, read a page at a time in serving order
         until every free agent has a call (or the calls run out): with a thousand calls
         waiting, a pass reads the first few dozen instead of all of them. The result is
@@ -216,7 +253,7 @@ class CallQueueOps(CallQueueBase):
         offers: list[tuple[int, int]] = []
         after: routing.WaitingCall | None = None
         while pool:
-            rows = await self._waiting_rows(s, unoffered=True, after=after, limit=page)
+            rows = await self._waiting_rows(conn, unoffered=True, after=after, limit=page)
             if not rows:
                 break
             planned = routing.plan([w.call for w in rows], pool, now, self.rules).offers

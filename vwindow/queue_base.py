@@ -4,12 +4,14 @@ queue places). ``vwindow.queue.CallQueue`` puts the parts together."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from vwindow import routing
 from vwindow.cases import Cases
@@ -22,6 +24,7 @@ from vwindow.models import (
     Kiosk,
     Township,
     User,
+    UTCDateTime,
 )
 from vwindow.views import CallView
 
@@ -86,6 +89,39 @@ class WaitingRow:
     offered_to: int | None
 
 
+_WITHDRAW_OFFER = (update(Call)
+                   .where(Call.offered_to == bindparam("agent"), Call.status == CallStatus.QUEUED)
+                   .values(offered_to=None, offer_expires_at=None).returning(Call.id))
+
+
+@functools.cache
+def _waiting_query(unoffered: bool, paged: bool, limited: bool) -> Select[*tuple[Any, ...]]:
+    """The waiting calls in serving order, built once per shape (a routing pass on every
+    change would otherwise spend a good part of its time building the same statement)."""
+    query: Select[*tuple[Any, ...]] = (
+        select(Call.id, Call.category, Township.county, Call.queued_at, Call.dialect,
+               Township.default_dialect, Call.priority, Call.excluded,
+               Call.reserved_for, Call.kiosk_id, Call.callback, Call.offered_to)
+        .join(Kiosk, Kiosk.id == Call.kiosk_id)
+        .join(Township, Township.id == Kiosk.township_id)
+        .where(Call.status == CallStatus.QUEUED)
+        .order_by(Call.priority.desc(), Call.queued_at, Call.id))
+    if unoffered:
+        query = query.where(Call.offered_to.is_(None))
+    if paged:
+        # Keyset paging in (priority desc, queued_at, id) order.
+        priority = bindparam("priority", type_=Integer)
+        queued_at = bindparam("queued_at", type_=UTCDateTime())
+        query = query.where(or_(
+            Call.priority < priority,
+            and_(Call.priority == priority, or_(
+                Call.queued_at > queued_at,
+                and_(Call.queued_at == queued_at, Call.id > bindparam("id", type_=Integer))))))
+    if limited:
+        query = query.limit(bindparam("limit", type_=Integer))
+    return query
+
+
 class CallQueueBase:
     """What the queue's parts share: the database, the rules, snapshots."""
 
@@ -99,33 +135,21 @@ class CallQueueBase:
 
     # -- snapshots ---------------------------------------------------------------------
 
-    async def _waiting_rows(self, s: AsyncSession, *, unoffered: bool = False,
-                            after: routing.WaitingCall | None = None,
+    async def _waiting_rows(self, s: AsyncSession | AsyncConnection, *,
+                            unoffered: bool = False, after: routing.WaitingCall | None = None,
                             limit: int | None = None) -> list[WaitingRow]:
         """The waiting calls as plain rows (no ORM objects), in serving order
         (``routing.serving_order``); ``after`` and ``limit`` read them a page at a time."""
-        query = (select(Call.id, Call.category, Township.county, Call.queued_at, Call.dialect,
-                        Township.default_dialect, Call.priority, Call.excluded,
-                        Call.reserved_for, Call.kiosk_id, Call.callback, Call.offered_to)
-                 .join(Kiosk, Kiosk.id == Call.kiosk_id)
-                 .join(Township, Township.id == Kiosk.township_id)
-                 .where(Call.status == CallStatus.QUEUED)
-                 .order_by(Call.priority.desc(), Call.queued_at, Call.id))
-        if unoffered:
-            query = query.where(Call.offered_to.is_(None))
+        query = _waiting_query(unoffered, after is not None, limit is not None)
+        params: dict[str, object] = {}
         if after is not None:
-            # Keyset paging in (priority desc, queued_at, id) order.
-            query = query.where(or_(
-                Call.priority < after.priority,
-                and_(Call.priority == after.priority, or_(
-                    Call.queued_at > after.queued_at,
-                    and_(Call.queued_at == after.queued_at, Call.id > after.id)))))
+            params = {"priority": after.priority, "queued_at": after.queued_at, "id": after.id}
         if limit is not None:
-            query = query.limit(limit)
+            params["limit"] = limit
         out = []
         for (call_id, category, county, queued_at, dialect, default_dialect, priority,
              excluded, reserved_for, kiosk_id, callback, offered_to) in (
-                await s.execute(query)).all():
+                await s.execute(query, params)).all():
             waiting = routing.WaitingCall(
                 id=call_id, category=category or "", county=county, queued_at=queued_at,
                 dialect=dialect or default_dialect, priority=priority,
@@ -154,11 +178,6 @@ class CallQueueBase:
         return [(status, _slot(status, user, busy.get(user.id, 0))) for status, user in rows]
 
     async def _clear_offer(self, s: AsyncSession, agent_id: int) -> int | None:
-        call = (await s.scalars(select(Call).where(Call.offered_to == agent_id,
-                                                   Call.status == CallStatus.QUEUED)
-                                .with_for_update())).first()
-        if call is None:
-            return None
-        call.offered_to = None
-        call.offer_expires_at = None
-        return call.id
+        """Withdraw the offer the agent holds, if any; returns its call."""
+        conn = await s.connection()
+        return (await conn.scalars(_WITHDRAW_OFFER, {"agent": agent_id})).first()
