@@ -20,7 +20,7 @@ from signaling.presence import Connection, Presence
 from vwindow.config import RoutingConfig
 from vwindow.errors import InvalidStateError
 from vwindow.models import Role
-from vwindow.queue import CallQueue, Offer, QueueInfo
+from vwindow.queue import Answered, CallQueue, Offer, QueueInfo
 from vwindow.views import CallView
 
 logger = logging.getLogger(__name__)
@@ -175,16 +175,16 @@ class Router:
             await self._publish_state(agent_id, "ready", None)
         self.wake()
 
-    async def claim(self, agent_id: int, call_id: int) -> CallView:
+    async def claim(self, agent_id: int, call_id: int) -> Answered:
         if self.state_of(agent_id) == "in_call":
             raise InvalidStateError("you are already in a call; end it first")
-        view = await self.queue.claim(agent_id, call_id)
+        answered = await self.queue.claim(agent_id, call_id)
         self.presence.agent_states[agent_id] = "in_call"
         await self._tell_agent(agent_id, {"type": "agent.state", "state": "in_call"})
         self._forget(call_id)
         self.on_change()
         self.wake(announce=False)
-        return view
+        return answered
 
     async def offer_ended(self, agent_id: int) -> None:
         """The call offered to the agent was cancelled: the agent is ready again."""

@@ -203,9 +203,10 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
 
     async def accept_call(self, conn: Connection, call_id: int) -> dict[str, Any]:
         agent_id = int(conn.principal.subject)
-        view = await self.router.claim(agent_id, call_id)
-        await self._remember_kiosk(view)
-        if await self.cases.hub_node(call_id) == self.node_id:
+        answered = await self.router.claim(agent_id, call_id)
+        view = answered.view
+        self._kiosk_ids[call_id] = answered.kiosk_id
+        if answered.hub_node == self.node_id:
             room = self._room_for(view)
             self.media.hub(call_id)
             logger.info("call %s: room %s", call_id, sorted(room.members))
@@ -214,7 +215,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         name = view.agent.name if view.agent else ""
         await self._stop_ringing({"type": "call.taken", "call_id": call_id, "agent_name": name},
                                  conn.principal.key)
-        await self.presence.deliver(f"kiosk:{self._kiosk_ids[call_id]}",
+        await self.presence.deliver(f"kiosk:{answered.kiosk_id}",
                                     {"type": "call.answered", "call": _dump(view)})
         self.changed()
         return {"type": "call.accepted", "call": _dump(view)}
@@ -257,12 +258,13 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
             # Not require_member: a call must stay endable even if its room was lost.
             if conn.principal.role not in (Role.AGENT, Role.KIOSK):
                 raise ForbiddenError(f"a {conn.principal.role.value} cannot end a call")
-            await self.cases.check_call_member(conn.principal, call_id)
-            if conn.principal.role is Role.AGENT:
-                call = await self.cases.get_call(call_id)
-                if call.agent_id != int(conn.principal.subject):
-                    raise ForbiddenError("only the agent who took the call can end it; "
-                                         "an invited expert leaves with rtc.leave")
+            if conn.principal.role is Role.KIOSK:
+                await self.cases.check_call_member(conn.principal, call_id)
+            elif (await self.cases.get_call(call_id)).agent_id != int(conn.principal.subject):
+                # The agent who took it is a member; anyone else is told why not.
+                await self.cases.check_call_member(conn.principal, call_id)
+                raise ForbiddenError("only the agent who took the call can end it; "
+                                     "an invited expert leaves with rtc.leave")
         actor = conn.principal.key if conn else "system"
         view = await self.cases.end_call(call_id, ended_by, actor)
         if view is None:
@@ -274,7 +276,6 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         task = asyncio.create_task(self._close_and_store(call_id), name=f"close {call_id}")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-        await self.cases.participants_left(call_id)
         room = self.presence.rooms.pop(call_id, None)
         self._kiosk_ids.pop(call_id, None)
         self.forget_position(call_id)

@@ -137,6 +137,10 @@ _END = (update(Call).where(Call.id == bindparam("call"), Call.status == CallStat
         .values(status=CallStatus.ENDED, ended_at=bindparam("now"), ended_by=bindparam("by"))
         .returning(Call.case_id))
 
+_LEFT = (update(Participant)
+         .where(Participant.call_id == bindparam("call"), Participant.left_at.is_(None))
+         .values(left_at=bindparam("now")))
+
 
 class Cases:
     """Domain operations on calls and cases over one database."""
@@ -361,13 +365,15 @@ class Cases:
             return await self.view(s, call)
 
     async def end_call(self, call_id: int, ended_by: str, actor: str) -> CallView | None:
-        """End a live call; None when it was not live (ending twice is harmless)."""
+        """End a live call, and everyone's part in it; None when it was not live (ending
+        twice is harmless)."""
         async with self.db.session() as s:
             conn = await s.connection()
             case_id = (await conn.execute(_END, {"call": call_id, "now": utcnow(),
                                                  "by": ended_by})).scalar_one_or_none()
             if case_id is None:
                 return None
+            await conn.execute(_LEFT, {"call": call_id, "now": utcnow()})
             await audit.append(s, actor=actor, action="call.ended", case_id=case_id,
                                detail={"call_id": call_id, "by": ended_by})
             logger.info("call %s ended by %s", call_id, ended_by)

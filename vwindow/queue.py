@@ -12,6 +12,7 @@ to push to whom is ``signaling.router``'s business.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -54,7 +55,7 @@ from vwindow.queue_base import (
 from vwindow.queue_board import QueueBoard
 from vwindow.views import CallView
 
-__all__ = ["CallQueue", "Offer", "QueueInfo", "Withdrawn"]
+__all__ = ["Answered", "CallQueue", "Offer", "QueueInfo", "Withdrawn"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ _OTHER = aliased(Call)
 _CLAIM = (update(Call)
           .where(Call.id == bindparam("call"), Call.status == CallStatus.QUEUED,
                  or_(Call.offered_to.is_(None), Call.offered_to == bindparam("agent")))
-          .values(_ANSWERED).returning(Call.case_id))
+          .values(_ANSWERED).returning(Call.case_id, Call.kiosk_id, Call.hub_node))
 """The claim itself: only the offered agent, or anyone while no offer stands, wins."""
 
 _ANSWER_OFFER = (update(Call)
@@ -84,7 +85,7 @@ _ANSWER_OFFER = (update(Call)
                         Call.offered_to == bindparam("agent"),
                         ~select(_OTHER.id).where(_OTHER.agent_id == bindparam("agent"),
                                                  _OTHER.status == CallStatus.LIVE).exists())
-                 .values(_ANSWERED).returning(Call.case_id))
+                 .values(_ANSWERED).returning(Call.case_id, Call.kiosk_id, Call.hub_node))
 """The claim of an agent holding the call's offer and in no other call: the checks of
 ``_claim_checked`` are then all true, so they are not made one by one."""
 
@@ -131,6 +132,16 @@ def _ready_slot(row: Row[Any]) -> routing.AgentSlot:
         id=row.agent_id, state=row.state, level=row.level, county=row.county,
         skills=frozenset(row.skills or ()), dialects=frozenset(row.dialects or ()),
         idle_since=row.idle_since, last_offer_at=row.last_offer_at, live_calls=row.live)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A call an agent took: its view, and where its kiosk and media session are."""
+
+    view: CallView
+    kiosk_id: int
+    hub_node: str | None
+    """The node holding the session (a transferred call's goes on where it was)."""
 
 
 class CallQueueOps(CallQueueBase):
@@ -328,7 +339,7 @@ class CallQueueOps(CallQueueBase):
             await audit.append(s, actor=f"agent:{agent_id}", action="call.declined",
                                case_id=call.case_id, detail={"call_id": call_id})
 
-    async def claim(self, agent_id: int, call_id: int) -> CallView:
+    async def claim(self, agent_id: int, call_id: int) -> Answered:
         """Atomically hand a waiting call to one agent; anyone else gets ConflictError.
 
         The agent must hold the call's offer, or (no offer standing, e.g. ring-all or a
@@ -338,11 +349,12 @@ class CallQueueOps(CallQueueBase):
         async with self.db.session() as s:
             conn = await s.connection()
             # The common case in one statement: the agent answers the offer it holds.
-            case_id = (await conn.execute(_ANSWER_OFFER, {
+            taken: Row[int, int, str | None] | None = (await conn.execute(_ANSWER_OFFER, {
                 "call": call_id, "agent": agent_id, "now": now, "node": self.node_id,
-            })).scalar_one_or_none()
-            if case_id is None:
-                case_id = await self._claim_checked(s, agent_id, call_id, now)
+            })).first()
+            if taken is None:
+                taken = await self._claim_checked(s, agent_id, call_id, now)
+            case_id, kiosk_id, hub_node = taken
             await case_flow.call_answered(s, case_id, agent_id)
             if (await conn.execute(_SET_IN_CALL, {"agent": agent_id, "now": now,
                                                   "node": self.node_id})).rowcount == 0:
@@ -352,13 +364,14 @@ class CallQueueOps(CallQueueBase):
             await audit.append(s, actor=f"agent:{agent_id}", action="call.answered",
                                case_id=case_id, detail={"call_id": call_id})
             logger.info("call %s answered by agent %s", call_id, agent_id)
-            return (await self.cases.views(s, [call_id]))[call_id]
+            return Answered((await self.cases.views(s, [call_id]))[call_id], kiosk_id,
+                            hub_node)
 
     async def _claim_checked(self, s: AsyncSession, agent_id: int, call_id: int,
-                             now: datetime) -> int:
+                             now: datetime) -> Row[int, int, str | None]:
         """The claim with every check spelled out (no offer to this agent stood): a pick
         from the queue or ring-all, or an answer that must be refused with the reason.
-        Returns the case of the call taken."""
+        Returns the call's case, kiosk and hub node."""
         busy = (await s.scalars(select(Call.id).where(
             Call.agent_id == agent_id, Call.status == CallStatus.LIVE))).first()
         if busy is not None:
@@ -372,7 +385,7 @@ class CallQueueOps(CallQueueBase):
             await self._check_eligible(s, agent_id, call, now)
         conn = await s.connection()
         taken = (await conn.execute(_CLAIM, {"call": call_id, "agent": agent_id, "now": now,
-                                             "node": self.node_id})).scalar_one_or_none()
+                                             "node": self.node_id})).first()
         if taken is None:
             current = await s.get_one(Call, call_id, populate_existing=True)
             if current.status == CallStatus.QUEUED:
@@ -380,7 +393,7 @@ class CallQueueOps(CallQueueBase):
                                     field="call_id")
             raise ConflictError(f"call {call_id} is already {current.status}",
                                 field="call_id")
-        return int(taken)
+        return taken
 
     async def _check_eligible(self, s: AsyncSession, agent_id: int, call: Call,
                               now: datetime) -> None:
