@@ -22,7 +22,7 @@ from vwindow.models import AuditEntry, utcnow
 GENESIS = bytes(32)
 _PG_AUDIT_LOCK = 0x76776E64  # advisory lock key serialising appends across nodes
 _PENDING = "vwindow.audit.pending"
-_PG_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_PG_APPEND = text("SELECT vw_audit_append(:k, CAST(:entries AS json))")
 _TAIL = select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
 
 
@@ -67,11 +67,18 @@ def _link_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
-    # Core statements on the session's connection: this runs in every audited
-    # transaction, and the ORM's unit of work is most of the cost of a plain insert.
     conn = session.connection()
     if conn.dialect.name == "postgresql":
-        conn.execute(_PG_LOCK, {"k": _PG_AUDIT_LOCK})
+        # One round trip (migration 0012): the chain's lock is then held only from here
+        # to the commit, not across a round trip per statement.
+        conn.execute(_PG_APPEND, {"k": _PG_AUDIT_LOCK, "entries": json.dumps([
+            {"case_id": case_id, "at": at.isoformat(timespec="microseconds"),
+             "actor": actor, "action": action, "detail": body,
+             "body": _canonical(case_id, at, actor, action, body).hex()}
+            for case_id, at, actor, action, body in pending], ensure_ascii=False)})
+        return
+    # SQLite: one writer, so no lock; Core statements, as the ORM's unit of work is most
+    # of the cost of a plain insert.
     last = conn.execute(_TAIL).scalar_one_or_none()
     prev = last if last is not None else GENESIS
     rows = []

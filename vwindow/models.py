@@ -17,11 +17,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -165,6 +167,14 @@ class Call(Base):
     """One video call (a session once answered) on a case."""
 
     __tablename__ = "calls"
+    __table_args__ = (
+        # The routing pass reads the first few waiting calls in serving order (priority
+        # high first, then longest waiting): with this it stops after them instead of
+        # sorting every waiting call on every pass.
+        Index("ix_calls_waiting", text("priority DESC"), "queued_at", "id",
+              postgresql_where=text("status = 'queued'"),
+              sqlite_where=text("status = 'queued'")),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
     kiosk_id: Mapped[int] = mapped_column(ForeignKey("kiosks.id"), index=True)

@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from vwindow import routing
@@ -104,7 +114,9 @@ def _waiting_query(unoffered: bool, paged: bool, limited: bool) -> Select[*tuple
                Call.reserved_for, Call.kiosk_id, Call.callback, Call.offered_to)
         .join(Kiosk, Kiosk.id == Call.kiosk_id)
         .join(Township, Township.id == Kiosk.township_id)
-        .where(Call.status == CallStatus.QUEUED)
+        # Written out, not a parameter: the planner matches it to ``ix_calls_waiting``'s
+        # predicate even in a prepared statement's generic plan.
+        .where(Call.status == literal_column(f"'{CallStatus.QUEUED.value}'"))
         .order_by(Call.priority.desc(), Call.queued_at, Call.id))
     if unoffered:
         query = query.where(Call.offered_to.is_(None))
