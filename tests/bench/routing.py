@@ -10,6 +10,11 @@ the next ``ready`` is explicit) — until every call has been answered. It repor
 time from sending "ready" to receiving the offer (as the agent's client sees it, so it
 includes a WebSocket round trip) and the claims per second of the whole run. Prints one
 JSON object last: ``p50_ms``, ``p99_ms``, ``claims_per_s``.
+
+Every agent at once keeps both nodes saturated, so those latencies are mostly waiting
+behind the other agents' work. Before that run, ``--idle`` cycles are made by one agent at
+a time, alternating nodes, with the queue still full: ``idle_p50_ms`` and ``idle_p99_ms``
+are the routing path's own time from "ready" to the offer.
 """
 
 from __future__ import annotations
@@ -70,6 +75,18 @@ async def sign_in(http: aiohttp.ClientSession, url: str, username: str
     return client, offers
 
 
+async def cycle(client: SignalClient, offers: asyncio.Queue[dict[str, Any]]) -> float:
+    """One agent alone: ready, the offer (timed), accept, end."""
+    sent = time.perf_counter()
+    await client.request("agent.state", state="ready")
+    ring = await asyncio.wait_for(offers.get(), 5.0)
+    took = time.perf_counter() - sent
+    call_id = ring["call"]["call_id"]
+    await client.request("call.accept", call_id=call_id)
+    await client.request("call.end", call_id=call_id)
+    return took
+
+
 async def agent_loop(client: SignalClient, offers: asyncio.Queue[dict[str, Any]],
                      latencies: list[float], claims: list[float], left: list[int]) -> None:
     try:
@@ -93,7 +110,14 @@ async def agent_loop(client: SignalClient, offers: asyncio.Queue[dict[str, Any]]
         await client.close()
 
 
-async def run(calls: int, agents: int) -> dict[str, Any]:
+def _ms(values: list[float]) -> tuple[float, float, float]:
+    """Median, 99th percentile and maximum of ``values`` (seconds) in milliseconds."""
+    ms = sorted(x * 1000 for x in values)
+    return (round(statistics.median(ms), 1), round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1),
+            round(ms[-1], 1))
+
+
+async def run(calls: int, agents: int, idle: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="vw-bench-routing-"))
     pg = PgServer()
     pg.start()
@@ -106,24 +130,25 @@ async def run(calls: int, agents: int) -> dict[str, Any]:
         urls = [await wait_ready(n) for n in nodes]
         latencies: list[float] = []
         claims: list[float] = []
-        left = [calls]
         async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0)) as http:
             # Everyone signed in first: the clock measures routing, not 200 scrypt checks.
             consoles = await asyncio.gather(*(sign_in(http, urls[i % 2], name)
                                               for i, name in enumerate(names)))
+            alone = [await cycle(*consoles[i % len(consoles)]) for i in range(idle)]
+            left = [calls - idle]
             started = time.perf_counter()
             await asyncio.wait_for(asyncio.gather(*(
                 agent_loop(client, offers, latencies, claims, left)
                 for client, offers in consoles)), 600)
         elapsed = (claims[-1] if claims else time.perf_counter()) - started
-        ms = sorted(x * 1000 for x in latencies)
-        return {"calls": calls, "agents": agents, "nodes": 2, "answered": len(claims),
-                "p50_ms": round(statistics.median(ms), 1),
-                "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1),
-                "max_ms": round(ms[-1], 1),
+        p50, p99, most = _ms(latencies)
+        idle_p50, idle_p99, _ = _ms(alone) if alone else (None, None, None)
+        return {"calls": calls, "agents": agents, "nodes": 2, "answered": len(claims) + idle,
+                "p50_ms": p50, "p99_ms": p99, "max_ms": most,
                 "claims_per_s": round(len(claims) / elapsed, 1),
-                "seconds": round(elapsed, 1)}
+                "seconds": round(elapsed, 1), "idle_cycles": idle,
+                "idle_p50_ms": idle_p50, "idle_p99_ms": idle_p99}
     finally:
         for node in nodes:
             node.stop()
@@ -134,8 +159,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--idle", type=int, default=100,
+                        help="cycles made by one agent at a time before the saturated run")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.calls, args.agents))))
+    if not 0 <= args.idle < args.calls:
+        parser.error("--idle must be at least 0 and fewer than --calls")
+    print(json.dumps(asyncio.run(run(args.calls, args.agents, args.idle))))
 
 
 if __name__ == "__main__":
