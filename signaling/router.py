@@ -220,19 +220,24 @@ class Router:
     async def run_once(self) -> None:
         """One routing pass (the loop's body; tests may call it directly)."""
         now = time.monotonic()
+        # Whatever woke the pass is routed first; the heartbeat and the chores after it
+        # (timeouts, wrap-ups, callbacks) do not delay an offer, and what they free is
+        # routed then.
+        await self._route()
         if now - self._beat_at >= self.config.node_timeout_s / BEATS_PER_TIMEOUT:
             self._beat_at = now
             dead, requeued, revived = await self.queue.heartbeat()
             if requeued:
                 logger.warning("calls %s re-queued from dead nodes %s", requeued, dead)
+                self.wake()  # another pass, here and on the other nodes
             if revived:
                 await self._restore_states()
         if now - self._chores_at < min(self.config.tick_s, 0.5):
-            # Woken by a change: route now; timeouts and callbacks wait for the tick.
-            await self._route()
             return
         self._chores_at = now
+        freed = False
         for withdrawn in await self.queue.expire_offers():
+            freed = True
             self._announce = True  # the call is back in the queue for everyone
             await self._tell_agent(withdrawn.agent_id, {
                 "type": "call.offer_withdrawn", "call_id": withdrawn.call_id,
@@ -240,8 +245,10 @@ class Router:
             await self._publish_state(withdrawn.agent_id, "away", "missed")
         connected = {int(c.principal.subject) for c in self.presence.by_role(Role.AGENT)}
         for agent_id in await self.queue.finish_wrap_ups(connected):
+            freed = True
             await self._publish_state(agent_id, "ready", None)
-        await self._route()
+        if freed:
+            await self._route()
         for call_id, kiosk_id in await self.queue.due_callback_offers():
             await self.presence.deliver(f"kiosk:{kiosk_id}", {
                 "type": "queue.callback_offer", "call_id": call_id,
