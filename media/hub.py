@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,12 @@ class _Member:
     # Reused m-lines whose sender drops frames until the answer re-enables it: they
     # must start again at a fresh keyframe once it has.
     rekey: list[ForwardingTrack] = field(default_factory=list)
+    # Subscriptions offered before their publication exists, by (owner id, role): the
+    # other party's camera and mic, expected any moment. When it publishes, its frames go
+    # into the waiting m-line with no renegotiation (which aiortc could only start once
+    # this member's connection is up: a round trip and more after it).
+    reserved: dict[tuple[str, str], tuple[RTCRtpTransceiver, ForwardingTrack,
+                                          ParticipantInfo]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     awaiting_answer: bool = False
     negotiated: bool = False
@@ -147,8 +153,13 @@ class SessionHub:
         subscribe: bool = True,
         hidden: bool = False,
         audience: dict[str, str] | None = None,
+        expect: Sequence[tuple[ParticipantInfo, TrackRole]] = (),
     ) -> None:
-        """Add (or re-add, after a lost connection) a participant and send it an offer."""
+        """Add (or re-add, after a lost connection) a participant and send it an offer.
+
+        ``expect``: tracks of others this participant will receive that are not published
+        yet (the other party of a call just answered, joining at the same moment): their
+        m-lines are in this first offer already (see ``_Member.reserved``)."""
         if self._closed:
             raise HubClosedError(f"session {self.session_id} has ended")
         if info.id in self._members:
@@ -192,9 +203,38 @@ class SessionHub:
         for pub in self._publications.values():
             if self._eligible(member, pub):
                 self._add_subscription(member, pub)
+        for owner, role in expect:
+            self._reserve(member, owner, role)
+        self._release_unpublished(info.id, {tr.role for tr in publish})
         logger.info("session %s: %s (%s) joins, publishing %s", self.session_id, info.id,
                     info.kind, ",".join(t.role for t in publish) or "nothing")
         await self._negotiate(member)
+
+    def _reserve(self, member: _Member, owner: ParticipantInfo, role: TrackRole) -> None:
+        """An m-line for ``owner``'s ``role`` before it is published (forwarding only: the
+        waiting track is a parked forwarding track that the publication adopts)."""
+        if (self._forwarding is None or not member.subscribe or owner.id == member.info.id
+                or any(p.owner.id == owner.id and p.role == role.role
+                       for p in self._publications.values())):
+            return
+        track = ForwardingTrack(role.kind)
+        transceiver = member.pc.addTransceiver(track, direction="sendonly")
+        self._pin_codec(transceiver)
+        track.bind_sender(transceiver.sender)
+        member.reserved[(owner.id, role.role)] = (transceiver, track, owner)
+
+    def _release_unpublished(self, owner_id: str, publishing: set[str]) -> None:
+        """``owner_id`` joined without some role others kept a slot for (no camera, say):
+        those slots go inactive (kept as spares) and their members are offered again."""
+        for other in list(self._members.values()):
+            gone = [key for key in other.reserved
+                    if key[0] == owner_id and key[1] not in publishing]
+            for key in gone:
+                transceiver, track, _ = other.reserved.pop(key)
+                transceiver.direction = "inactive"
+                other.spare.setdefault(track.kind, []).append((transceiver, track))
+            if gone:
+                self._spawn(self._negotiate(other))
 
     async def _member_state(self, participant_id: str, state: str) -> None:
         if self._on_member_state is not None:
@@ -291,8 +331,7 @@ class SessionHub:
             for other in list(self._members.values()):
                 wanted = self._eligible(other, pub)
                 has = pub.id in other.subscriptions
-                if wanted and not has:
-                    self._add_subscription(other, pub)
+                if wanted and not has and self._add_subscription(other, pub):
                     self._spawn(self._negotiate(other))
                 elif has and not wanted:
                     self._remove_subscription(other, pub.id)
@@ -385,6 +424,9 @@ class SessionHub:
                 continue
             infos.append({"mid": transceiver.mid, "kind": pub.kind, "role": pub.role,
                           "direction": "subscribe", "participant": pub.owner.as_dict()})
+        for (_, role), (transceiver, track, owner) in member.reserved.items():
+            infos.append({"mid": transceiver.mid, "kind": track.kind, "role": role,
+                          "direction": "subscribe", "participant": owner.as_dict()})
         return infos
 
     async def answer(self, participant_id: str, sdp: str) -> None:
@@ -458,11 +500,21 @@ class SessionHub:
         self._publications[pub.id] = pub
         logger.info("session %s: %s publishes %s", self.session_id, member.info.id, role.role)
         for other in list(self._members.values()):
-            if self._eligible(other, pub):
-                self._add_subscription(other, pub)
+            if self._eligible(other, pub) and self._add_subscription(other, pub):
                 self._spawn(self._negotiate(other))
 
-    def _add_subscription(self, member: _Member, pub: Publication) -> None:
+    def _add_subscription(self, member: _Member, pub: Publication) -> bool:
+        """Subscribe ``member`` to ``pub``; True if that needs an offer (a new or reused
+        m-line), False if its reserved m-line simply starts carrying it."""
+        reserved = member.reserved.pop((pub.owner.id, pub.role), None)
+        if reserved is not None:
+            transceiver, waiting, _ = reserved
+            if isinstance(pub, EncodedPublication) and waiting.kind == pub.kind:
+                pub.source.adopt(waiting)  # from its next keyframe, which this requests
+                member.subscriptions[pub.id] = transceiver
+                return False
+            transceiver.direction = "inactive"
+            member.spare.setdefault(waiting.kind, []).append((transceiver, waiting))
         spares = member.spare.get(pub.kind)
         if isinstance(pub, EncodedPublication) and spares:
             # Reuse an inactive m-line: its sender still waits on its parked track.
@@ -471,12 +523,13 @@ class SessionHub:
             transceiver.direction = "sendonly"
             member.rekey.append(parked)
             member.subscriptions[pub.id] = transceiver
-            return
+            return True
         track = pub.subscribe()
         transceiver = member.pc.addTransceiver(track, direction="sendonly")
         pub.bind(track, transceiver.sender)
         self._pin_codec(transceiver)
         member.subscriptions[pub.id] = transceiver
+        return True
 
     def publications(self) -> list[Publication]:
         return list(self._publications.values())

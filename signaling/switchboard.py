@@ -27,7 +27,7 @@ from vwindow.cases import Cases
 from vwindow.chat import store_chat
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
-from vwindow.models import Role
+from vwindow.models import Call, Role
 from vwindow.queue import CallQueue
 from vwindow.routing import is_elderly, priority_for
 from vwindow.sla_config import SlaConfig
@@ -35,6 +35,9 @@ from vwindow.store import FileStore
 from vwindow.views import CallView
 
 logger = logging.getLogger(__name__)
+
+CALL_TRACKS = (TrackRole("camera", "video"), TrackRole("mic", "audio"))
+"""What each party of a call publishes from its page (a device missing: not published)."""
 
 
 MONITOR_AUDIENCE = {"listen": "none", "whisper": "agents", "barge": "all"}
@@ -351,7 +354,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         info = ParticipantInfo(conn.participant_id, kind, conn.principal.name)
         rejoin = hub.has(info.id)
         await hub.join(info, publish, subscribe=conn.client != "devices", hidden=hidden,
-                       audience=audience)
+                       audience=audience, expect=self._other_party(conn, call, kind))
         if not rejoin:
             await self.cases.participant_joined(call_id, info.kind, info.id, info.name)
             await self._announce(call_id, {"type": "participant.joined", "call_id": call_id,
@@ -438,6 +441,26 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
                 if room is not None:
                     room.members.discard(conn.principal.key)
                 await self.router.call_ended(int(conn.principal.subject), expert=True)
+
+    def _other_party(self, conn: Connection, call: Call, kind: str
+                     ) -> list[tuple[ParticipantInfo, TrackRole]]:
+        """The camera and mic the call's other party will publish, when one of the two
+        parties joins from its page: right after an answer both join at once, and each
+        is offered the other's tracks in its first offer (``SessionHub.join``)."""
+        if conn.client != "page":
+            return []
+        if kind == "kiosk" and call.agent_id is not None:
+            other = self.presence.by_participant(f"agent:{call.agent_id}/page")
+            other_kind = "agent"
+        elif kind == "agent":
+            other = self.presence.by_participant(f"kiosk:{call.kiosk_id}/page")
+            other_kind = "kiosk"
+        else:
+            return []
+        if other is None:
+            return []
+        owner = ParticipantInfo(other.participant_id, other_kind, other.principal.name)
+        return [(owner, role) for role in CALL_TRACKS]
 
     @staticmethod
     def _kind(conn: Connection) -> str:

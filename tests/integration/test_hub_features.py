@@ -267,3 +267,75 @@ async def test_hub_stops_cleanly_while_a_member_leaves(
     last = hub.participants[-1].id
     await asyncio.gather(hub.stop(), hub.leave(last))
     assert not hub.participants
+
+
+async def _answered(server: Server) -> tuple[int, SignalClient, SignalClient]:
+    kiosk = SignalClient(server.http, server.url, await server.kiosk_token())
+    agent = SignalClient(server.http, server.url, await server.login("agent1"))
+    await kiosk.connect()
+    await agent.connect()
+    queued = await kiosk.request("call.start", service_code="SB-001")
+    call_id = int(queued["call"]["call_id"])
+    await agent.request("agent.state", state="ready")
+    await wait_for(agent, "call.ringing")
+    await agent.request("call.accept", call_id=call_id)
+    return call_id, kiosk, agent
+
+
+def _offers(client: SignalClient) -> list[dict[str, object]]:
+    return [m for m in client.received if m.get("type") == "rtc.offer"]
+
+
+async def test_the_first_to_join_gets_the_other_partys_tracks_without_a_new_offer(
+        server: Server) -> None:
+    """The kiosk joins first; its first offer already has m-lines for the agent's camera
+    and mic (announced as the agent's), which start carrying them when the agent joins:
+    no second offer, so no renegotiation after the kiosk's connection is up."""
+    call_id, kiosk, agent = await _answered(server)
+    kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+    agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
+    try:
+        await kiosk_peer.join()
+        await asyncio.wait_for(kiosk_peer.negotiated.wait(), 10)
+        (first,) = _offers(kiosk)
+        expected = {(t["role"], t["participant"]["kind"])  # type: ignore[index]
+                    for t in first["tracks"] if t["direction"] == "subscribe"}  # type: ignore[attr-defined]
+        assert expected == {("camera", "agent"), ("mic", "agent")}
+        await agent_peer.join()
+        frame = await first_frame(kiosk_peer, "camera", "agent")
+        bgr = frame.to_ndarray(format="bgr24")
+        assert abs(int(bgr[..., 0].mean()) - 255) < 40  # the agent's blue picture
+        await first_frame(kiosk_peer, "mic", "agent")
+        await first_frame(agent_peer, "camera", "kiosk")
+        assert len(_offers(kiosk)) == 1
+    finally:
+        for peer in (kiosk_peer, agent_peer):
+            await peer.close()
+        for c in (kiosk, agent):
+            await c.close()
+
+
+async def test_a_slot_kept_for_a_camera_that_never_comes_is_withdrawn(server: Server) -> None:
+    """The agent joins with no camera (none, or refused): the kiosk's slot for it goes
+    inactive in a new offer, and the agent's mic still reaches the kiosk."""
+    call_id, kiosk, agent = await _answered(server)
+    kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+    agent_peer = HubPeer(agent, call_id, {"mic": camera_and_mic()["mic"]})
+    try:
+        await kiosk_peer.join()
+        await asyncio.wait_for(kiosk_peer.negotiated.wait(), 10)
+        (first,) = _offers(kiosk)
+        assert any(t["role"] == "camera" and t["participant"]["kind"] == "agent"  # type: ignore[index]
+                   for t in first["tracks"])  # type: ignore[attr-defined]
+        await agent_peer.join()
+        await first_frame(kiosk_peer, "mic", "agent")
+        await wait_for(kiosk, "rtc.offer", pred=lambda m: not any(
+            t["role"] == "camera" and t["participant"]["kind"] == "agent"
+            for t in m["tracks"]))
+        assert not any(info["role"] == "camera" and info["participant"]["kind"] == "agent"
+                       for info, _ in kiosk_peer.remote.values())
+    finally:
+        for peer in (kiosk_peer, agent_peer):
+            await peer.close()
+        for c in (kiosk, agent):
+            await c.close()
