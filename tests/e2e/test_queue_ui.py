@@ -145,6 +145,56 @@ async def test_queue_offer_missed_wrap_up(routed: Server, browser: Browser) -> N
         assert not errors, errors
 
 
+COUNT_CAMERA_OPENS = """
+window.__gum = {calls: 0, tracks: []};
+const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (constraints) => {
+  window.__gum.calls += 1;
+  const stream = await open(constraints);
+  window.__gum.tracks.push(...stream.getTracks());
+  return stream;
+};
+"""
+
+
+async def test_the_agents_camera_opens_while_a_call_rings(routed: Server,
+                                                           browser: Browser) -> None:
+    """Answering does not wait for the camera: it opens while the call rings, closes
+    again if the ringing stops unanswered, and the opened one is what the call uses."""
+    base = routed.url
+    async with _pages(browser, "kiosk", "agent1") as (pages, errors):
+        kiosk, agent = pages["kiosk"], pages["agent1"]
+        await agent.add_init_script(COUNT_CAMERA_OPENS)
+        await login_staff(agent, base, "/agent/", "agent1")
+        await _press_ready(agent)
+        await login_kiosk(kiosk, base)
+        await kiosk.click('[data-service-code="SB-001"]')
+        await kiosk.click("#call-button")
+        await expect(agent.locator("#ringing li[data-call-id]")).to_have_count(1)
+        await agent.wait_for_function(
+            "window.__gum.calls === 1 && window.__gum.tracks.length === 2"
+            " && window.__gum.tracks.every((t) => t.readyState === 'live')")
+
+        # The kiosk gives up: the ringing stops and the camera is closed again.
+        await kiosk.click("#cancel-call")
+        await expect(agent.locator("#ringing li[data-call-id]")).to_have_count(0)
+        await agent.wait_for_function(
+            "window.__gum.tracks.every((t) => t.readyState === 'ended')")
+
+        # Rung again and answered: the call uses the camera opened while it rang.
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "idle")
+        await kiosk.click('[data-service-code="SB-001"]')
+        await kiosk.click("#call-button")
+        await agent.locator("#ringing li[data-call-id] .accept-call").click()
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await video_frames(kiosk, "video#remote-agent-camera")
+        same = await agent.evaluate(
+            "() => window.__gum.calls === 2 && document.querySelector('#local-camera')"
+            ".srcObject.getTracks().every((t) => window.__gum.tracks.slice(2).includes(t))")
+        assert same
+        assert errors == []
+
+
 async def test_transfer_with_a_note(routed: Server, browser: Browser) -> None:
     base = routed.url
     async with _pages(browser, "kiosk", "agent1", "agent2") as (pages, errors):

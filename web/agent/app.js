@@ -46,6 +46,7 @@ const app = {
   agentState: 'offline',
   localStream: null,
   mediaGen: 0,
+  warm: null, // the camera and microphone opening while a call rings (a getLocalMedia promise)
 };
 
 const casePanel = new CasePanel(api, () => app);
@@ -315,7 +316,33 @@ function updateRinging() {
   byId('ringing-empty').hidden = n > 0;
   if ((n > 0 || invitation.open) && !app.call) ring.start();
   else ring.stop();
+  if (n > 0 && !app.call) warmLocalMedia();
+  else if (!app.call) coolLocalMedia();
   if (state() === 'idle' || state() === 'ringing') setState(n > 0 ? 'ringing' : 'idle');
+}
+
+// ---- own camera and microphone ---------------------------------------------------
+
+function openLocalMedia() {
+  return getLocalMedia(
+    { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15, max: 20 } },
+    { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+  );
+}
+
+/**
+ * Open the camera and microphone while a call rings, so that answering does not wait for
+ * them (a real camera takes a second or more to start); `coolLocalMedia` closes them
+ * again when the ringing stops unanswered.
+ */
+function warmLocalMedia() {
+  if (!app.warm) app.warm = openLocalMedia();
+}
+
+function coolLocalMedia() {
+  const warm = app.warm;
+  app.warm = null;
+  if (warm) warm.then(({ stream }) => stopStream(stream));
 }
 
 async function onAccept(callId, btn) {
@@ -394,10 +421,9 @@ async function enterLive(call, role = 'agent') {
   setState('live');
 
   const gen = app.mediaGen;
-  const { stream, warning } = await getLocalMedia(
-    { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15, max: 20 } },
-    { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-  );
+  const opening = app.warm || openLocalMedia();
+  app.warm = null;
+  const { stream, warning } = await opening;
   if (gen !== app.mediaGen || !app.call || app.call.call_id !== call.call_id) {
     stopStream(stream);
     return;
