@@ -106,7 +106,8 @@ JITTER_BUFFER_ADD = PrivateHook(
 )
 JITTER_BUFFER_REMOVE_FRAME = PrivateHook(
     "aiortc.jitterbuffer", "JitterBuffer._remove_frame", "function",
-    "BoundedWaitJitterBuffer calls it after dropping a hole, to hand on what follows",
+    "BoundedWaitJitterBuffer overrides it (add must call it, see JITTER_BUFFER_ADD) to "
+    "hand a frame on at its marker packet, and calls it after dropping a hole",
     params=("self", "sequence_number"),
 )
 RECEIVER_SEND_PLI = PrivateHook(

@@ -137,3 +137,37 @@ def test_aiortcs_audio_buffer_turns_5_percent_loss_into_much_more() -> None:
     ours, _ = feed(AudioForwardBuffer(), [(0, p) for p in arrived], None)
     assert len(ours) == len(arrived) == 1900
     assert len(theirs) < 0.8 * len(sent), len(theirs)  # 1490 of 2000: 25 % lost
+
+
+def marked(packets: list[tuple[int, RtpPacket]], per_frame: int = 3
+           ) -> list[tuple[int, RtpPacket]]:
+    """The same stream with the RTP marker on each frame's last packet, as senders set it."""
+    for n, (_, p) in enumerate(packets):
+        p.marker = int(n % per_frame == per_frame - 1)
+    return packets
+
+
+def test_a_frame_goes_on_at_its_last_packet_not_at_the_next_frames_first() -> None:
+    packets = marked(stream(20))
+    buffer = BoundedWaitJitterBuffer(clock=Clock())
+    for n, (f, p) in enumerate(packets):
+        _, frame = buffer.add(p)
+        if n % 3 == 2:  # the marker packet completes frame f
+            assert frame is not None and frame.timestamp == f * 3000
+            assert frame.data == (KEY if f == 0 else DELTA) + b"\x01\x02"
+        else:
+            assert frame is None
+    # aiortc's buffer gives the same frames, each one packet later, and not the last.
+    theirs, _ = feed(JitterBuffer(capacity=512, is_video=True), packets, None)
+    assert len(theirs) == 19
+
+
+def test_a_marked_frame_with_a_hole_before_its_end_waits() -> None:
+    clock = Clock()
+    buffer = BoundedWaitJitterBuffer(max_wait_s=1.0, clock=clock)
+    packets = marked(stream(4))
+    lost = packets.pop(4)  # frame 1's middle packet
+    frames, _ = feed(buffer, packets[:5], clock)  # frame 0, frame 1 without its middle
+    assert [f.timestamp for f in frames] == [0]
+    _, frame = buffer.add(lost[1])
+    assert frame is not None and frame.timestamp == 3000 and frame.data == DELTA + b"\x01\x02"
