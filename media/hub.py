@@ -217,6 +217,9 @@ class SessionHub:
                 or any(p.owner.id == owner.id and p.role == role.role
                        for p in self._publications.values())):
             return
+        joined = self._members.get(owner.id)
+        if joined is not None and all(t.role != role.role for t in joined.publish):
+            return  # it joined already, without that track
         track = ForwardingTrack(role.kind)
         transceiver = member.pc.addTransceiver(track, direction="sendonly")
         self._pin_codec(transceiver)

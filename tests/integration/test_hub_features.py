@@ -339,3 +339,23 @@ async def test_a_slot_kept_for_a_camera_that_never_comes_is_withdrawn(server: Se
             await peer.close()
         for c in (kiosk, agent):
             await c.close()
+
+
+async def test_no_slot_is_kept_for_a_track_the_other_party_joined_without(
+        server: Server) -> None:
+    """The agent has joined with its mic only and not answered yet (nothing published):
+    the kiosk's first offer keeps a slot for that mic and none for a camera."""
+    call_id, kiosk, agent = await _answered(server)
+    await agent.request("rtc.join", call_id=call_id, publish=[{"role": "mic", "kind": "audio"}])
+    kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+    try:
+        await kiosk_peer.join()
+        await asyncio.wait_for(kiosk_peer.negotiated.wait(), 10)
+        (first,) = _offers(kiosk)
+        subscribed = {(t["role"], t["participant"]["kind"])  # type: ignore[index]
+                      for t in first["tracks"] if t["direction"] == "subscribe"}  # type: ignore[attr-defined]
+        assert subscribed == {("mic", "agent")}
+    finally:
+        await kiosk_peer.close()
+        for c in (kiosk, agent):
+            await c.close()
