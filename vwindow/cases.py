@@ -215,12 +215,10 @@ class Cases:
 
     async def live(self) -> list[CallView]:
         async with self.db.session() as s:
-            calls = (
-                await s.scalars(
-                    select(Call).where(Call.status == CallStatus.LIVE).order_by(Call.answered_at)
-                )
-            ).all()
-            return [await self.view(s, c) for c in calls]
+            ids = (await s.scalars(select(Call.id).where(Call.status == CallStatus.LIVE)
+                                   .order_by(Call.answered_at))).all()
+            views = await self.views(s, ids)
+            return [views[i] for i in ids]
 
     async def active_call_for(self, principal: Principal) -> CallView | None:
         """The live or queued call a kiosk or agent is in, if any.

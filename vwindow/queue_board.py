@@ -56,10 +56,11 @@ class QueueBoard(CallQueueBase):
 
     async def waiting_views(self) -> list[CallView]:
         async with self.db.session() as s:
-            calls = (await s.scalars(select(Call).where(Call.status == CallStatus.QUEUED)
-                                     .order_by(Call.priority.desc(), Call.queued_at,
-                                               Call.id))).all()
-            return [await self.cases.view(s, call) for call in calls]
+            ids = (await s.scalars(select(Call.id).where(Call.status == CallStatus.QUEUED)
+                                   .order_by(Call.priority.desc(), Call.queued_at,
+                                             Call.id))).all()
+            views = await self.cases.views(s, ids)  # one query, not one per waiting call
+            return [views[i] for i in ids]
 
     async def offered_to(self, agent_id: int) -> CallView | None:
         """The call currently offered to ``agent_id``, if any."""

@@ -286,6 +286,15 @@ def _offers(client: SignalClient) -> list[dict[str, object]]:
     return [m for m in client.received if m.get("type") == "rtc.offer"]
 
 
+async def _join_first(peer: HubPeer, client: SignalClient) -> set[tuple[str, str]]:
+    """Join and answer; the (role, owner kind) of what the one offer so far subscribes to."""
+    await peer.join()
+    await asyncio.wait_for(peer.negotiated.wait(), 10)
+    (first,) = _offers(client)
+    return {(t["role"], t["participant"]["kind"])  # type: ignore[index]
+            for t in first["tracks"] if t["direction"] == "subscribe"}  # type: ignore[attr-defined]
+
+
 async def test_the_first_to_join_gets_the_other_partys_tracks_without_a_new_offer(
         server: Server) -> None:
     """The kiosk joins first; its first offer already has m-lines for the agent's camera
@@ -295,12 +304,7 @@ async def test_the_first_to_join_gets_the_other_partys_tracks_without_a_new_offe
     kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
     agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
     try:
-        await kiosk_peer.join()
-        await asyncio.wait_for(kiosk_peer.negotiated.wait(), 10)
-        (first,) = _offers(kiosk)
-        expected = {(t["role"], t["participant"]["kind"])  # type: ignore[index]
-                    for t in first["tracks"] if t["direction"] == "subscribe"}  # type: ignore[attr-defined]
-        assert expected == {("camera", "agent"), ("mic", "agent")}
+        assert await _join_first(kiosk_peer, kiosk) == {("camera", "agent"), ("mic", "agent")}
         await agent_peer.join()
         frame = await first_frame(kiosk_peer, "camera", "agent")
         bgr = frame.to_ndarray(format="bgr24")
@@ -322,11 +326,7 @@ async def test_a_slot_kept_for_a_camera_that_never_comes_is_withdrawn(server: Se
     kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
     agent_peer = HubPeer(agent, call_id, {"mic": camera_and_mic()["mic"]})
     try:
-        await kiosk_peer.join()
-        await asyncio.wait_for(kiosk_peer.negotiated.wait(), 10)
-        (first,) = _offers(kiosk)
-        assert any(t["role"] == "camera" and t["participant"]["kind"] == "agent"  # type: ignore[index]
-                   for t in first["tracks"])  # type: ignore[attr-defined]
+        assert ("camera", "agent") in await _join_first(kiosk_peer, kiosk)
         await agent_peer.join()
         await first_frame(kiosk_peer, "mic", "agent")
         await wait_for(kiosk, "rtc.offer", pred=lambda m: not any(
@@ -349,12 +349,7 @@ async def test_no_slot_is_kept_for_a_track_the_other_party_joined_without(
     await agent.request("rtc.join", call_id=call_id, publish=[{"role": "mic", "kind": "audio"}])
     kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
     try:
-        await kiosk_peer.join()
-        await asyncio.wait_for(kiosk_peer.negotiated.wait(), 10)
-        (first,) = _offers(kiosk)
-        subscribed = {(t["role"], t["participant"]["kind"])  # type: ignore[index]
-                      for t in first["tracks"] if t["direction"] == "subscribe"}  # type: ignore[attr-defined]
-        assert subscribed == {("mic", "agent")}
+        assert await _join_first(kiosk_peer, kiosk) == {("mic", "agent")}
     finally:
         await kiosk_peer.close()
         for c in (kiosk, agent):
