@@ -42,7 +42,7 @@ from media.errors import (
 from media.fanout import DecodedPublication, EncodedPublication, ParticipantInfo, Publication
 from media.forwarding import ForwardingHook
 from media.recording import SessionRecorder
-from media.sdp import with_opus_fec
+from media.sdp import check_candidate, check_sdp_candidates, with_opus_fec
 
 logger = logging.getLogger(__name__)
 
@@ -439,6 +439,7 @@ class SessionHub:
             if not member.awaiting_answer:
                 raise InvalidSdpError("no offer is outstanding for this answer", field="sdp")
             try:
+                check_sdp_candidates(sdp)
                 await member.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             except (ValueError, KeyError, IndexError, TypeError, AttributeError, AssertionError,
                     OperationError, InvalidAccessError, AiortcInvalidStateError) as err:
@@ -461,6 +462,11 @@ class SessionHub:
             parsed = candidate_from_sdp(line.removeprefix("candidate:"))
         except (ValueError, IndexError, AssertionError) as err:  # aiortc asserts 8 fields
             raise InvalidCandidateError(f"ICE candidate is malformed: {line[:80]!r}",
+                                        field="candidate") from err
+        try:
+            check_candidate(parsed)
+        except ValueError as err:
+            raise InvalidCandidateError(f"ICE candidate refused: {err}",
                                         field="candidate") from err
         parsed.sdpMid = candidate.get("sdpMid")
         parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")

@@ -465,6 +465,36 @@ async def test_short_candidates_are_invalid_candidate(
     assert not tracebacks(caplog), describe_records(tracebacks(caplog))
 
 
+UNUSABLE_CANDIDATES = [
+    pytest.param("1 1 udp 2130706431 127.0.0.1 99999 typ host", "port 99999", id="port-high"),
+    pytest.param("1 1 udp 2130706431 127.0.0.1 65536 typ host", "port 65536", id="port-65536"),
+    pytest.param("1 1 udp 2130706431 127.0.0.1 0 typ host", "port 0", id="port-zero"),
+    pytest.param("1 3 udp 2130706431 127.0.0.1 5000 typ host", "component 3", id="component"),
+    pytest.param("1 1 udp 4294967296 127.0.0.1 5000 typ host", "priority 4294967296",
+                 id="priority"),
+]
+
+
+@pytest.mark.parametrize(("line", "named"), [c.values for c in UNUSABLE_CANDIDATES],
+                         ids=[c.id for c in UNUSABLE_CANDIDATES])
+async def test_unusable_candidate_values_are_refused_in_answers_and_trickle(
+        live_call: LiveCall, caplog: pytest.LogCaptureFixture, line: str, named: str) -> None:
+    """aioice takes any integer as a port and only fails in ``sendto``: the hub refuses
+    first, naming the field, in an answer and in a trickled candidate alike."""
+    caplog.set_level(logging.ERROR)
+    monitor = live_call.monitor
+    trickled = await monitor.candidate({"candidate": "candidate:" + line, "sdpMLineIndex": 0})
+    assert trickled is not None and trickled["code"] == "invalid_candidate", trickled
+    assert named in trickled["message"], trickled
+    base = _lines(await _valid_answer(monitor.offer["sdp"]))
+    at = next(i for i, text in enumerate(base) if text.startswith("a=mid:")) + 1
+    reply = await monitor.answer(_join([*base[:at], "a=candidate:" + line, *base[at:]]), "port")
+    assert reply is not None and reply["code"] == "invalid_sdp", reply
+    assert named in reply["message"], reply
+    await _monitor_answers_properly(live_call)
+    assert not tracebacks(caplog), describe_records(tracebacks(caplog))
+
+
 def test_sdp_strategies_reach_every_damage_kind() -> None:
     """Guard against a strategy that silently stops producing a kind of damage."""
     base = _join(["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0",

@@ -1,4 +1,4 @@
-"""The hub's offers ask for Opus in-band FEC."""
+"""The hub's offers ask for Opus in-band FEC; a client's candidates are checked."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
-from media.sdp import with_opus_fec
+from media.sdp import check_sdp_candidates, with_opus_fec
 
 OFFER = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96 0\r\na=rtpmap:96 opus/48000/2\r\n"
          "a=rtpmap:0 PCMU/8000\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=rtpmap:97 VP8/90000\r\n")
@@ -44,3 +44,20 @@ async def test_a_real_aiortc_offer_is_accepted_by_an_aiortc_answerer() -> None:
     finally:
         await hub.close()
         await client.close()
+
+
+@pytest.mark.parametrize(("line", "named"), [
+    ("a=candidate:1 1 udp 1 127.0.0.1 65536 typ host", "port 65536"),
+    ("a=candidate:1 1 udp 1 127.0.0.1 -1 typ host", "port -1"),
+    ("a=candidate:1 0 udp 1 127.0.0.1 5000 typ host", "component 0"),
+    ("a=candidate:1 1 udp -1 127.0.0.1 5000 typ host", "priority -1"),
+    ("a=candidate:1 1 udp 1 127.0.0.1 x typ host", "malformed"),
+])
+def test_an_unusable_candidate_is_named(line: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        check_sdp_candidates(f"v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\n{line}\r\n")
+
+
+def test_usable_candidates_pass() -> None:
+    check_sdp_candidates("a=candidate:1 1 udp 2130706431 127.0.0.1 65535 typ host\r\n"
+                         "a=candidate:2 2 tcp 1 ::1 9 typ host tcptype active\r\n")
