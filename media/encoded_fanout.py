@@ -49,6 +49,7 @@ class WorkerStats:
     frames: int = 0
     keyframes: int = 0
     bytes: int = 0
+    padding: int = 0  # frames of padding packets only (bandwidth probes), not forwarded
     discard: bool = False  # the source stopped: drop instead of filling an undrained queue
 
 

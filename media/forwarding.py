@@ -168,6 +168,14 @@ class _InlineFeed:
                     self._time_base = Fraction(1, codec.clockRate)
                 stats.codec = codec.mimeType
             data: bytes = frame.data
+            if not data:
+                # Padding only: a browser probes its bandwidth with RTP packets that carry
+                # no payload, most in the first seconds of a connection. aiortc makes them
+                # an empty frame; forwarded, it would take a picture id of its own that no
+                # real frame refers to, and the receiver would stall until the next
+                # keyframe (Chromium asks after 3 s).
+                stats.padding += 1
+                return
             keyframe = is_keyframe(self._codec_name, data)
             stats.frames += 1
             stats.bytes += len(data)

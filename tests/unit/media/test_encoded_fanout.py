@@ -355,6 +355,28 @@ async def test_forwarding_feed_survives_a_bad_frame() -> None:
     await source.stop()
 
 
+async def test_forwarding_feed_skips_padding_only_frames() -> None:
+    """A browser's bandwidth probes are RTP packets with no payload; aiortc hands each on
+    as an empty frame. Forwarded, it would take a VP8 picture id of its own that no real
+    frame refers to, and Chromium would stash every later frame until the next keyframe."""
+    track = PacketTrack()
+    stats = WorkerStats(label="unit")
+    source = EncodedSource(track, label="unit", worker=stats)
+    source.start()
+    sub = source.subscribe(max_queue=8)
+    feed = _InlineFeed(stats, source, track.queue, on_end=lambda: None)
+    input_q: queue.Queue[Any] = queue.Queue()
+    feed.install(input_q)
+    sent = [KEY, b"", FRAMES[1], b"", b"", FRAMES[2]]
+    for i, data in enumerate(sent):
+        input_q.put((VP8, JitterFrame(data=data, timestamp=1000 + i * 3000)))
+    packets = [await sub.recv() for _ in range(3)]
+    assert [bytes(p) for p in packets] == [KEY, FRAMES[1], FRAMES[2]]
+    assert sub.depth == 0
+    assert (stats.frames, stats.padding, source.frames) == (3, 3, 3)
+    await source.stop()
+
+
 def test_forward_needs_a_started_hook() -> None:
     with pytest.raises(ForwardingError, match="not started"):
         ForwardingHook().forward(None, label="x")  # type: ignore[arg-type]
