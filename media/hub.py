@@ -6,6 +6,13 @@ participant's publication becomes a ``sendonly`` transceiver fed by a ``ForwardT
 New publications renegotiate with the subscribers; offers to one participant are
 serialised and coalesced (a change during an outstanding offer re-offers after the
 answer).
+
+A participant may join before the call is answered (``admitted=False``: the kiosk and
+the agent it rings, connecting while it rings). Its peer connection comes up and its
+publications arrive, but nothing flows between it and anyone else, and nothing of it is
+recorded: its m-lines towards others, and theirs towards it, are parked slots (see
+``_Member.reserved``). ``admit`` at the answer starts them all with no renegotiation, so
+the answer costs a keyframe request instead of an ICE and DTLS set-up.
 """
 
 from __future__ import annotations
@@ -90,6 +97,8 @@ class _Member:
     reserved: dict[tuple[str, str], tuple[RTCRtpTransceiver, ForwardingTrack,
                                           ParticipantInfo]] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # False while the call rings: no media to or from anyone, nothing recorded (``admit``).
+    admitted: bool = True
     awaiting_answer: bool = False
     negotiated: bool = False
     pending: bool = False
@@ -114,6 +123,8 @@ class SessionHub:
         self._pub_seq = itertools.count(1)
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Admitted before they joined: the join is in, whatever it asked (see ``admit``).
+        self._admit_on_join: set[str] = set()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
@@ -130,16 +141,26 @@ class SessionHub:
 
     @property
     def participants(self) -> list[ParticipantInfo]:
-        return [m.info for m in self._members.values()]
+        """The admitted members (not one still connecting while the call rings)."""
+        return [m.info for m in self._members.values() if m.admitted]
 
     def has(self, participant_id: str) -> bool:
         return participant_id in self._members
 
-    def publishes(self, participant_id: str, role: str) -> bool:
-        """``participant_id`` is a member with a ``role`` slot, whether or not its track
-        arrives right now (it may be joining, or its link may be down)."""
+    def is_admitted(self, participant_id: str) -> bool:
         member = self._members.get(participant_id)
-        return member is not None and any(tr.role == role for tr in member.publish)
+        return member is not None and member.admitted
+
+    def waiting(self) -> list[ParticipantInfo]:
+        """Members that joined while the call rang and are not admitted yet."""
+        return [m.info for m in self._members.values() if not m.admitted]
+
+    def publishes(self, participant_id: str, role: str) -> bool:
+        """``participant_id`` is an admitted member with a ``role`` slot, whether or not
+        its track arrives right now (it may be joining, or its link may be down)."""
+        member = self._members.get(participant_id)
+        return (member is not None and member.admitted
+                and any(tr.role == role for tr in member.publish))
 
     def is_hidden(self, participant_id: str) -> bool:
         member = self._members.get(participant_id)
@@ -154,23 +175,27 @@ class SessionHub:
         hidden: bool = False,
         audience: dict[str, str] | None = None,
         expect: Sequence[tuple[ParticipantInfo, TrackRole]] = (),
+        admitted: bool = True,
     ) -> None:
         """Add (or re-add, after a lost connection) a participant and send it an offer.
 
         ``expect``: tracks of others this participant will receive that are not published
         yet (the other party of a call just answered, joining at the same moment): their
-        m-lines are in this first offer already (see ``_Member.reserved``)."""
+        m-lines are in this first offer already (see ``_Member.reserved``).
+        ``admitted=False``: joining while the call rings, held apart until ``admit``."""
         if self._closed:
             raise HubClosedError(f"session {self.session_id} has ended")
         if info.id in self._members:
-            await self.leave(info.id)
+            # A rejoin: the slots others keep for this member's tracks stay theirs.
+            await self.leave(info.id, release=False)
         # max-bundle: with aiortc's default (balanced) policy a second video m-line keeps
         # a transport of its own that the answer's BUNDLE never replaces, so its sender
         # never starts (seen as a supervisor receiving one camera but not the other).
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
                                                 bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        admitted = admitted or info.id in self._admit_on_join
         member = _Member(info=info, pc=pc, publish=list(publish), subscribe=subscribe,
-                         hidden=hidden, audience=dict(audience or {}))
+                         hidden=hidden, audience=dict(audience or {}), admitted=admitted)
         self._members[info.id] = member
 
         @pc.on("track")
@@ -220,11 +245,54 @@ class SessionHub:
         joined = self._members.get(owner.id)
         if joined is not None and all(t.role != role.role for t in joined.publish):
             return  # it joined already, without that track
+        self._park_slot(member, owner, role)
+
+    def _park_slot(self, member: _Member, owner: ParticipantInfo, role: TrackRole) -> None:
+        if (owner.id, role.role) in member.reserved:
+            return
+        spares = member.spare.get(role.kind)
+        if spares:
+            # An inactive m-line again (the agent an earlier offer rang, gone): its
+            # sender drops frames until the answer re-enables it, so start at a keyframe.
+            transceiver, parked = spares.pop()
+            transceiver.direction = "sendonly"
+            member.rekey.append(parked)
+            member.reserved[(owner.id, role.role)] = (transceiver, parked, owner)
+            return
         track = ForwardingTrack(role.kind)
         transceiver = member.pc.addTransceiver(track, direction="sendonly")
         self._pin_codec(transceiver)
         track.bind_sender(transceiver.sender)
         member.reserved[(owner.id, role.role)] = (transceiver, track, owner)
+
+    def _held_apart(self, member: _Member, pub: Publication) -> bool:
+        owner = self._members.get(pub.owner.id)
+        return not member.admitted or (owner is not None and not owner.admitted)
+
+    async def admit(self, participant_id: str) -> None:
+        """The call was answered: ``participant_id`` (joined while it rang) is in. Its
+        media and everyone else's start flowing into the slots parked for them, each
+        from a fresh keyframe, and its publications are recorded from now on."""
+        member = self._members.get(participant_id)
+        if member is None:
+            # Not joined (yet): a join still on its way while the call rang gets in.
+            self._admit_on_join.add(participant_id)
+            return
+        if member.admitted:
+            return
+        member.admitted = True
+        for pub in [p for p in self._publications.values() if p.owner.id == participant_id]:
+            self._record(pub)
+        offers: list[_Member] = []
+        for pub in list(self._publications.values()):
+            for other in list(self._members.values()):
+                if ((other is member or pub.owner.id == participant_id)
+                        and pub.id not in other.subscriptions and self._eligible(other, pub)
+                        and self._add_subscription(other, pub) and other not in offers):
+                    offers.append(other)
+        logger.info("session %s: %s admitted", self.session_id, participant_id)
+        for other in offers:
+            await self._negotiate(other)
 
     def _release_unpublished(self, owner_id: str, publishing: set[str]) -> None:
         """``owner_id`` joined without some role others kept a slot for (no camera, say):
@@ -246,11 +314,15 @@ class SessionHub:
             except Exception:
                 logger.exception("session %s: state report failed", self.session_id)
 
-    async def leave(self, participant_id: str) -> None:
+    async def leave(self, participant_id: str, *, release: bool = True) -> None:
+        """Remove a participant. The slots others keep for its tracks go inactive (kept
+        as spares) unless ``release`` is False (it rejoins at once)."""
         member = self._members.pop(participant_id, None)
         if member is None:
             return
         member.closed = True
+        if release:
+            self._release_unpublished(participant_id, set())
         ended = [p for p in self._publications.values() if p.owner.id == participant_id]
         await member.pc.close()
         await self._end_publications(ended)
@@ -495,12 +567,8 @@ class SessionHub:
                 transceiver.receiver,
                 label=f"session {self.session_id} {member.info.id} {role.role}")
             pub = EncodedPublication(pub_id, member.info, role.role, source)
-            if self.recorder is not None:
-                try:
-                    self.recorder.add_publication(pub)
-                except MediaError as err:
-                    logger.warning("session %s: %s not recorded: %s", self.session_id,
-                                   pub_id, err)
+            if member.admitted:
+                self._record(pub)
         else:
             decoded = DecodedPublication(pub_id, member.info, role.role, track,
                                          self.session_id)
@@ -512,9 +580,25 @@ class SessionHub:
             if self._eligible(other, pub) and self._add_subscription(other, pub):
                 self._spawn(self._negotiate(other))
 
+    def _record(self, pub: Publication) -> None:
+        if self.recorder is None or not isinstance(pub, EncodedPublication):
+            return
+        try:
+            if self.recorder.state == "new":
+                self.recorder.start()
+            self.recorder.add_publication(pub)
+        except (MediaError, OSError) as err:  # OSError: no recording directory
+            logger.warning("session %s: %s not recorded: %s", self.session_id, pub.id, err)
+
     def _add_subscription(self, member: _Member, pub: Publication) -> bool:
         """Subscribe ``member`` to ``pub``; True if that needs an offer (a new or reused
-        m-line), False if its reserved m-line simply starts carrying it."""
+        m-line), False if its reserved m-line simply starts carrying it. While either of
+        the two is not admitted, the m-line is parked instead (``admit`` starts it)."""
+        if self._held_apart(member, pub):
+            if self._forwarding is None or (pub.owner.id, pub.role) in member.reserved:
+                return False
+            self._park_slot(member, pub.owner, TrackRole(pub.role, pub.kind))
+            return True
         reserved = member.reserved.pop((pub.owner.id, pub.role), None)
         if reserved is not None:
             transceiver, waiting, _ = reserved

@@ -55,8 +55,10 @@ class MediaService:
         if hub is None:
             recorder = None
             if self.recordings_dir is not None:
+                # Started by the hub at the first publication it records: a hub opened
+                # while the call rings records nothing until the answer, and the
+                # recording's clock starts then, not at the first ring.
                 recorder = SessionRecorder(session_id, self.recordings_dir)
-                recorder.start()
             hub = SessionHub(session_id, self._notify, video_codec=self.video_codec,
                              forwarding=self._forwarding,
                              on_member_state=self.on_member_state, recorder=recorder)
@@ -75,6 +77,9 @@ class MediaService:
         await hub.stop()
         logger.info("session %s: hub closed", session_id)
         if hub.recorder is None:
+            return None
+        if hub.recorder.state == "new":  # never answered: nothing was to be recorded
+            await hub.recorder.abort()
             return None
         try:
             result = await hub.recorder.finish()

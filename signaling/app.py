@@ -125,6 +125,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
     async def on_event(event: dict[str, Any]) -> None:
         await router.on_event(event)
+        await services.switchboard.on_event(event)
         await services.presence.on_event(event)
         await handle_relay(services, event)
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from media.fanout import ParticipantInfo
-from media.hub import TrackRole
+from media.hub import SessionHub, TrackRole
 from media.recording import RecordingResult
 from media.service import MediaService
 from signaling.inspections import InspectionDesk
@@ -27,7 +27,7 @@ from vwindow.cases import Cases
 from vwindow.chat import store_chat
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
-from vwindow.models import Call, Role
+from vwindow.models import Call, CallStatus, Role
 from vwindow.queue import CallQueue
 from vwindow.routing import is_elderly, priority_for
 from vwindow.sla_config import SlaConfig
@@ -145,6 +145,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
 
     async def decline_call(self, conn: Connection, call_id: int) -> None:
         await self.router.decline(int(conn.principal.subject), call_id)
+        await self._leave_waiting(call_id, conn.participant_id)
 
     async def _stop_ringing(self, message: dict[str, Any], except_key: str | None,
                             offered: int | None = None) -> None:
@@ -191,6 +192,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
     async def cancel_call(self, conn: Connection, call_id: int) -> None:
         _, offered = await self.queue.cancel(conn.principal, call_id)
         self._kiosk_ids.pop(call_id, None)
+        await self._close_unanswered(call_id)
         await self._stop_ringing({"type": "call.cancelled", "call_id": call_id}, None,
                                  offered)
         if offered is not None:
@@ -209,19 +211,61 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         answered = await self.router.claim(agent_id, call_id)
         view = answered.view
         self._kiosk_ids[call_id] = answered.kiosk_id
+        joined: list[ParticipantInfo] = []
         if answered.hub_node == self.node_id:
             room = self._room_for(view)
-            self.media.hub(call_id)
+            # First: the media connected while it rang starts flowing at once.
+            joined = await self._admit(self.media.hub(call_id), answered.kiosk_id, agent_id)
             logger.info("call %s: room %s", call_id, sorted(room.members))
-        # else: a transferred call whose session goes on at another node; this agent's
-        # messages about it are relayed there.
+        elif answered.hub_node is not None:
+            # The session is at another node (the kiosk connected its media there while
+            # it rang, or a transferred call): that node lets the parties in. This
+            # agent's messages about the call are relayed there.
+            await self.presence.bus.publish({"k": "answered", "node": answered.hub_node,
+                                             "call_id": call_id, "agent": agent_id,
+                                             "kiosk": answered.kiosk_id})
         name = view.agent.name if view.agent else ""
         await self._stop_ringing({"type": "call.taken", "call_id": call_id, "agent_name": name},
                                  conn.principal.key)
         await self.presence.deliver(f"kiosk:{answered.kiosk_id}",
                                     {"type": "call.answered", "call": _dump(view)})
+        await self._announce_joined(call_id, joined)
         self.changed()
         return {"type": "call.accepted", "call": _dump(view)}
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        """A call whose session is here was answered at another node."""
+        if event.get("k") != "answered" or event.get("node") != self.node_id:
+            return
+        call_id, agent_id, kiosk_id = event.get("call_id"), event.get("agent"), event.get("kiosk")
+        if not (isinstance(call_id, int) and isinstance(agent_id, int)
+                and isinstance(kiosk_id, int)):
+            return
+        view = await self.cases.call_view(call_id)
+        self._kiosk_ids[call_id] = kiosk_id
+        self._room_for(view)
+        joined = await self._admit(self.media.hub(call_id), kiosk_id, agent_id)
+        await self._announce_joined(call_id, joined)
+        self.changed()
+
+    async def _admit(self, hub: SessionHub, kiosk_id: int, agent_id: int
+                     ) -> list[ParticipantInfo]:
+        """Let the kiosk's and the answering agent's pages in, if they connected while
+        the call rang (or as soon as they join); any other agent rung meanwhile goes."""
+        parties = (f"kiosk:{kiosk_id}/page", f"agent:{agent_id}/page")
+        waiting = hub.waiting()
+        for info in waiting:
+            if info.id not in parties:
+                await hub.leave(info.id)
+        for participant_id in parties:
+            await hub.admit(participant_id)
+        return [info for info in waiting if info.id in parties]
+
+    async def _announce_joined(self, call_id: int, joined: list[ParticipantInfo]) -> None:
+        for info in joined:
+            await self.cases.participant_joined(call_id, info.kind, info.id, info.name)
+            await self._announce(call_id, {"type": "participant.joined", "call_id": call_id,
+                                           "participant": info.as_dict()}, hidden=False)
 
     async def transfer(self, conn: Connection, call_id: int, to_agent: str | None,
                        to_queue: str | None, note: str) -> dict[str, Any]:
@@ -322,6 +366,8 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
     async def check_join(self, conn: Connection, call_id: int,
                          publish: list[TrackRole]) -> None:
         """Everything ``join_media`` would refuse, checked before the join is acked."""
+        if await self._ringing_call(conn, call_id, publish) is not None:
+            return
         await self.require_member(conn, call_id)
         if conn.principal.role is Role.SUPERVISOR:
             if (call_id, conn.principal.key) not in self._monitors:
@@ -330,8 +376,51 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
                 raise ForbiddenError("a monitoring supervisor may publish only its mic",
                                      field="publish")
 
+    async def _ringing_call(self, conn: Connection, call_id: int,
+                            publish: list[TrackRole]) -> Call | None:
+        """The call, if ``conn`` is joining its media while it rings: the kiosk page of a
+        call never answered yet, or the page of the agent it is offered to. The two
+        connect while the agent's console rings and are held apart by the hub (nothing
+        flows, nothing is recorded) until the answer lets them in (``_admit``)."""
+        if conn.client != "page" or conn.principal.role not in (Role.KIOSK, Role.AGENT):
+            return None
+        call = await self.cases.get_call(call_id)
+        if call.status != CallStatus.QUEUED:
+            return None
+        subject = int(conn.principal.subject)
+        if conn.principal.role is Role.KIOSK:
+            if call.kiosk_id != subject or call.answered_at is not None:
+                return None
+        elif call.offered_to != subject:
+            return None
+        extra = [t.role for t in publish if t not in CALL_TRACKS]
+        if extra:
+            raise ForbiddenError(f"while the call rings only the camera and mic connect, "
+                                 f"not {', '.join(extra)}", field="publish")
+        return call
+
+    async def _join_ringing(self, conn: Connection, call: Call,
+                            publish: list[TrackRole]) -> None:
+        hub = self.media.find(call.id)
+        if hub is None:
+            node = await self.cases.place_hub(call.id, self.node_id)
+            if node != self.node_id:
+                raise InvalidStateError(f"the media of call {call.id} is connecting at "
+                                        "another node; join again")
+            hub = self.media.hub(call.id)
+        kind = self._kind(conn)
+        info = ParticipantInfo(conn.participant_id, kind, conn.principal.name)
+        await hub.join(info, publish, admitted=False,
+                       expect=self._other_party(conn, call, kind))
+        if hub.is_admitted(info.id):  # answered while this join was on its way
+            await self._announce_joined(call.id, [info])
+
     async def join_media(self, conn: Connection, call_id: int,
                          publish: list[TrackRole]) -> None:
+        ringing = await self._ringing_call(conn, call_id, publish)
+        if ringing is not None:
+            await self._join_ringing(conn, ringing, publish)
+            return
         call = await self.cases.check_call_member(conn.principal, call_id)
         room = self.presence.rooms.get(call_id)
         if room is None:
@@ -412,6 +501,8 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         return {"type": "call.joined", "call": _dump(view)}
 
     async def leave_media(self, conn: Connection, call_id: int) -> None:
+        if await self._leave_waiting(call_id, conn.participant_id):
+            return
         await self.require_member(conn, call_id)
         hub = self.media.find(call_id)
         present = hub is not None and hub.has(conn.participant_id)
@@ -449,8 +540,9 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         is offered the other's tracks in its first offer (``SessionHub.join``)."""
         if conn.client != "page":
             return []
-        if kind == "kiosk" and call.agent_id is not None:
-            other = self.presence.by_participant(f"agent:{call.agent_id}/page")
+        agent_id = call.agent_id if call.agent_id is not None else call.offered_to
+        if kind == "kiosk" and agent_id is not None:
+            other = self.presence.by_participant(f"agent:{agent_id}/page")
             other_kind = "agent"
         elif kind == "agent":
             other = self.presence.by_participant(f"kiosk:{call.kiosk_id}/page")
@@ -469,6 +561,8 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
     async def member_state(self, call_id: int, participant_id: str, state: str) -> None:
         """A participant's media went down (``reconnecting``) or is back (``connected``)."""
         hub = self.media.find(call_id)
+        if hub is not None and hub.has(participant_id) and not hub.is_admitted(participant_id):
+            return  # connecting while the call rings: nobody is told
         hidden = hub.is_hidden(participant_id) if hub else False
         await self._announce(call_id, {"type": "participant.state", "call_id": call_id,
                                        "participant_id": participant_id, "state": state},
@@ -499,6 +593,27 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         if material is not None:
             message["material"] = material.model_dump(mode="json")
         await self.presence.send_room(call_id, message)
+
+    async def _leave_waiting(self, call_id: int, participant_id: str) -> bool:
+        """Take out a member that connected while the call rang and was never let in
+        (nobody saw it come or go); False if it is not one."""
+        hub = self.media.find(call_id)
+        if hub is None or not hub.has(participant_id) or hub.is_admitted(participant_id):
+            return False
+        await hub.leave(participant_id)
+        await self._close_unanswered(call_id)
+        return True
+
+    async def _close_unanswered(self, call_id: int) -> None:
+        """Close the hub of a call that was never answered once nobody is connecting to
+        it (the kiosk cancelled, or the kiosk and the rung agent both left)."""
+        hub = self.media.find(call_id)
+        if hub is None or hub.participants:
+            return
+        call = await self.cases.get_call(call_id)
+        if call.answered_at is None and (call.status != CallStatus.QUEUED
+                                         or not hub.waiting()):
+            await self.media.close_hub(call_id)
 
     async def _close_and_store(self, call_id: int) -> None:
         try:

@@ -192,11 +192,22 @@ class Cases:
                 Call.case_id == case_id, Call.status == CallStatus.LIVE))).first()
 
     async def hub_node(self, call_id: int) -> str | None:
-        """The node holding the live call's room and media hub (None: not live)."""
+        """The node holding the call's room and media hub: a live call's, or a waiting
+        call's whose media is connected while it rings (None: neither)."""
         async with self.db.session() as s:
             row = (await s.execute(select(Call.hub_node).where(
-                Call.id == call_id, Call.status == CallStatus.LIVE))).first()
+                Call.id == call_id,
+                Call.status.in_([CallStatus.LIVE, CallStatus.QUEUED])))).first()
             return row[0] if row else None
+
+    async def place_hub(self, call_id: int, node: str) -> str | None:
+        """Put a waiting call's media hub on ``node`` unless it has one already; the
+        node that has it (another node's, when two placed it at once)."""
+        async with self.db.session() as s:
+            await s.execute(update(Call).where(
+                Call.id == call_id, Call.status == CallStatus.QUEUED,
+                Call.hub_node.is_(None)).values(hub_node=node))
+        return await self.hub_node(call_id)
 
     async def get_call(self, call_id: int) -> Call:
         async with self.db.session() as s:

@@ -82,6 +82,11 @@ class NodeLife(CallQueueBase):
                 await audit.append(s, actor="system:router", action="call.requeued",
                                    case_id=call.case_id,
                                    detail={"call_id": call.id, "dead_node": dead})
+            # Waiting calls whose media was connecting at a dead node (see
+            # ``Cases.place_hub``): their kiosks connect again wherever they are now.
+            await s.execute(update(Call).where(
+                Call.status == CallStatus.QUEUED, Call.hub_node.in_(dead)).values(
+                hub_node=None))
             for node_id in dead:
                 await s.delete(await s.get_one(Node, node_id))
                 logger.warning("node %s missed its heartbeat; its agents are offline", node_id)

@@ -117,7 +117,7 @@ _READY_HERE = (
     .with_for_update(skip_locked=True, of=AgentStatus))
 """This node's ready agents, locked (another pass on this node skips them meanwhile)."""
 
-_OFFERABLE = select(Call.id).where(Call.id.in_(bindparam("ids", expanding=True)),
+_OFFERABLE = select(Call.id, Call.kiosk_id).where(Call.id.in_(bindparam("ids", expanding=True)),
                                    Call.status == CallStatus.QUEUED, Call.offered_to.is_(None))
 
 _OFFER = (update(Call).where(Call.id == bindparam("call"))
@@ -237,8 +237,8 @@ class CallQueueOps(CallQueueBase):
                 return []
             ring_all = self.rules.strategy == "ring_all"
             query = _OFFERABLE if ring_all else _OFFERABLE.with_for_update(skip_locked=True)
-            free = set((await conn.scalars(query, {
-                "ids": list({call_id for call_id, _ in planned})})).all())
+            free: dict[int, int] = {row.id: row.kiosk_id for row in (await conn.execute(
+                query, {"ids": list({call_id for call_id, _ in planned})})).all()}
             # Taken, cancelled or being offered by another node: planned again next pass.
             planned = [(call_id, agent_id) for call_id, agent_id in planned if call_id in free]
             if not planned:
@@ -249,7 +249,8 @@ class CallQueueOps(CallQueueBase):
                                             for c, a in planned])
                 await conn.execute(_RINGING, [{"agent": a, "now": now} for _, a in planned])
             views = await self.cases.views(s, {call_id for call_id, _ in planned})
-            return [Offer(views[call_id], agent_id, expires) for call_id, agent_id in planned]
+            return [Offer(views[call_id], agent_id, expires, free[call_id])
+                    for call_id, agent_id in planned]
 
     async def _plan(self, conn: AsyncConnection, agents: list[routing.AgentSlot],
                     now: datetime) -> list[tuple[int, int]]:

@@ -47,6 +47,7 @@ class Offer:
     agent_id: int
     expires_at: datetime | None
     """None for ring-all, where nothing is reserved and the first to accept wins."""
+    kiosk_id: int
 
 
 @dataclass(frozen=True)

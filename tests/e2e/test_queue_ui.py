@@ -5,6 +5,7 @@ view of agent states."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -192,6 +193,72 @@ async def test_the_agents_camera_opens_while_a_call_rings(routed: Server,
             "() => window.__gum.calls === 2 && document.querySelector('#local-camera')"
             ".srcObject.getTracks().every((t) => window.__gum.tracks.slice(2).includes(t))")
         assert same
+        assert errors == []
+
+
+COUNT_PEER_CONNECTIONS = """
+window.__pcs = [];
+const Native = window.RTCPeerConnection;
+window.RTCPeerConnection = class extends Native {
+  constructor(...args) { super(...args); window.__pcs.push(this); }
+};
+"""
+
+CONNECTED = ("window.__pcs.length === 1"
+             " && window.__pcs[0].connectionState === 'connected'")
+
+
+async def test_media_connects_while_a_call_rings(routed: Server, browser: Browser) -> None:
+    """Both pages connect their media while the agent's console rings; nothing of the
+    other side shows until the answer, which then needs no new connection. A ring that
+    ends unanswered closes the agent's connection and the server's hub."""
+    base = routed.url
+    remote_kiosk = 'video[data-role="camera"][data-participant-kind="kiosk"]'
+    async with _pages(browser, "kiosk", "agent1") as (pages, errors):
+        kiosk, agent = pages["kiosk"], pages["agent1"]
+        for page in (kiosk, agent):
+            await page.add_init_script(COUNT_PEER_CONNECTIONS)
+        await login_staff(agent, base, "/agent/", "agent1")
+        await _press_ready(agent)
+        await login_kiosk(kiosk, base)
+
+        # Rung, then given up by the kiosk: both connections close, and the hub.
+        await kiosk.click('[data-service-code="SB-001"]')
+        await kiosk.click("#call-button")
+        await expect(agent.locator("#ringing li[data-call-id]")).to_have_count(1)
+        await agent.wait_for_function(CONNECTED, timeout=10000)
+        await kiosk.wait_for_function(CONNECTED, timeout=10000)
+        first_call = routed.services.media.live_sessions
+        assert len(first_call) == 1
+        await kiosk.click("#cancel-call")
+        await agent.wait_for_function("window.__pcs[0].connectionState === 'closed'")
+        assert routed.services.media.live_sessions == []
+
+        # Rung again: connected while it rings, and nothing shown before the answer.
+        await agent.evaluate("window.__pcs = []")
+        await kiosk.evaluate("window.__pcs = []")
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "idle")
+        await kiosk.click('[data-service-code="SB-001"]')
+        await kiosk.click("#call-button")
+        await expect(agent.locator("#ringing li[data-call-id]")).to_have_count(1)
+        await agent.wait_for_function(CONNECTED, timeout=10000)
+        await kiosk.wait_for_function(CONNECTED, timeout=10000)
+        await asyncio.sleep(1.0)
+        received = await agent.evaluate("""async () => {
+            let frames = 0;
+            (await window.__pcs[0].getStats()).forEach((s) => {
+              if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+            });
+            return frames; }""")
+        assert received == 0
+
+        await agent.locator("#ringing li[data-call-id] .accept-call").click()
+        await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+        await video_frames(agent, remote_kiosk)
+        await video_frames(kiosk, "video#remote-agent-camera")
+        # The connections made while it rang carry the call: none was made after.
+        assert await agent.evaluate("window.__pcs.length") == 1
+        assert await kiosk.evaluate("window.__pcs.length") == 1
         assert errors == []
 
 

@@ -47,6 +47,7 @@ const app = {
   localStream: null,
   mediaGen: 0,
   warm: null, // the camera and microphone opening while a call rings (a getLocalMedia promise)
+  ringingMedia: null, // the call whose media is connecting while it rings (connectWhileRinging)
 };
 
 const casePanel = new CasePanel(api, () => app);
@@ -283,6 +284,8 @@ function addRinging(call, msg = {}) {
   list.append(li);
   tickCountdowns();
   updateRinging();
+  // Offered to us alone: connect the media now, while it rings (see connectWhileRinging).
+  if (msg.timeout_s) connectWhileRinging(call.call_id);
 }
 
 async function onDecline(callId, btn) {
@@ -318,6 +321,13 @@ function updateRinging() {
   else ring.stop();
   if (n > 0 && !app.call) warmLocalMedia();
   else if (!app.call) coolLocalMedia();
+  const rang = app.ringingMedia;
+  if (rang != null && !app.call
+      && !byId('ringing').querySelector(`li[data-call-id="${CSS.escape(rang)}"]`)) {
+    // It stopped ringing unanswered (taken, withdrawn, declined, cancelled).
+    app.ringingMedia = null;
+    app.media.stop({ leave: true });
+  }
   if (state() === 'idle' || state() === 'ringing') setState(n > 0 ? 'ringing' : 'idle');
 }
 
@@ -337,6 +347,29 @@ function openLocalMedia() {
  */
 function warmLocalMedia() {
   if (!app.warm) app.warm = openLocalMedia();
+}
+
+/**
+ * The call is offered to this agent alone: connect its media while it rings, so that
+ * answering shows the citizen at once instead of starting the connection then. The
+ * server passes nothing either way (and records nothing) until the call is answered.
+ */
+async function connectWhileRinging(callId) {
+  if (app.call || app.ringingMedia != null) return;
+  app.ringingMedia = callId;
+  warmLocalMedia();
+  const { stream } = await app.warm;
+  if (app.call || app.ringingMedia !== callId) return;
+  app.media.start(callId, tracksOf(stream));
+}
+
+function tracksOf(stream) {
+  const tracks = {};
+  if (stream) {
+    if (stream.getVideoTracks()[0]) tracks.camera = stream.getVideoTracks()[0];
+    if (stream.getAudioTracks()[0]) tracks.mic = stream.getAudioTracks()[0];
+  }
+  return tracks;
 }
 
 function coolLocalMedia() {
@@ -433,12 +466,11 @@ async function enterLive(call, role = 'agent') {
   else hideError(warn);
   app.localStream = stream;
   byId('local-camera').srcObject = stream;
-  const tracks = {};
-  if (stream) {
-    if (stream.getVideoTracks()[0]) tracks.camera = stream.getVideoTracks()[0];
-    if (stream.getAudioTracks()[0]) tracks.mic = stream.getAudioTracks()[0];
-  }
-  app.media.start(call.call_id, tracks);
+  const rang = app.ringingMedia;
+  app.ringingMedia = null;
+  // Connected while it rang: the answer let it through; nothing to start.
+  if (rang === call.call_id && app.media.active && app.media.callId === call.call_id) return;
+  app.media.start(call.call_id, tracksOf(stream));
 }
 
 function leaveLive() {

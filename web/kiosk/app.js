@@ -137,6 +137,7 @@ function wireSignal(signal) {
   signal.on('queue.callback_offer', (msg) => {
     if (app.call && msg.call_id === app.call.call_id && !app.call.callback) byId('callback-offer').hidden = false;
   });
+  signal.on('call.connecting', (msg) => connectWhileRinging(msg.call_id));
   signal.on('call.answered', (msg) => enterLive(msg.call));
   signal.on('appointment.booked', (msg) => {
     if (!app.call || msg.case_id !== app.call.case_id || !msg.appointment) return;
@@ -455,6 +456,31 @@ function stopLocalMedia() {
   hideError(byId('media-warning'));
 }
 
+function tracksOf(stream) {
+  const tracks = {};
+  if (stream) {
+    const v = stream.getVideoTracks()[0];
+    const a = stream.getAudioTracks()[0];
+    if (v) tracks.camera = v;
+    if (a) tracks.mic = a;
+  }
+  return tracks;
+}
+
+/**
+ * An officer's console rings for our call: connect the media to the server now, so
+ * that the answer shows both sides at once instead of starting the connection then.
+ * The server passes nothing on (and records nothing) until the call is answered.
+ */
+async function connectWhileRinging(callId) {
+  if (!app.call || app.call.call_id !== callId || state() !== 'queued') return;
+  if (app.media.active && app.media.callId === callId) return;
+  const stream = await startLocalMedia();
+  if (state() !== 'queued' || !app.call || app.call.call_id !== callId) return;
+  if (app.media.active && app.media.callId === callId) return;
+  app.media.start(callId, tracksOf(stream));
+}
+
 async function enterLive(call) {
   if (state() === 'live' && app.call && app.call.call_id === call.call_id) {
     // Answered again after a transfer: same session, a new officer.
@@ -476,14 +502,8 @@ async function enterLive(call) {
     .catch(() => { /* pushes still arrive; nothing to show the citizen */ });
   const stream = await startLocalMedia();
   if (state() !== 'live' || !app.call || app.call.call_id !== call.call_id) return;
-  const tracks = {};
-  if (stream) {
-    const v = stream.getVideoTracks()[0];
-    const a = stream.getAudioTracks()[0];
-    if (v) tracks.camera = v;
-    if (a) tracks.mic = a;
-  }
-  app.media.start(call.call_id, tracks);
+  if (app.media.active && app.media.callId === call.call_id) return; // connected while it rang
+  app.media.start(call.call_id, tracksOf(stream));
 }
 
 /** A code scanned outside a call: a booking slip fills the booking-code field. */
@@ -527,7 +547,9 @@ async function onEndCall() {
 }
 
 function leaveCall() {
-  if (app.media) app.media.stop();
+  // Still waiting (cancelled, or gone to a callback): media connected while an officer's
+  // console rang is closed at the server too.
+  if (app.media) app.media.stop({ leave: state() === 'queued' });
   stopLocalMedia();
   remote.clear();
   if (app.chat) app.chat.clear();
