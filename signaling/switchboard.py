@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -72,7 +73,8 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         self._positions: dict[int, dict[str, Any]] = {}  # call id -> surveyor's latest fix
         # request id -> a snapshot waiting for a participant's picture to come back
         self._queued_snapshots: dict[str, tuple[QueuedSnapshot, asyncio.Task[None]]] = {}
-        self._closing: set[asyncio.Task[None]] = set()  # hubs being closed, recordings stored
+        # Work after a reply: hubs being closed, recordings stored, notices of who joined.
+        self._closing: set[asyncio.Task[None]] = set()
         self._sla_flags: tuple[float, list[dict[str, object]]] | None = None  # (at, flags)
 
     async def start(self) -> None:
@@ -139,9 +141,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
     def agent_gone(self, key: str) -> None:
         role, _, subject = key.partition(":")
         if role == Role.AGENT.value:
-            task = asyncio.create_task(self.router.agent_gone(int(subject)))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._background(self.router.agent_gone(int(subject)))
 
     async def decline_call(self, conn: Connection, call_id: int) -> None:
         await self.router.decline(int(conn.principal.subject), call_id)
@@ -229,9 +229,23 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
                                  conn.principal.key)
         await self.presence.deliver(f"kiosk:{answered.kiosk_id}",
                                     {"type": "call.answered", "call": _dump(view)})
-        await self._announce_joined(call_id, joined)
+        if joined:
+            # The agent's reply first: its console shows the call as the frames arrive;
+            # the participants' rows and notices follow.
+            self._background(self._announce_joined(call_id, joined))
         self.changed()
         return {"type": "call.accepted", "call": _dump(view)}
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                logger.exception("background work failed")
+
+        task = asyncio.create_task(run())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def on_event(self, event: dict[str, Any]) -> None:
         """A call whose session is here was answered at another node."""
@@ -320,9 +334,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
                                                 "case_id": view.case_id, "ended_by": ended_by})
         # Finishing a recording remuxes it (seconds for a long call): not on the caller's
         # request path.
-        task = asyncio.create_task(self._close_and_store(call_id), name=f"close {call_id}")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._background(self._close_and_store(call_id))
         room = self.presence.rooms.pop(call_id, None)
         self._kiosk_ids.pop(call_id, None)
         self.forget_position(call_id)

@@ -70,9 +70,13 @@ def _offers(client: SignalClient) -> int:
 
 
 async def _connected(*peers: HubPeer) -> None:
+    changed = asyncio.Event()
+    for peer in peers:
+        peer.pc.on("connectionstatechange", changed.set)
     async with asyncio.timeout(15):
         while any(p.pc.connectionState != "connected" for p in peers):
-            await asyncio.sleep(0.05)
+            changed.clear()
+            await changed.wait()
 
 
 async def _no_frame(peer: HubPeer, role: str, kind: str, seconds: float) -> None:
