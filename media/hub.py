@@ -193,7 +193,9 @@ class SessionHub:
         # never starts (seen as a supervisor receiving one camera but not the other).
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
                                                 bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        admitted = admitted or info.id in self._admit_on_join
+        if info.id in self._admit_on_join:  # taken once: a later ring holds it apart again
+            self._admit_on_join.discard(info.id)
+            admitted = True
         member = _Member(info=info, pc=pc, publish=list(publish), subscribe=subscribe,
                          hidden=hidden, audience=dict(audience or {}), admitted=admitted)
         self._members[info.id] = member

@@ -239,5 +239,11 @@ async def test_a_join_still_on_its_way_at_the_answer_is_let_in() -> None:
         assert hub.is_admitted("kiosk:1/page") and not hub.is_admitted("agent:9/page")
         assert [p.id for p in hub.participants] == ["kiosk:1/page"]
         assert [p.id for p in hub.waiting()] == ["agent:9/page"]
+        # Taken once: the same page joining while a later ring (after a transfer) is
+        # held apart again.
+        await hub.leave("kiosk:1/page")
+        await hub.join(ParticipantInfo("kiosk:1/page", "kiosk", "k"),
+                       [TrackRole("mic", "audio")], admitted=False)
+        assert not hub.is_admitted("kiosk:1/page")
     finally:
         await hub.stop()

@@ -39,6 +39,7 @@ const app = {
   mediaGen: 0,
   backTimer: null,
   endFallback: null,
+  ringingCall: null, // the call an officer's console rings for (call.connecting)
 };
 
 const state = () => document.body.dataset.state;
@@ -295,6 +296,7 @@ function onQueued(msg) {
   byId('self-booking').hidden = true;
   setState('queued');
   startLocalMedia();
+  if (app.ringingCall === msg.call.call_id) connectWhileRinging(msg.call.call_id);
 }
 
 function showPosition(position, etaS) {
@@ -473,6 +475,8 @@ function tracksOf(stream) {
  * The server passes nothing on (and records nothing) until the call is answered.
  */
 async function connectWhileRinging(callId) {
+  // An officer free at once: this can come before the reply to call.start does.
+  app.ringingCall = callId;
   if (!app.call || app.call.call_id !== callId || state() !== 'queued') return;
   if (app.media.active && app.media.callId === callId) return;
   const stream = await startLocalMedia();
