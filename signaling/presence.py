@@ -159,6 +159,14 @@ class Presence:
         return await self.bus.publish({"k": "to", "key": key, "client": client,
                                        "msg": message})
 
+    async def deliver_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """``deliver`` for several: those not connected here go to the other nodes in one
+        bus event instead of one each."""
+        elsewhere = [{"key": key, "msg": message} for key, message in items
+                     if not await self.send_to(key, message)]
+        if elsewhere:
+            await self.bus.publish({"k": "to_many", "items": elsewhere})
+
     async def tell_role(self, role: Role, message: dict[str, Any], *,
                         except_key: str | None = None) -> None:
         """Send to every socket of ``role`` on every node (e.g. "stop ringing")."""
@@ -174,6 +182,12 @@ class Presence:
 
     async def on_event(self, event: dict[str, Any]) -> None:
         """A delivery another node published."""
+        if event.get("k") == "to_many" and isinstance(event.get("items"), list):
+            for item in event["items"]:
+                if (isinstance(item, dict) and isinstance(item.get("key"), str)
+                        and isinstance(item.get("msg"), dict)):
+                    await self.send_to(item["key"], item["msg"])
+            return
         message = event.get("msg")
         if not isinstance(message, dict):
             return

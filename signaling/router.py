@@ -259,8 +259,18 @@ class Router:
                 force=time.monotonic() - self._told_at >= POSITION_REFRESH_S)
 
     async def _route(self) -> None:
+        connecting: list[tuple[str, dict[str, Any]]] = []
         for offer in await self.queue.route():
             await self._ring(offer)
+            if offer.expires_at is not None:
+                # One agent rings: the kiosk and that agent connect their media now, held
+                # apart by the hub until the answer (``Switchboard.join_media``). After
+                # every console of this pass rings; one bus event for kiosks elsewhere.
+                connecting.append((f"kiosk:{offer.kiosk_id}", {
+                    "type": "call.connecting", "call_id": offer.call.call_id,
+                    "agent_id": offer.agent_id}))
+        if connecting:
+            await self.presence.deliver_many(connecting)
 
     async def _restore_states(self) -> None:
         """After this node was wrongly declared dead: its agents' states, as they are."""
@@ -281,12 +291,6 @@ class Router:
             message["timeout_s"] = self.config.offer_timeout_s
             message["expires_at"] = offer.expires_at.isoformat()
         await self._tell_agent(offer.agent_id, message)
-        if offer.expires_at is not None:
-            # One agent rings: the kiosk and that agent connect their media now, held
-            # apart by the hub until the answer (``Switchboard.join_media``).
-            await self.presence.deliver(f"kiosk:{offer.kiosk_id}", {
-                "type": "call.connecting", "call_id": offer.call.call_id,
-                "agent_id": offer.agent_id})
         logger.info("call %s offered to agent %s", offer.call.call_id, offer.agent_id)
 
     async def _push_positions(self, *, force: bool) -> None:

@@ -49,6 +49,15 @@ def _dump(view: CallView) -> dict[str, Any]:
     return view.model_dump(mode="json")
 
 
+class HubElsewhere(InvalidStateError):
+    """A call's media is connecting at another node: the join goes there (relayed)."""
+
+    def __init__(self, call_id: int, node: str | None) -> None:
+        super().__init__(f"the media of call {call_id} is connecting at another node; "
+                         "join again", field="call_id")
+        self.node = node
+
+
 SLA_FLAGS_TTL_S = 10.0
 """How stale the dashboard's SLA warnings may be (the clocks count minutes)."""
 
@@ -377,8 +386,14 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
 
     async def check_join(self, conn: Connection, call_id: int,
                          publish: list[TrackRole]) -> None:
-        """Everything ``join_media`` would refuse, checked before the join is acked."""
+        """Everything ``join_media`` would refuse, checked before the join is acked. A
+        join while the call rings places its hub here, unless another node has it
+        (``HubElsewhere``: the socket's node relays the join there)."""
         if await self._ringing_call(conn, call_id, publish) is not None:
+            if self.media.find(call_id) is None:
+                node = await self.cases.place_hub(call_id, self.node_id)
+                if node != self.node_id:
+                    raise HubElsewhere(call_id, node)
             return
         await self.require_member(conn, call_id)
         if conn.principal.role is Role.SUPERVISOR:
@@ -413,13 +428,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
 
     async def _join_ringing(self, conn: Connection, call: Call,
                             publish: list[TrackRole]) -> None:
-        hub = self.media.find(call.id)
-        if hub is None:
-            node = await self.cases.place_hub(call.id, self.node_id)
-            if node != self.node_id:
-                raise InvalidStateError(f"the media of call {call.id} is connecting at "
-                                        "another node; join again")
-            hub = self.media.hub(call.id)
+        hub = self.media.hub(call.id)  # placed here by ``check_join``
         kind = self._kind(conn)
         info = ParticipantInfo(conn.participant_id, kind, conn.principal.name)
         await hub.join(info, publish, admitted=False,

@@ -14,6 +14,7 @@ from signaling import metrics as node_metrics
 from signaling import protocol as p
 from signaling.presence import Connection, RelayedConnection
 from signaling.services import SERVICES, Services
+from signaling.switchboard import HubElsewhere
 from signaling.turn import ice_servers
 from vwindow.auth import Principal
 from vwindow.db import infrastructure_error
@@ -240,7 +241,14 @@ async def _dispatch(services: Services, conn: Connection,
         case p.CallEnd(call_id=call_id):
             await sb.end_call(conn, call_id, conn.principal.role.value)
         case p.RtcJoin(call_id=call_id, publish=publish):
-            await sb.check_join(conn, call_id, [TrackRole(x.role, x.kind) for x in publish])
+            try:
+                await sb.check_join(conn, call_id, [TrackRole(x.role, x.kind) for x in publish])
+            except HubElsewhere:
+                # Placed at another node since this socket's node looked: go there.
+                if not isinstance(conn, RelayedConnection) and await relay_to_hub_node(
+                        services, conn, message):
+                    return None
+                raise
             # Ack first: the offer that follows must find the client ready for it.
             await conn.send({"type": "ack", "ref": message.id})
             await sb.join_media(conn, call_id, [TrackRole(x.role, x.kind) for x in publish])

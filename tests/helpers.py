@@ -76,3 +76,14 @@ async def answered_call(server: Server, service_code: str = "SB-001", agent: str
     await wait_for(staff, "call.ringing")
     await staff.request("call.accept", call_id=call_id)
     return kiosk, staff, call_id, case_id
+
+
+async def connected(*peers: HubPeer, timeout: float = 15.0) -> None:
+    """Until every peer's connection to the hub is up."""
+    changed = asyncio.Event()
+    for peer in peers:
+        peer.pc.on("connectionstatechange", changed.set)
+    async with asyncio.timeout(timeout):
+        while any(p.pc.connectionState != "connected" for p in peers):
+            changed.clear()
+            await changed.wait()

@@ -25,7 +25,7 @@ from media.hub import SessionHub, TrackRole
 from signaling.client import ClientError, HubPeer, SignalClient
 from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_routing
-from tests.helpers import camera_and_mic, first_frame, wait_for
+from tests.helpers import camera_and_mic, connected, first_frame, wait_for
 from vwindow.models import Participant
 
 RED, BLUE = (0, 0, 255), (255, 0, 0)  # BGR: the kiosk's picture, the agent's
@@ -69,16 +69,6 @@ def _offers(client: SignalClient) -> int:
     return sum(1 for m in client.received if m.get("type") == "rtc.offer")
 
 
-async def _connected(*peers: HubPeer) -> None:
-    changed = asyncio.Event()
-    for peer in peers:
-        peer.pc.on("connectionstatechange", changed.set)
-    async with asyncio.timeout(15):
-        while any(p.pc.connectionState != "connected" for p in peers):
-            changed.clear()
-            await changed.wait()
-
-
 async def _no_frame(peer: HubPeer, role: str, kind: str, seconds: float) -> None:
     with pytest.raises(TimeoutError):
         await first_frame(peer, role, kind, timeout=seconds)
@@ -103,7 +93,7 @@ async def test_media_connects_while_it_rings_and_flows_only_after_the_answer(
     try:
         await kiosk_peer.join()
         await agent_peer.join()
-        await _connected(kiosk_peer, agent_peer)
+        await connected(kiosk_peer, agent_peer)
         hub = routed.services.media.find(r.call_id)
         assert hub is not None
         # Connected, each with the m-lines of the other's camera and mic, and held apart:
@@ -166,7 +156,7 @@ async def test_a_declined_ring_leaves_and_the_next_agent_gets_through(routed: Se
     try:
         await kiosk_peer.join()
         await first.join()
-        await _connected(kiosk_peer, first)
+        await connected(kiosk_peer, first)
         hub = routed.services.media.find(r.call_id)
         assert hub is not None
         await r.agent.request("call.decline", call_id=r.call_id)
@@ -176,7 +166,7 @@ async def test_a_declined_ring_leaves_and_the_next_agent_gets_through(routed: Se
         await wait_for(second_client, "call.ringing")
         second = HubPeer(second_client, r.call_id, camera_and_mic(320, 240, BLUE))
         await second.join()
-        await _connected(second)
+        await connected(second)
         await _no_frame(second, "camera", "kiosk", 1.0)
         await second_client.request("call.accept", call_id=r.call_id)
         await first_frame(second, "camera", "kiosk", timeout=10)
@@ -194,7 +184,7 @@ async def test_cancelling_while_it_rings_closes_the_hub(routed: Server) -> None:
     try:
         await kiosk_peer.join()
         await agent_peer.join()
-        await _connected(kiosk_peer, agent_peer)
+        await connected(kiosk_peer, agent_peer)
         assert routed.services.media.find(r.call_id) is not None
         await r.kiosk.request("call.cancel", call_id=r.call_id)
         await wait_for(r.agent, "call.cancelled")

@@ -23,7 +23,7 @@ from devices.registry import create_device
 from signaling.client import ClientError, HubPeer, SignalClient
 from signaling.kioskagent import KioskAgent
 from tests.conftest import pg_database
-from tests.helpers import camera_and_mic, first_frame, wait_for
+from tests.helpers import camera_and_mic, connected, first_frame, wait_for
 from tests.multinode import KIOSK_KEY, Node, seed, start_node, wait_ready
 from vwindow.db import Database
 from vwindow.models import AgentStatus, AuditEntry, Call, CallStatus
@@ -422,5 +422,58 @@ async def test_media_and_chat_cross_nodes(pg_server: Any, tmp_path: Path) -> Non
                 await peer.close()
             for c in (kiosk, agent, colleague):
                 await c.close()
+    finally:
+        _stop(nodes)
+
+
+async def test_media_connected_while_ringing_across_nodes(pg_server: Any,
+                                                          tmp_path: Path) -> None:
+    """The kiosk on node A is told its call rings at node B; both connect their media
+    while it rings, to one hub (the first to join places it; the other is relayed
+    there), held apart; the answer at B lets them in wherever the hub is, with no new
+    offer to either."""
+    db_url = pg_database(pg_server)
+    agents, kiosks = await seed(db_url, agents=1, kiosks=1)
+    routing = {**ROUTING, "offer_timeout_s": 30.0}
+    nodes = [start_node(f"node-{n}", db_url, tmp_path, **routing) for n in "ab"]
+    try:
+        url_a, url_b = [await wait_ready(n) for n in nodes]
+        async with aiohttp.ClientSession() as http:
+            kiosk = SignalClient(http, url_a, await _token(
+                http, url_a, "kiosk", {"kiosk_code": kiosks[0], "device_key": KIOSK_KEY}))
+            agent = SignalClient(http, url_b, await _token(
+                http, url_b, "login", {"username": agents[0], "password": "demo1234"}))
+            for c in (kiosk, agent):
+                await c.connect()
+            await agent.request("agent.state", state="ready")
+            call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"][
+                "call_id"]
+            await wait_for(agent, "call.ringing")
+            connecting = await wait_for(kiosk, "call.connecting", timeout=10)
+            assert connecting["call_id"] == call_id
+            kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+            agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
+            try:
+                await kiosk_peer.join()
+                await agent_peer.join()
+                await connected(kiosk_peer, agent_peer, timeout=20)
+                with pytest.raises(TimeoutError):
+                    await first_frame(agent_peer, "camera", "kiosk", timeout=1.5)
+                offers = [sum(1 for m in c.received if m.get("type") == "rtc.offer")
+                          for c in (kiosk, agent)]
+                await agent.request("call.accept", call_id=call_id)
+                seen_by_agent = await first_frame(agent_peer, "camera", "kiosk", timeout=20)
+                seen_by_kiosk = await first_frame(kiosk_peer, "camera", "agent", timeout=20)
+                assert (seen_by_agent.width, seen_by_kiosk.width) == (320, 320)
+                assert [sum(1 for m in c.received if m.get("type") == "rtc.offer")
+                        for c in (kiosk, agent)] == offers
+                await wait_for(kiosk, "participant.joined", timeout=10)
+                await agent.request("call.end", call_id=call_id)
+                await wait_for(kiosk, "call.ended", timeout=10)
+            finally:
+                for peer in (kiosk_peer, agent_peer):
+                    await peer.close()
+                for c in (kiosk, agent):
+                    await c.close()
     finally:
         _stop(nodes)
