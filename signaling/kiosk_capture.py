@@ -71,8 +71,18 @@ class CaptureOutcome:
     timings: dict[str, float]
 
 
+MAX_DOCUMENT_PAGES = 40
+"""Pages of one document the kiosk keeps to rebuild its PDF (about 12 MB of JPEG): more is
+refused with a message to go on under another document name."""
+
+
 class DocumentDesk:
-    """Turns capture requests into uploaded pages; one capture at a time."""
+    """Turns capture requests into uploaded pages; one capture at a time.
+
+    The pages of each document are kept to rebuild its PDF as pages are added, for the
+    kiosk's current case only (a capture for another case forgets the last one's), and
+    at most ``MAX_DOCUMENT_PAGES`` per document: a kiosk agent runs for months.
+    """
 
     def __init__(self, camera: DocumentCamera, spool: Spool, *,
                  pipelines: dict[str, ScanPipeline] | None = None,
@@ -89,6 +99,8 @@ class DocumentDesk:
         never send the same file at once."""
 
     def _document(self, case_id: int, name: str | None) -> _Document:
+        if case_id not in self._documents:
+            self._documents.clear()  # the kiosk serves one case at a time
         docs = self._documents.setdefault(case_id, [])
         if name is None:
             if docs:
@@ -115,6 +127,13 @@ class DocumentDesk:
                        ) -> CaptureOutcome | None:
         timings: dict[str, float] = {}
         started = time.perf_counter()
+        doc = self._document(req.case_id, req.document)
+        if len(doc.pages) >= MAX_DOCUMENT_PAGES:
+            await report("failed", 100,
+                         f"《{doc.name}》已有 {MAX_DOCUMENT_PAGES} 页，请换一个材料名称继续拍摄 / "
+                         f"{doc.name} has {MAX_DOCUMENT_PAGES} pages: go on under another "
+                         "document name")
+            return None
         await report("capturing", 5, None)
         still = await self.camera.capture_still()
         timings["capture"] = time.perf_counter() - started
@@ -130,7 +149,6 @@ class DocumentDesk:
         if result.needs_retake and not req.accept_poor:
             await report("retake", 100, "；".join(result.messages) or "请重拍 / please retake")
             return None
-        doc = self._document(req.case_id, req.document)
         doc.pages.append(result.jpeg)
         page = len(doc.pages)
         base = UploadMeta(case_id=req.case_id, content_type="image/jpeg", filename="",

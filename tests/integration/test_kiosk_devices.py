@@ -322,3 +322,34 @@ def test_kiosk_list_devices_names_drivers_and_nodes(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "vwindow.cli", "kiosk", "--config",
                           str(config)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "kiosk code and key" in bad.stderr
+
+
+async def test_the_desk_keeps_one_case_and_a_bounded_document(tmp_path: Path,
+                                                              monkeypatch: Any) -> None:
+    """A kiosk agent runs for months: the pages it keeps to rebuild a document's PDF are
+    the current case's only, and a document stops at ``MAX_DOCUMENT_PAGES`` with a
+    message to go on under another name (nothing captured, nothing lost)."""
+    monkeypatch.setattr("signaling.kiosk_capture.MAX_DOCUMENT_PAGES", 2)
+    camera = SimulatedDocumentCamera(seed=6)
+    await camera.start()
+    desk = DocumentDesk(camera, Spool(tmp_path / "spool"))
+    reports: list[tuple[str, float | None, str | None]] = []
+
+    async def report(stage: str, percent: float | None, message: str | None) -> None:
+        reports.append((stage, percent, message))
+
+    try:
+        for n in (1, 2):
+            outcome = await desk.capture(CaptureRequest(f"a{n}", 1, 1, "户口簿"), None, report)
+            assert outcome is not None and outcome.page == n
+        assert await desk.capture(CaptureRequest("a3", 1, 1, "户口簿"), None, report) is None
+        assert reports[-1][0] == "failed" and "户口簿" in str(reports[-1][2])
+        assert "another document name" in str(reports[-1][2])
+        other = await desk.capture(CaptureRequest("a4", 1, 1, "身份证"), None, report)
+        assert other is not None and other.page == 1
+        # The next case: the last one's pages are let go.
+        nxt = await desk.capture(CaptureRequest("b1", 2, 2, "户口簿"), None, report)
+        assert nxt is not None and nxt.page == 1
+        assert list(desk._documents) == [2]
+    finally:
+        await camera.stop()
