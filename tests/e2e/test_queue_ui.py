@@ -68,13 +68,23 @@ async def _pages(browser: Browser, *names: str, height: int = 900
             await ctx.close()
 
 
-async def _call_answered(base: str, kiosk: Page, agent: Page) -> None:
-    """The kiosk calls for SB-001 and ``agent`` (logged in as agent1) answers."""
+async def _call_rings(base: str, kiosk: Page, agent: Page) -> None:
+    """agent1 signs in and comes on duty; the kiosk calls for SB-001; agent1's rings."""
     await login_staff(agent, base, "/agent/", "agent1")
     await _press_ready(agent)
     await login_kiosk(kiosk, base)
+    await _call_again(kiosk, agent)
+
+
+async def _call_again(kiosk: Page, agent: Page) -> None:
     await kiosk.click('[data-service-code="SB-001"]')
     await kiosk.click("#call-button")
+    await expect(agent.locator("#ringing li[data-call-id]")).to_have_count(1)
+
+
+async def _call_answered(base: str, kiosk: Page, agent: Page) -> None:
+    """The kiosk calls for SB-001 and ``agent`` (logged in as agent1) answers."""
+    await _call_rings(base, kiosk, agent)
     await agent.locator("#ringing li[data-call-id] .accept-call").click()
     await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
 
@@ -166,12 +176,7 @@ async def test_the_agents_camera_opens_while_a_call_rings(routed: Server,
     async with _pages(browser, "kiosk", "agent1") as (pages, errors):
         kiosk, agent = pages["kiosk"], pages["agent1"]
         await agent.add_init_script(COUNT_CAMERA_OPENS)
-        await login_staff(agent, base, "/agent/", "agent1")
-        await _press_ready(agent)
-        await login_kiosk(kiosk, base)
-        await kiosk.click('[data-service-code="SB-001"]')
-        await kiosk.click("#call-button")
-        await expect(agent.locator("#ringing li[data-call-id]")).to_have_count(1)
+        await _call_rings(base, kiosk, agent)
         await agent.wait_for_function(
             "window.__gum.calls === 1 && window.__gum.tracks.length === 2"
             " && window.__gum.tracks.every((t) => t.readyState === 'live')")
@@ -218,14 +223,8 @@ async def test_media_connects_while_a_call_rings(routed: Server, browser: Browse
         kiosk, agent = pages["kiosk"], pages["agent1"]
         for page in (kiosk, agent):
             await page.add_init_script(COUNT_PEER_CONNECTIONS)
-        await login_staff(agent, base, "/agent/", "agent1")
-        await _press_ready(agent)
-        await login_kiosk(kiosk, base)
-
         # Rung, then given up by the kiosk: both connections close, and the hub.
-        await kiosk.click('[data-service-code="SB-001"]')
-        await kiosk.click("#call-button")
-        await expect(agent.locator("#ringing li[data-call-id]")).to_have_count(1)
+        await _call_rings(base, kiosk, agent)
         await agent.wait_for_function(CONNECTED, timeout=10000)
         await kiosk.wait_for_function(CONNECTED, timeout=10000)
         first_call = routed.services.media.live_sessions
@@ -238,9 +237,7 @@ async def test_media_connects_while_a_call_rings(routed: Server, browser: Browse
         await agent.evaluate("window.__pcs = []")
         await kiosk.evaluate("window.__pcs = []")
         await expect(kiosk.locator("body")).to_have_attribute("data-state", "idle")
-        await kiosk.click('[data-service-code="SB-001"]')
-        await kiosk.click("#call-button")
-        await expect(agent.locator("#ringing li[data-call-id]")).to_have_count(1)
+        await _call_again(kiosk, agent)
         await agent.wait_for_function(CONNECTED, timeout=10000)
         await kiosk.wait_for_function(CONNECTED, timeout=10000)
         await asyncio.sleep(1.0)

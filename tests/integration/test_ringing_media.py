@@ -65,6 +65,16 @@ async def _ringing(server: Server, agent_name: str = "agent1") -> Ringing:
     return Ringing(call_id, kiosk, agent, connecting)
 
 
+async def _both_connect(r: Ringing) -> tuple[HubPeer, HubPeer]:
+    """The kiosk (red) and the rung agent (blue) join the media and are connected."""
+    kiosk_peer = HubPeer(r.kiosk, r.call_id, camera_and_mic(320, 240, RED))
+    agent_peer = HubPeer(r.agent, r.call_id, camera_and_mic(320, 240, BLUE))
+    await kiosk_peer.join()
+    await agent_peer.join()
+    await connected(kiosk_peer, agent_peer)
+    return kiosk_peer, agent_peer
+
+
 def _offers(client: SignalClient) -> int:
     return sum(1 for m in client.received if m.get("type") == "rtc.offer")
 
@@ -88,12 +98,8 @@ async def test_media_connects_while_it_rings_and_flows_only_after_the_answer(
         routed: Server) -> None:
     r = await _ringing(routed)
     assert (r.connecting["call_id"], r.connecting["agent_id"]) == (r.call_id, 1)
-    kiosk_peer = HubPeer(r.kiosk, r.call_id, camera_and_mic(320, 240, RED))
-    agent_peer = HubPeer(r.agent, r.call_id, camera_and_mic(320, 240, BLUE))
+    kiosk_peer, agent_peer = await _both_connect(r)
     try:
-        await kiosk_peer.join()
-        await agent_peer.join()
-        await connected(kiosk_peer, agent_peer)
         hub = routed.services.media.find(r.call_id)
         assert hub is not None
         # Connected, each with the m-lines of the other's camera and mic, and held apart:
@@ -179,12 +185,8 @@ async def test_a_declined_ring_leaves_and_the_next_agent_gets_through(routed: Se
 
 async def test_cancelling_while_it_rings_closes_the_hub(routed: Server) -> None:
     r = await _ringing(routed)
-    kiosk_peer = HubPeer(r.kiosk, r.call_id, camera_and_mic(320, 240, RED))
-    agent_peer = HubPeer(r.agent, r.call_id, camera_and_mic(320, 240, BLUE))
+    kiosk_peer, agent_peer = await _both_connect(r)
     try:
-        await kiosk_peer.join()
-        await agent_peer.join()
-        await connected(kiosk_peer, agent_peer)
         assert routed.services.media.find(r.call_id) is not None
         await r.kiosk.request("call.cancel", call_id=r.call_id)
         await wait_for(r.agent, "call.cancelled")

@@ -355,6 +355,21 @@ async def test_killed_node_calls_are_queued_again_and_taken_elsewhere(
         _stop(nodes)
 
 
+async def _rings_across(http: aiohttp.ClientSession, url_a: str, url_b: str, kiosk_code: str,
+                        agent_name: str) -> tuple[SignalClient, SignalClient, int]:
+    """The kiosk on node A calls; the agent on node B comes on duty and its console rings."""
+    kiosk = SignalClient(http, url_a, await _token(
+        http, url_a, "kiosk", {"kiosk_code": kiosk_code, "device_key": KIOSK_KEY}))
+    agent = SignalClient(http, url_b, await _token(
+        http, url_b, "login", {"username": agent_name, "password": "demo1234"}))
+    for c in (kiosk, agent):
+        await c.connect()
+    await agent.request("agent.state", state="ready")
+    call_id = int((await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"])
+    await wait_for(agent, "call.ringing")
+    return kiosk, agent, call_id
+
+
 async def test_media_and_chat_cross_nodes(pg_server: Any, tmp_path: Path) -> None:
     """The kiosk stays on node A; the agent answers on node B, where the hub opens: the
     kiosk's media and chat reach the hub through node A, relayed over the bus."""
@@ -367,16 +382,8 @@ async def test_media_and_chat_cross_nodes(pg_server: Any, tmp_path: Path) -> Non
             colleague = SignalClient(http, url_a, await _token(
                 http, url_a, "login", {"username": agents[1], "password": "demo1234"}))
             await colleague.connect()
-            kiosk = SignalClient(http, url_a, await _token(
-                http, url_a, "kiosk", {"kiosk_code": kiosks[0], "device_key": KIOSK_KEY}))
-            agent = SignalClient(http, url_b, await _token(
-                http, url_b, "login", {"username": agents[0], "password": "demo1234"}))
-            for c in (kiosk, agent):
-                await c.connect()
-            await agent.request("agent.state", state="ready")
-            call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"][
-                "call_id"]
-            await wait_for(agent, "call.ringing")
+            kiosk, agent, call_id = await _rings_across(http, url_a, url_b, kiosks[0],
+                                                        agents[0])
             await agent.request("call.accept", call_id=call_id)
             await wait_for(kiosk, "call.answered")
             kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
@@ -439,16 +446,8 @@ async def test_media_connected_while_ringing_across_nodes(pg_server: Any,
     try:
         url_a, url_b = [await wait_ready(n) for n in nodes]
         async with aiohttp.ClientSession() as http:
-            kiosk = SignalClient(http, url_a, await _token(
-                http, url_a, "kiosk", {"kiosk_code": kiosks[0], "device_key": KIOSK_KEY}))
-            agent = SignalClient(http, url_b, await _token(
-                http, url_b, "login", {"username": agents[0], "password": "demo1234"}))
-            for c in (kiosk, agent):
-                await c.connect()
-            await agent.request("agent.state", state="ready")
-            call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"][
-                "call_id"]
-            await wait_for(agent, "call.ringing")
+            kiosk, agent, call_id = await _rings_across(http, url_a, url_b, kiosks[0],
+                                                        agents[0])
             connecting = await wait_for(kiosk, "call.connecting", timeout=10)
             assert connecting["call_id"] == call_id
             kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
