@@ -8,7 +8,7 @@ import { SignalClient } from '/common/signal.js';
 import { CallMedia } from '/common/rtc.js';
 import { initI18n } from '/common/i18n.js';
 import {
-  byId, h, setState, setText, t, ConnectionIndicator, RingTone, getLocalMedia, stopStream,
+  byId, h, setState, setText, t, ConnectionIndicator, RingTone, getLocalMedia, stopStream, tracksByRole,
   showError, hideError, errorKey, startTicker, submitStaffLogin, kindKey, kioskText, sinceText,
 } from '/common/ui.js';
 import { Chat } from '/common/chat.js';
@@ -360,16 +360,7 @@ async function connectWhileRinging(callId) {
   warmLocalMedia();
   const { stream } = await app.warm;
   if (app.call || app.ringingMedia !== callId) return;
-  app.media.start(callId, tracksOf(stream));
-}
-
-function tracksOf(stream) {
-  const tracks = {};
-  if (stream) {
-    if (stream.getVideoTracks()[0]) tracks.camera = stream.getVideoTracks()[0];
-    if (stream.getAudioTracks()[0]) tracks.mic = stream.getAudioTracks()[0];
-  }
-  return tracks;
+  app.media.start(callId, tracksByRole(stream));
 }
 
 function coolLocalMedia() {
@@ -470,7 +461,7 @@ async function enterLive(call, role = 'agent') {
   app.ringingMedia = null;
   // Connected while it rang: the answer let it through; nothing to start.
   if (rang === call.call_id && app.media.active && app.media.callId === call.call_id) return;
-  app.media.start(call.call_id, tracksOf(stream));
+  app.media.start(call.call_id, tracksByRole(stream));
 }
 
 function leaveLive() {

@@ -176,6 +176,16 @@ export function stopStream(stream) {
   if (stream) for (const tr of stream.getTracks()) tr.stop();
 }
 
+/** `{camera, mic}` of a getLocalMedia stream, for CallMedia.start (a missing one left out). */
+export function tracksByRole(stream) {
+  const tracks = {};
+  const camera = stream ? stream.getVideoTracks()[0] : null;
+  const mic = stream ? stream.getAudioTracks()[0] : null;
+  if (camera) tracks.camera = camera;
+  if (mic) tracks.mic = mic;
+  return tracks;
+}
+
 /** An i18n key (and args) for an error from the API or the socket. */
 export function errorKey(err) {
   const code = err && err.code;

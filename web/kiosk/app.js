@@ -7,7 +7,7 @@ import { CallMedia } from '/common/rtc.js';
 import { initI18n, onLangChange } from '/common/i18n.js';
 import {
   byId, h, setState, setText, t, initElderly, ConnectionIndicator, CaptureProgress,
-  MaterialList, getLocalMedia, stopStream, showError, hideError, errorKey,
+  MaterialList, getLocalMedia, stopStream, tracksByRole, showError, hideError, errorKey,
 } from '/common/ui.js';
 import { Chat } from '/common/chat.js';
 import { RemoteView } from '/kiosk/remote.js';
@@ -458,17 +458,6 @@ function stopLocalMedia() {
   hideError(byId('media-warning'));
 }
 
-function tracksOf(stream) {
-  const tracks = {};
-  if (stream) {
-    const v = stream.getVideoTracks()[0];
-    const a = stream.getAudioTracks()[0];
-    if (v) tracks.camera = v;
-    if (a) tracks.mic = a;
-  }
-  return tracks;
-}
-
 /**
  * An officer's console rings for our call: connect the media to the server now, so
  * that the answer shows both sides at once instead of starting the connection then.
@@ -482,7 +471,7 @@ async function connectWhileRinging(callId) {
   const stream = await startLocalMedia();
   if (state() !== 'queued' || !app.call || app.call.call_id !== callId) return;
   if (app.media.active && app.media.callId === callId) return;
-  app.media.start(callId, tracksOf(stream));
+  app.media.start(callId, tracksByRole(stream));
 }
 
 async function enterLive(call) {
@@ -507,7 +496,7 @@ async function enterLive(call) {
   const stream = await startLocalMedia();
   if (state() !== 'live' || !app.call || app.call.call_id !== call.call_id) return;
   if (app.media.active && app.media.callId === call.call_id) return; // connected while it rang
-  app.media.start(call.call_id, tracksOf(stream));
+  app.media.start(call.call_id, tracksByRole(stream));
 }
 
 /** A code scanned outside a call: a booking slip fills the booking-code field. */
