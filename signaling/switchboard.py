@@ -52,10 +52,9 @@ def _dump(view: CallView) -> dict[str, Any]:
 class HubElsewhere(InvalidStateError):
     """A call's media is connecting at another node: the join goes there (relayed)."""
 
-    def __init__(self, call_id: int, node: str | None) -> None:
+    def __init__(self, call_id: int) -> None:
         super().__init__(f"the media of call {call_id} is connecting at another node; "
                          "join again", field="call_id")
-        self.node = node
 
 
 SLA_FLAGS_TTL_S = 10.0
@@ -385,16 +384,18 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
     # -- media -------------------------------------------------------------------------
 
     async def check_join(self, conn: Connection, call_id: int,
-                         publish: list[TrackRole]) -> None:
+                         publish: list[TrackRole]) -> Call | None:
         """Everything ``join_media`` would refuse, checked before the join is acked. A
-        join while the call rings places its hub here, unless another node has it
-        (``HubElsewhere``: the socket's node relays the join there)."""
-        if await self._ringing_call(conn, call_id, publish) is not None:
+        join while the call rings opens its hub here, unless another node has it
+        (``HubElsewhere``: the socket's node relays the join there); that call is
+        returned, for ``join_media``."""
+        ringing = await self._ringing_call(conn, call_id, publish)
+        if ringing is not None:
             if self.media.find(call_id) is None:
-                node = await self.cases.place_hub(call_id, self.node_id)
-                if node != self.node_id:
-                    raise HubElsewhere(call_id, node)
-            return
+                if await self.cases.place_hub(call_id, self.node_id) != self.node_id:
+                    raise HubElsewhere(call_id)
+                self.media.hub(call_id)
+            return ringing
         await self.require_member(conn, call_id)
         if conn.principal.role is Role.SUPERVISOR:
             if (call_id, conn.principal.key) not in self._monitors:
@@ -402,6 +403,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
             if any(t.role != "mic" for t in publish):
                 raise ForbiddenError("a monitoring supervisor may publish only its mic",
                                      field="publish")
+        return None
 
     async def _ringing_call(self, conn: Connection, call_id: int,
                             publish: list[TrackRole]) -> Call | None:
@@ -428,7 +430,9 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
 
     async def _join_ringing(self, conn: Connection, call: Call,
                             publish: list[TrackRole]) -> None:
-        hub = self.media.hub(call.id)  # placed here by ``check_join``
+        hub = self.media.find(call.id)  # opened by ``check_join``
+        if hub is None:  # cancelled since, which closed it
+            raise InvalidStateError(f"call {call.id} no longer rings")
         kind = self._kind(conn)
         info = ParticipantInfo(conn.participant_id, kind, conn.principal.name)
         await hub.join(info, publish, admitted=False,
@@ -436,9 +440,9 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         if hub.is_admitted(info.id):  # answered while this join was on its way
             await self._announce_joined(call.id, [info])
 
-    async def join_media(self, conn: Connection, call_id: int,
-                         publish: list[TrackRole]) -> None:
-        ringing = await self._ringing_call(conn, call_id, publish)
+    async def join_media(self, conn: Connection, call_id: int, publish: list[TrackRole],
+                         ringing: Call | None = None) -> None:
+        """Join the call's media; ``ringing``: as ``check_join`` found it, while it rings."""
         if ringing is not None:
             await self._join_ringing(conn, ringing, publish)
             return

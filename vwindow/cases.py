@@ -207,7 +207,7 @@ class Cases:
             await s.execute(update(Call).where(
                 Call.id == call_id, Call.status == CallStatus.QUEUED,
                 Call.hub_node.is_(None)).values(hub_node=node))
-        return await self.hub_node(call_id)
+            return await s.scalar(select(Call.hub_node).where(Call.id == call_id))
 
     async def get_call(self, call_id: int) -> Call:
         async with self.db.session() as s:
