@@ -501,7 +501,7 @@ def test_sdp_strategies_reach_every_damage_kind() -> None:
                   "m=video 9 UDP/TLS/RTP/SAVPF 96", "a=fingerprint:sha-256 00", "a=mid:0"])
     kinds: set[str] = set()
 
-    @settings(max_examples=120, database=None)
+    @settings(max_examples=120, database=None, derandomize=True)  # the same draws each run
     @given(case=damaged_answer(base))
     def collect(case: tuple[str, str]) -> None:
         kinds.add(case[1])
