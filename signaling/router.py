@@ -46,6 +46,8 @@ class Router:
         self._wake = asyncio.Event()
         self._announce = False  # tell the other nodes after this node's next pass
         self._task: asyncio.Task[None] | None = None
+        self._readying: dict[int, list[tuple[bool, asyncio.Future[str]]]] = {}
+        self._readier: asyncio.Task[None] | None = None  # makes the batches of ``_ready``
         self._rung: set[tuple[int, int]] = set()  # ring-all: (call, agent) already told
         self._told: dict[int, tuple[int, int | None, bool]] = {}  # call -> last position push
         self._told_at = 0.0
@@ -62,13 +64,14 @@ class Router:
         self._task = asyncio.create_task(self._loop(), name="router")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        for task in (self._task, self._readier):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._readier = None
 
     def wake(self, *, announce: bool = True) -> None:
         """Route soon; ``announce``: a call became available to route (queued, declined,
@@ -97,6 +100,8 @@ class Router:
         current = self.state_of(agent_id)
         if current == "ringing" and state == "ready":
             return current  # ready already; the offer is answered by accept or decline
+        if state == "ready":
+            return await self._ready(agent_id, force=force)
         new, dropped = await self.queue.set_state(agent_id, state, reason, force=force)
         await self._publish_state(agent_id, new, reason if new == "away" else None)
         if dropped is not None:
@@ -104,6 +109,56 @@ class Router:
                                               "call_id": dropped, "reason": "state"})
         self.wake(announce=dropped is not None)
         return new
+
+    async def _ready(self, agent_id: int, *, force: bool = False) -> str:
+        """The agent is ready: rung at once if a waiting call suits them (``queue.ready``
+        offers it in the same transaction), so the offer does not wait for a pass.
+        Agents readying while a batch is being made go together in the next."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._readying.setdefault(agent_id, []).append((force, done))
+        if self._readier is None or self._readier.done():
+            self._readier = asyncio.create_task(self._ready_batches(), name="readier")
+        return await done
+
+    async def _ready_batches(self) -> None:
+        while self._readying:
+            batch, self._readying = self._readying, {}
+            try:
+                states = await self._ready_batch(
+                    {agent_id: any(force for force, _ in asked)
+                     for agent_id, asked in batch.items()})
+            except asyncio.CancelledError:  # the node stops: nobody waits on
+                for asked in [*batch.values(), *self._readying.values()]:
+                    for _, done in asked:
+                        done.cancel()
+                raise
+            except Exception as exc:  # each asker's request gets the error
+                for asked in batch.values():
+                    for _, done in asked:
+                        if not done.done():
+                            done.set_exception(exc)
+                continue
+            for agent_id, asked in batch.items():
+                for _, done in asked:
+                    if not done.done():
+                        done.set_result(states[agent_id])
+
+    async def _ready_batch(self, agents: dict[int, bool]) -> dict[int, str]:
+        # Other ready agents of this node may have waited longer for a call: then the
+        # batch joins a pass over them all, so the longest idle still comes first.
+        others = any(state == "ready" and agent_id not in agents
+                     for agent_id, state in self.presence.agent_states.items())
+        readying = await self.queue.ready(agents, others=others)
+        ringing = {offer.agent_id for offer in readying.offers
+                   if offer.expires_at is not None}
+        for agent_id, state in readying.states.items():
+            # "ringing" without an offer here: a pass offered a call meanwhile and tells.
+            if agent_id not in ringing and state != "ringing":
+                await self._publish_state(agent_id, state, None)
+        await self._rang(readying.offers)
+        if readying.taken:
+            self.wake(announce=False)
+        return readying.states
 
     async def _publish_state(self, agent_id: int, state: str, reason: str | None,
                              wrap_s: float | None = None) -> None:
@@ -150,15 +205,14 @@ class Router:
             if await self.presence.bus.publish({"k": "call_ended", "agent": agent_id,
                                                 "expert": expert}):
                 return
-        if expert:
-            state, _ = await self.queue.set_state(
-                agent_id, "ready" if connected else "offline", force=True)
-            wrap: float | None = None
-        else:
-            state = await self.queue.ended(agent_id, connected)
-            wrap = self.config.wrap_up_s if state == "wrap_up" else None
+        if connected and (expert or self.config.wrap_up_s <= 0):
+            await self._ready(agent_id, force=True)  # straight back, and maybe rung at once
+            return
+        # Wrap-up or offline: nobody this node could offer a call to was freed.
+        wrap = self.config.wrap_up_s if connected else None
+        state, _ = await self.queue.set_state(agent_id, "wrap_up" if wrap else "offline",
+                                              force=True, wrap_s=wrap)
         await self._publish_state(agent_id, state, None, wrap)
-        self.wake(announce=False)
 
     async def in_call(self, agent_id: int) -> None:
         """The agent is in a call (answered, joined as expert, or back after a restart)."""
@@ -259,8 +313,12 @@ class Router:
                 force=time.monotonic() - self._told_at >= POSITION_REFRESH_S)
 
     async def _route(self) -> None:
+        await self._rang(await self.queue.route())
+
+    async def _rang(self, offers: list[Offer]) -> None:
+        """Ring each offer's agent; then tell the kiosks of calls offered to one agent."""
         connecting: list[tuple[str, dict[str, Any]]] = []
-        for offer in await self.queue.route():
+        for offer in offers:
             await self._ring(offer)
             if offer.expires_at is not None:
                 # One agent rings: the kiosk and that agent connect their media now, held

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from vwindow import audit, case_flow, routing
@@ -33,7 +33,6 @@ from vwindow.errors import (
 from vwindow.models import (
     AgentStatus,
     Call,
-    CallInvitation,
     CallStatus,
     CaseNote,
     Kiosk,
@@ -53,16 +52,12 @@ from vwindow.queue_base import (
     _waiting,
 )
 from vwindow.queue_board import QueueBoard
+from vwindow.queue_route import CallRouting, Readying
 from vwindow.views import CallView
 
-__all__ = ["Answered", "CallQueue", "Offer", "QueueInfo", "Withdrawn"]
+__all__ = ["Answered", "CallQueue", "Offer", "QueueInfo", "Readying", "Withdrawn"]
 
 logger = logging.getLogger(__name__)
-
-PLAN_PAGE = 16
-"""Waiting calls a routing pass reads at a time, at least (four per free agent): a pass
-runs on every change, usually for one agent, and most calls suit most agents."""
-
 
 _ANSWERED: dict[str, Any] = {
     "status": CallStatus.LIVE, "agent_id": bindparam("agent"),
@@ -104,35 +99,6 @@ _SET_STATE = (update(AgentStatus).where(AgentStatus.agent_id == bindparam("agent
                       idle_since=func.coalesce(bindparam("idle", type_=UTCDateTime()),
                                                AgentStatus.idle_since)))
 """An agent's new state (``idle`` None: the idle clock runs on, as from ready to ready)."""
-
-_READY_HERE = (
-    select(AgentStatus.agent_id, AgentStatus.state, AgentStatus.idle_since,
-           AgentStatus.last_offer_at, User.level, User.county, User.skills, User.dialects,
-           select(func.count()).where(Call.agent_id == AgentStatus.agent_id,
-                                      Call.status == CallStatus.LIVE)
-           .correlate(AgentStatus).scalar_subquery().label("live"))
-    .join(User, User.id == AgentStatus.agent_id)
-    .where(AgentStatus.state == "ready", AgentStatus.node_id == bindparam("node"))
-    .order_by(AgentStatus.agent_id)
-    .with_for_update(skip_locked=True, of=AgentStatus))
-"""This node's ready agents, locked (another pass on this node skips them meanwhile)."""
-
-_OFFERABLE = select(Call.id, Call.kiosk_id).where(Call.id.in_(bindparam("ids", expanding=True)),
-                                   Call.status == CallStatus.QUEUED, Call.offered_to.is_(None))
-
-_OFFER = (update(Call).where(Call.id == bindparam("call"))
-          .values(offered_to=bindparam("agent"), offer_expires_at=bindparam("expires")))
-
-_RINGING = (update(AgentStatus).where(AgentStatus.agent_id == bindparam("agent"))
-            .values(state="ringing", since=bindparam("now"), last_offer_at=bindparam("now")))
-
-
-def _ready_slot(row: Row[Any]) -> routing.AgentSlot:
-    return routing.AgentSlot(
-        id=row.agent_id, state=row.state, level=row.level, county=row.county,
-        skills=frozenset(row.skills or ()), dialects=frozenset(row.dialects or ()),
-        idle_since=row.idle_since, last_offer_at=row.last_offer_at, live_calls=row.live)
-
 
 @dataclass(frozen=True)
 class Answered:
@@ -188,19 +154,6 @@ class CallQueueOps(CallQueueBase):
             logger.info("agent %s is %s%s", agent_id, state, f" ({reason})" if reason else "")
             return state, dropped
 
-    @staticmethod
-    async def _in_a_call(s: AsyncSession, agent_id: int) -> bool:
-        """Is the agent really in a live call (its own, or one it joined as expert)?"""
-        own = (await s.scalars(select(Call.id).where(
-            Call.agent_id == agent_id, Call.status == CallStatus.LIVE))).first()
-        if own is not None:
-            return True
-        joined = (await s.scalars(
-            select(CallInvitation.id).join(Call, Call.id == CallInvitation.call_id)
-            .where(CallInvitation.agent_id == agent_id, CallInvitation.joined_at.is_not(None),
-                   Call.status == CallStatus.LIVE))).first()
-        return joined is not None
-
     async def finish_wrap_ups(self, connected: set[int]) -> list[int]:
         """Agents of this node whose wrap-up ran out: ready if still connected, else offline."""
         now = utcnow()
@@ -215,68 +168,6 @@ class CallQueueOps(CallQueueBase):
             return [st.agent_id for st in due if st.state == "ready"]
 
     # -- calls -------------------------------------------------------------------------
-
-    async def route(self) -> list[Offer]:
-        """One routing pass: offer waiting calls to this node's free eligible agents.
-
-        The plan is made on an unlocked snapshot; then only the planned calls are locked
-        (``FOR UPDATE SKIP LOCKED``) and re-checked, so a node routing at the same time
-        is never blocked and never gets the same call: what it has locked is skipped here
-        and planned again on the next pass. Core statements throughout (a pass runs on
-        every change), the offers' updates each one statement for all of them.
-        """
-        now = utcnow()
-        async with self.db.session() as s:
-            conn = await s.connection()
-            agents = [_ready_slot(row) for row in (await conn.execute(
-                _READY_HERE, {"node": self.node_id})).all()]
-            if not agents:
-                return []
-            planned = await self._plan(conn, agents, now)
-            if not planned:
-                return []
-            ring_all = self.rules.strategy == "ring_all"
-            query = _OFFERABLE if ring_all else _OFFERABLE.with_for_update(skip_locked=True)
-            free: dict[int, int] = {row.id: row.kiosk_id for row in (await conn.execute(
-                query, {"ids": list({call_id for call_id, _ in planned})})).all()}
-            # Taken, cancelled or being offered by another node: planned again next pass.
-            planned = [(call_id, agent_id) for call_id, agent_id in planned if call_id in free]
-            if not planned:
-                return []
-            expires = None if ring_all else now + timedelta(seconds=self.config.offer_timeout_s)
-            if not ring_all:
-                await conn.execute(_OFFER, [{"call": c, "agent": a, "expires": expires}
-                                            for c, a in planned])
-                await conn.execute(_RINGING, [{"agent": a, "now": now} for _, a in planned])
-            views = await self.cases.views(s, {call_id for call_id, _ in planned})
-            return [Offer(views[call_id], agent_id, expires, free[call_id])
-                    for call_id, agent_id in planned]
-
-    async def _plan(self, conn: AsyncConnection, agents: list[routing.AgentSlot],
-                    now: datetime) -> list[tuple[int, int]]:
-        """``routing.plan`` over the waiting calls, read a page at a time in serving order
-        until every free agent has a call (or the calls run out): with a thousand calls
-        waiting, a pass reads the first few dozen instead of all of them. The result is
-        the same as planning over all of them at once, because ``plan`` serves calls in
-        that order and an agent, once given a call, is out of the pool."""
-        pool = [a for a in agents if routing.free(a)]
-        ring_all = self.rules.strategy == "ring_all"
-        page = max(PLAN_PAGE, 4 * len(pool))
-        offers: list[tuple[int, int]] = []
-        after: routing.WaitingCall | None = None
-        while pool:
-            rows = await self._waiting_rows(conn, unoffered=True, after=after, limit=page)
-            if not rows:
-                break
-            planned = routing.plan([w.call for w in rows], pool, now, self.rules).offers
-            offers += planned
-            if not ring_all:  # ring-all offers every call to every eligible agent
-                taken = {agent_id for _, agent_id in planned}
-                pool = [a for a in pool if a.id not in taken]
-            if len(rows) < page:
-                break
-            after = rows[-1].call
-        return offers
 
     async def expire_offers(self) -> list[Withdrawn]:
         """Offers past their time: the call goes back to the queue, the agent is set away."""
@@ -564,17 +455,6 @@ class CallQueueOps(CallQueueBase):
                 call.callback_offered_at = utcnow()
             return [(c.id, c.kiosk_id) for c in calls]
 
-    async def ended(self, agent_id: int, connected: bool) -> str:
-        """The agent's call ended: wrap-up for a while, or straight back (or offline)."""
-        wrap = self.config.wrap_up_s
-        if not connected:
-            state, _ = await self.set_state(agent_id, "offline", force=True)
-        elif wrap > 0:
-            state, _ = await self.set_state(agent_id, "wrap_up", force=True, wrap_s=wrap)
-        else:
-            state, _ = await self.set_state(agent_id, "ready", force=True)
-        return state
 
-
-class CallQueue(CallQueueOps, QueueBoard, NodeLife):
+class CallQueue(CallQueueOps, CallRouting, QueueBoard, NodeLife):
     """Queue operations for one node (``node_id``) over the shared database."""

@@ -30,6 +30,7 @@ from vwindow.db import Database
 from vwindow.models import (
     AgentStatus,
     Call,
+    CallInvitation,
     CallStatus,
     Kiosk,
     Township,
@@ -189,6 +190,19 @@ class CallQueueBase:
                 .group_by(Call.agent_id))
             busy = {int(agent or 0): int(n) for agent, n in counted.all()}
         return [(status, _slot(status, user, busy.get(user.id, 0))) for status, user in rows]
+
+    @staticmethod
+    async def _in_a_call(s: AsyncSession, agent_id: int) -> bool:
+        """Is the agent really in a live call (its own, or one it joined as expert)?"""
+        own = (await s.scalars(select(Call.id).where(
+            Call.agent_id == agent_id, Call.status == CallStatus.LIVE))).first()
+        if own is not None:
+            return True
+        joined = (await s.scalars(
+            select(CallInvitation.id).join(Call, Call.id == CallInvitation.call_id)
+            .where(CallInvitation.agent_id == agent_id, CallInvitation.joined_at.is_not(None),
+                   Call.status == CallStatus.LIVE))).first()
+        return joined is not None
 
     async def _clear_offer(self, s: AsyncSession, agent_id: int) -> int | None:
         """Withdraw the offer the agent holds, if any; returns its call."""
