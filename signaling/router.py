@@ -313,7 +313,10 @@ class Router:
                 force=time.monotonic() - self._told_at >= POSITION_REFRESH_S)
 
     async def _route(self) -> None:
-        await self._rang(await self.queue.route())
+        # Only this node's ready agents are routed here, and their states are all in the
+        # cache: a pass with none of them (most wakes: a claim, a tick) reads nothing.
+        if any(state == "ready" for state in self.presence.agent_states.values()):
+            await self._rang(await self.queue.route())
 
     async def _rang(self, offers: list[Offer]) -> None:
         """Ring each offer's agent; then tell the kiosks of calls offered to one agent."""

@@ -53,14 +53,27 @@ _READY_HERE = _agents_query(chosen=False)
 """This node's ready agents, locked (another pass on this node skips them meanwhile)."""
 
 _AGENTS = _agents_query(chosen=True)
-"""The agents asked for, locked in id order (two batches never wait on each other)."""
+"""The agents asked for, locked in id order (two batches asking for some of the same
+agents cannot deadlock)."""
 
 _OFFERABLE = select(Call.id, Call.kiosk_id).where(Call.id.in_(bindparam("ids", expanding=True)),
                                                   Call.status == CallStatus.QUEUED,
                                                   Call.offered_to.is_(None))
 
+_OFFERABLE_LOCKED = _OFFERABLE.with_for_update(skip_locked=True)
+"""Built once: a statement made per pass costs its cache key every time (2 ms here)."""
+
 _OFFER = (update(Call).where(Call.id == bindparam("call"))
           .values(offered_to=bindparam("agent"), offer_expires_at=bindparam("expires")))
+
+_OFFER_ONE = (update(Call)
+              .where(Call.id == select(Call.id).where(
+                  Call.id == bindparam("call"), Call.status == CallStatus.QUEUED,
+                  Call.offered_to.is_(None)).with_for_update(skip_locked=True).scalar_subquery())
+              .values(offered_to=bindparam("agent"), offer_expires_at=bindparam("expires"))
+              .returning(Call.kiosk_id))
+"""One planned call (most passes: one agent became free) locked, checked and offered in
+one statement; no row: taken, cancelled or being offered by another node."""
 
 _RINGING = (update(AgentStatus).where(AgentStatus.agent_id == bindparam("agent"))
             .values(state="ringing", since=bindparam("now"), last_offer_at=bindparam("now")))
@@ -194,19 +207,25 @@ class CallRouting(CallQueueBase):
         if not planned:
             return [], False
         ring_all = self.rules.strategy == "ring_all"
-        query = _OFFERABLE if ring_all else _OFFERABLE.with_for_update(skip_locked=True)
+        expires = None if ring_all else now + timedelta(seconds=self.config.offer_timeout_s)
         wanted = {call_id for call_id, _ in planned}
-        free: dict[int, int] = {row.id: row.kiosk_id for row in (await conn.execute(
-            query, {"ids": list(wanted)})).all()}
+        if not ring_all and len(planned) == 1:
+            kiosk_id = (await conn.execute(_OFFER_ONE, {
+                "call": planned[0][0], "agent": planned[0][1], "expires": expires})).scalar()
+            free = {} if kiosk_id is None else {planned[0][0]: int(kiosk_id)}
+        else:
+            query = _OFFERABLE if ring_all else _OFFERABLE_LOCKED
+            free = {row.id: row.kiosk_id for row in (await conn.execute(
+                query, {"ids": list(wanted)})).all()}
         # Taken, cancelled or being offered by another node: planned again next pass.
         planned = [(call_id, agent_id) for call_id, agent_id in planned if call_id in free]
         taken = len(free) < len(wanted)
         if not planned:
             return [], taken
-        expires = None if ring_all else now + timedelta(seconds=self.config.offer_timeout_s)
         if not ring_all:
-            await conn.execute(_OFFER, [{"call": c, "agent": a, "expires": expires}
-                                        for c, a in planned])
+            if len(wanted) > 1:
+                await conn.execute(_OFFER, [{"call": c, "agent": a, "expires": expires}
+                                            for c, a in planned])
             if ringing:
                 await conn.execute(_RINGING, [{"agent": a, "now": now} for _, a in planned])
         views = await self.cases.views(s, {call_id for call_id, _ in planned})
