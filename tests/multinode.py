@@ -14,7 +14,18 @@ from sqlalchemy import select
 
 from vwindow.auth import hash_secret
 from vwindow.db import Database
-from vwindow.models import Kiosk, Role, Township, User
+from vwindow.models import (
+    Call,
+    CallStatus,
+    Case,
+    CaseStatus,
+    Kiosk,
+    Role,
+    ServiceItem,
+    Township,
+    User,
+    utcnow,
+)
 from vwindow.seed import seed_demo
 
 SECRET = "multinode-test-secret-0123456789-abcdef"
@@ -63,6 +74,28 @@ async def seed(db_url: str, *, agents: int, kiosks: int) -> tuple[list[str], lis
     finally:
         await db.stop()
     return [f"mn-agent{i}" for i in range(agents)], [f"mn-kiosk{i}" for i in range(kiosks)]
+
+
+async def queue_calls(db_url: str, n: int) -> None:
+    """``n`` waiting calls, one per kiosk, written straight into the database."""
+    db = Database(db_url)
+    try:
+        async with db.session() as s:
+            item = (await s.scalars(select(ServiceItem).where(
+                ServiceItem.code == "SB-001"))).one()
+            kiosks = (await s.scalars(select(Kiosk).where(Kiosk.code.like("mn-kiosk%"))
+                                      .order_by(Kiosk.id).limit(n))).all()
+            for i, kiosk in enumerate(kiosks):
+                case = Case(number=f"BENCH-{i:05d}", service_item_id=item.id,
+                            kiosk_id=kiosk.id, township_id=kiosk.township_id,
+                            status=CaseStatus.RECEIVED)
+                s.add(case)
+                await s.flush()
+                s.add(Call(case_id=case.id, kiosk_id=kiosk.id, service_item_id=item.id,
+                           status=CallStatus.QUEUED, category=item.category, priority=0,
+                           queued_at=utcnow()))
+    finally:
+        await db.stop()
 
 
 def start_node(node_id: str, db_url: str, data: Path, *, port: int = 0,

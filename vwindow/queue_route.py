@@ -11,7 +11,7 @@ Core statements throughout: both run on every change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +25,9 @@ from vwindow.models import AgentStatus, Call, CallStatus, User, UTCDateTime, utc
 from vwindow.queue_base import CallQueueBase, Offer
 
 logger = logging.getLogger(__name__)
+
+CONTENDED_ROUNDS = 3
+"""Plans a routing pass makes when calls it planned were taken meanwhile."""
 
 PLAN_PAGE = 16
 """Waiting calls a routing pass reads at a time, at least (four per free agent): a pass
@@ -200,40 +203,61 @@ class CallRouting(CallQueueBase):
         The plan is made on an unlocked snapshot; then only the planned calls are locked
         (``FOR UPDATE SKIP LOCKED``) and re-checked, so a node routing at the same time
         is never blocked and never gets the same call: what it has locked is skipped here
-        and planned again on the next pass. The offers' updates are each one statement
-        for all of them.
+        and the agents it was planned for are planned again over the calls after it
+        (``CONTENDED_ROUNDS`` times, then on the next pass). The offers' updates are
+        each one statement for all of them.
         """
-        planned = await self._plan(conn, pool, now)
-        if not planned:
-            return [], False
         ring_all = self.rules.strategy == "ring_all"
         expires = None if ring_all else now + timedelta(seconds=self.config.offer_timeout_s)
-        wanted = {call_id for call_id, _ in planned}
-        if not ring_all and len(planned) == 1:
-            kiosk_id = (await conn.execute(_OFFER_ONE, {
-                "call": planned[0][0], "agent": planned[0][1], "expires": expires})).scalar()
-            free = {} if kiosk_id is None else {planned[0][0]: int(kiosk_id)}
-        else:
-            query = _OFFERABLE if ring_all else _OFFERABLE_LOCKED
-            free = {row.id: row.kiosk_id for row in (await conn.execute(
-                query, {"ids": list(wanted)})).all()}
-        # Taken, cancelled or being offered by another node: planned again next pass.
-        planned = [(call_id, agent_id) for call_id, agent_id in planned if call_id in free]
-        taken = len(free) < len(wanted)
+        planned: list[tuple[int, int]] = []
+        free: dict[int, int] = {}
+        skipped: set[int] = set()
+        lost: set[int] = set()
+        # Another node routing at the same moment plans the same first calls: those it
+        # locked first are skipped and the agents left planned again over the next ones,
+        # a few times, before leaving them to the next pass.
+        for _ in range(CONTENDED_ROUNDS):
+            chosen = await self._plan(conn, pool, now, skipped)
+            lost = set()
+            if not chosen:
+                break
+            got = await self._lock_planned(conn, chosen, expires, ring_all)
+            free |= got
+            planned += [(call_id, agent_id) for call_id, agent_id in chosen if call_id in got]
+            lost = {call_id for call_id, _ in chosen if call_id not in got}
+            if not lost or ring_all:
+                break
+            skipped |= lost
+            offered = {agent_id for _, agent_id in planned}
+            pool = [a for a in pool if a.id not in offered]
+        taken = bool(lost)  # agents left without a call that was there for them
         if not planned:
             return [], taken
-        if not ring_all:
-            if len(wanted) > 1:
-                await conn.execute(_OFFER, [{"call": c, "agent": a, "expires": expires}
-                                            for c, a in planned])
-            if ringing:
-                await conn.execute(_RINGING, [{"agent": a, "now": now} for _, a in planned])
+        if not ring_all and ringing:
+            await conn.execute(_RINGING, [{"agent": a, "now": now} for _, a in planned])
         views = await self.cases.views(s, {call_id for call_id, _ in planned})
         return [Offer(views[call_id], agent_id, expires, free[call_id])
                 for call_id, agent_id in planned], taken
 
+    async def _lock_planned(self, conn: AsyncConnection, planned: list[tuple[int, int]],
+                            expires: datetime | None, ring_all: bool) -> dict[int, int]:
+        """Lock the planned calls still free and offer them (not ring-all): call → kiosk.
+        Taken, cancelled or being offered by another node: not in the result."""
+        if not ring_all and len(planned) == 1:
+            kiosk_id = (await conn.execute(_OFFER_ONE, {
+                "call": planned[0][0], "agent": planned[0][1], "expires": expires})).scalar()
+            return {} if kiosk_id is None else {planned[0][0]: int(kiosk_id)}
+        query = _OFFERABLE if ring_all else _OFFERABLE_LOCKED
+        free: dict[int, int] = {row.id: row.kiosk_id for row in (await conn.execute(
+            query, {"ids": list({call_id for call_id, _ in planned})})).all()}
+        offered = [(c, a) for c, a in planned if c in free]
+        if offered and not ring_all:
+            await conn.execute(_OFFER, [{"call": c, "agent": a, "expires": expires}
+                                        for c, a in offered])
+        return free
+
     async def _plan(self, conn: AsyncConnection, agents: list[routing.AgentSlot],
-                    now: datetime) -> list[tuple[int, int]]:
+                    now: datetime, skipped: Set[int] = frozenset()) -> list[tuple[int, int]]:
         """``routing.plan`` over the waiting calls, read a page at a time in serving order
         until every free agent has a call (or the calls run out): with a thousand calls
         waiting, a pass reads the first few dozen instead of all of them. The result is
@@ -248,7 +272,8 @@ class CallRouting(CallQueueBase):
             rows = await self._waiting_rows(conn, unoffered=True, after=after, limit=page)
             if not rows:
                 break
-            planned = routing.plan([w.call for w in rows], pool, now, self.rules).offers
+            planned = routing.plan([w.call for w in rows if w.call.id not in skipped], pool,
+                                   now, self.rules).offers
             offers += planned
             if not ring_all:  # ring-all offers every call to every eligible agent
                 taken = {agent_id for _, agent_id in planned}

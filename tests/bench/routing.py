@@ -4,17 +4,22 @@
 
 Starts a throw-away PostgreSQL and two ``vwindow serve`` processes, queues ``--calls``
 calls and signs in and connects ``--agents`` agents split over both nodes (before the
-clock starts). Each agent loops: send
-``agent.state ready``, wait for ``call.ringing``, accept, end (into a long wrap-up, so
-the next ``ready`` is explicit) — until every call has been answered. It reports the
-time from sending "ready" to receiving the offer (as the agent's client sees it, so it
-includes a WebSocket round trip) and the claims per second of the whole run. Prints one
-JSON object last: ``p50_ms``, ``p99_ms``, ``claims_per_s``.
+clock starts). Times are as the agent's client sees them, from sending
+``agent.state ready`` to receiving ``call.ringing`` (so they include a WebSocket round
+trip). Three phases, the queue full throughout:
 
-Every agent at once keeps both nodes saturated, so those latencies are mostly waiting
-behind the other agents' work. Before that run, ``--idle`` cycles are made by one agent at
-a time, alternating nodes, with the queue still full: ``idle_p50_ms`` and ``idle_p99_ms``
-are the routing path's own time from "ready" to the offer.
+1. ``--idle`` cycles by one agent at a time, alternating nodes: ready, the offer,
+   accept, end (into a long wrap-up, so the next ``ready`` is explicit). ``p50_ms``,
+   ``p99_ms``: the routing path's own time from "ready" to the offer.
+2. Every agent sends "ready" at the same moment: ``claims_per_s`` is the offers (each a
+   call claimed with ``FOR UPDATE SKIP LOCKED``) per second from the first "ready" to
+   the last offer; ``burst_p50_ms`` and ``burst_p99_ms`` each agent's wait in that crowd.
+   Each then answers and ends its call.
+3. Every agent cycles (ready, offer, accept, end) until every call has been answered:
+   ``answered_per_s`` is whole calls per second, ``busy_p50_ms`` / ``busy_p99_ms`` the
+   ready → offer times, mostly waiting behind the other agents' accepts and ends.
+
+Prints one JSON object last.
 """
 
 from __future__ import annotations
@@ -29,38 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select
 
 from signaling.client import ClientError, SignalClient
-from tests.multinode import Node, seed, start_node, wait_ready
+from tests.multinode import Node, queue_calls, seed, start_node, wait_ready
 from tests.pgserver import PgServer
-from vwindow.db import Database
-from vwindow.models import Call, CallStatus, Case, CaseStatus, Kiosk, ServiceItem, utcnow
 
 ROUTING = {"strategy": "longest_idle", "offer_timeout_s": 60, "wrap_up_s": 3600,
            "tick_s": 1.0, "callback_after_s": 0, "node_timeout_s": 60}
-
-
-async def queue_calls(db_url: str, n: int) -> None:
-    """``n`` waiting calls, one per kiosk, written straight into the database."""
-    db = Database(db_url)
-    try:
-        async with db.session() as s:
-            item = (await s.scalars(select(ServiceItem).where(
-                ServiceItem.code == "SB-001"))).one()
-            kiosks = (await s.scalars(select(Kiosk).where(Kiosk.code.like("mn-kiosk%"))
-                                      .order_by(Kiosk.id).limit(n))).all()
-            for i, kiosk in enumerate(kiosks):
-                case = Case(number=f"BENCH-{i:05d}", service_item_id=item.id,
-                            kiosk_id=kiosk.id, township_id=kiosk.township_id,
-                            status=CaseStatus.RECEIVED)
-                s.add(case)
-                await s.flush()
-                s.add(Call(case_id=case.id, kiosk_id=kiosk.id, service_item_id=item.id,
-                           status=CallStatus.QUEUED, category=item.category, priority=0,
-                           queued_at=utcnow()))
-    finally:
-        await db.stop()
 
 
 async def sign_in(http: aiohttp.ClientSession, url: str, username: str
@@ -110,6 +90,27 @@ async def agent_loop(client: SignalClient, offers: asyncio.Queue[dict[str, Any]]
         await client.close()
 
 
+async def burst(consoles: list[tuple[SignalClient, asyncio.Queue[dict[str, Any]]]]
+                ) -> tuple[list[float], float]:
+    """Every agent sends "ready" at the same moment, the queue full: each one's ready →
+    offer, and the offers (claims) per second from the first "ready" sent to the last
+    offer received. Then each answers and ends its call."""
+    async def one(client: SignalClient, offers: asyncio.Queue[dict[str, Any]]
+                  ) -> tuple[float, float, int]:
+        sent = time.perf_counter()
+        await client.request("agent.state", state="ready")
+        ring = await asyncio.wait_for(offers.get(), 30.0)
+        return sent, time.perf_counter(), int(ring["call"]["call_id"])
+
+    started = time.perf_counter()
+    rung = await asyncio.gather(*(one(client, offers) for client, offers in consoles))
+    elapsed = max(got for _, got, _ in rung) - started
+    for (client, _), (_, _, call_id) in zip(consoles, rung, strict=True):
+        await client.request("call.accept", call_id=call_id)
+        await client.request("call.end", call_id=call_id)
+    return [got - sent for sent, got, _ in rung], len(rung) / elapsed
+
+
 def _ms(values: list[float]) -> tuple[float, float, float]:
     """Median, 99th percentile and maximum of ``values`` (seconds) in milliseconds."""
     ms = sorted(x * 1000 for x in values)
@@ -136,19 +137,24 @@ async def run(calls: int, agents: int, idle: int) -> dict[str, Any]:
             consoles = await asyncio.gather(*(sign_in(http, urls[i % 2], name)
                                               for i, name in enumerate(names)))
             alone = [await cycle(*consoles[i % len(consoles)]) for i in range(idle)]
-            left = [calls - idle]
+            together, claims_per_s = await burst(consoles)
+            left = [calls - idle - len(consoles)]
             started = time.perf_counter()
             await asyncio.wait_for(asyncio.gather(*(
                 agent_loop(client, offers, latencies, claims, left)
                 for client, offers in consoles)), 600)
         elapsed = (claims[-1] if claims else time.perf_counter()) - started
-        p50, p99, most = _ms(latencies)
-        idle_p50, idle_p99, _ = _ms(alone) if alone else (None, None, None)
-        return {"calls": calls, "agents": agents, "nodes": 2, "answered": len(claims) + idle,
-                "p50_ms": p50, "p99_ms": p99, "max_ms": most,
-                "claims_per_s": round(len(claims) / elapsed, 1),
-                "seconds": round(elapsed, 1), "idle_cycles": idle,
-                "idle_p50_ms": idle_p50, "idle_p99_ms": idle_p99}
+        busy_p50, busy_p99, busy_max = _ms(latencies)
+        p50, p99, most = _ms(alone) if alone else (None, None, None)
+        burst_p50, burst_p99, _ = _ms(together)
+        return {"calls": calls, "agents": agents, "nodes": 2,
+                "answered": len(claims) + idle + len(together),
+                "p50_ms": p50, "p99_ms": p99, "max_ms": most, "idle_cycles": idle,
+                "claims_per_s": round(claims_per_s, 1),
+                "burst_p50_ms": burst_p50, "burst_p99_ms": burst_p99,
+                "answered_per_s": round(len(claims) / elapsed, 1),
+                "busy_p50_ms": busy_p50, "busy_p99_ms": busy_p99, "busy_max_ms": busy_max,
+                "busy_seconds": round(elapsed, 1)}
     finally:
         for node in nodes:
             node.stop()
@@ -162,8 +168,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=100,
                         help="cycles made by one agent at a time before the saturated run")
     args = parser.parse_args()
-    if not 0 <= args.idle < args.calls:
-        parser.error("--idle must be at least 0 and fewer than --calls")
+    if not 0 < args.idle or args.idle + args.agents >= args.calls:
+        parser.error("--idle must be at least 1, and --idle plus --agents fewer than --calls")
     print(json.dumps(asyncio.run(run(args.calls, args.agents, args.idle))))
 
 

@@ -393,3 +393,22 @@ async def test_transfer_to_a_department_queue(routed: Server) -> None:
     await wait_for(kiosk, "call.answered")
     for c in (a1, a2, kiosk):
         await c.close()
+
+
+async def test_ready_with_a_call_waiting_is_answered_ringing(routed: Server) -> None:
+    kiosk = SignalClient(routed.http, routed.url, await routed.kiosk_token())
+    await kiosk.connect()
+    call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    agent = SignalClient(routed.http, routed.url, await routed.login("agent1"))
+    await agent.connect()
+    try:
+        reply = await agent.request("agent.state", state="ready")
+        # The offer came with the answer to "ready", not from a routing pass after it.
+        assert reply["state"] == "ringing"
+        rung = [m for m in agent.received if m.get("type") == "call.ringing"]
+        assert [m["call"]["call_id"] for m in rung] == [call_id]
+        states = [m["state"] for m in agent.received if m.get("type") == "agent.state"]
+        assert states[-1] == "ringing"
+    finally:
+        await agent.close()
+        await kiosk.close()
