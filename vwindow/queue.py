@@ -1,12 +1,11 @@
 """The call queue in the database: agent states, offers, claims, transfers, callbacks.
 
-Every change is one transaction. A routing pass plans on an unlocked snapshot and then
-locks only the calls it chose (``SELECT … FOR UPDATE SKIP LOCKED``), so two nodes routing
-at once never offer one call twice or one agent two calls; the claim is a conditional
-``UPDATE`` that only the offered agent (or, with no offer standing, an eligible free
-agent) can win. The rules themselves are in ``vwindow.routing``; what kiosks and
-dashboards read is ``vwindow.queue_board``; node heartbeats are ``vwindow.nodes``; what
-to push to whom is ``signaling.router``'s business.
+Every change is one transaction. Offers (the routing pass, readying an agent) are
+``vwindow.queue_route``: two nodes routing at once never offer one call twice or one
+agent two calls. The claim is a conditional ``UPDATE`` that only the offered agent (or,
+with no offer standing, an eligible free agent) can win. The rules themselves are in
+``vwindow.routing``; what kiosks and dashboards read is ``vwindow.queue_board``; node
+heartbeats are ``vwindow.nodes``; what to push to whom is ``signaling.router``'s business.
 """
 
 from __future__ import annotations
