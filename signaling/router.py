@@ -290,7 +290,10 @@ class Router:
             return
         self._chores_at = now
         freed = False
-        for withdrawn in await self.queue.expire_offers():
+        # This node's agents' states are all in the cache: no query for an offer to run
+        # out when none of them rings, or for a wrap-up to end when none wraps up.
+        states = set(self.presence.agent_states.values())
+        for withdrawn in await self.queue.expire_offers() if "ringing" in states else []:
             freed = True
             self._announce = True  # the call is back in the queue for everyone
             await self._tell_agent(withdrawn.agent_id, {
@@ -298,7 +301,8 @@ class Router:
                 "reason": withdrawn.reason})
             await self._publish_state(withdrawn.agent_id, "away", "missed")
         connected = {int(c.principal.subject) for c in self.presence.by_role(Role.AGENT)}
-        for agent_id in await self.queue.finish_wrap_ups(connected):
+        for agent_id in (await self.queue.finish_wrap_ups(connected)
+                         if "wrap_up" in states else []):
             freed = True
             await self._publish_state(agent_id, "ready", None)
         if freed:
