@@ -51,10 +51,10 @@ from vwindow.queue_base import (
     _waiting,
 )
 from vwindow.queue_board import QueueBoard
-from vwindow.queue_route import CallRouting, Readying
+from vwindow.queue_route import CallRouting
 from vwindow.views import CallView
 
-__all__ = ["Answered", "CallQueue", "Offer", "QueueInfo", "Readying", "Withdrawn"]
+__all__ = ["Answered", "CallQueue", "Offer", "QueueInfo", "Withdrawn"]
 
 logger = logging.getLogger(__name__)
 

@@ -171,15 +171,10 @@ class CallQueueBase:
             out.append(WaitingRow(waiting, kiosk_id, bool(callback), offered_to))
         return out
 
-    async def _agents(self, s: AsyncSession, *, ready_here_locked: bool = False
-                      ) -> list[tuple[AgentStatus, routing.AgentSlot]]:
-        query = select(AgentStatus, User).join(User, User.id == AgentStatus.agent_id)
-        if ready_here_locked:
-            query = (query.where(AgentStatus.state == "ready",
-                                 AgentStatus.node_id == self.node_id)
-                     .with_for_update(skip_locked=True, of=AgentStatus))
-        else:
-            query = query.where(AgentStatus.state != "offline")
+    async def _agents(self, s: AsyncSession) -> list[tuple[AgentStatus, routing.AgentSlot]]:
+        """Every agent on duty (not offline), for the board and the wait estimates."""
+        query = (select(AgentStatus, User).join(User, User.id == AgentStatus.agent_id)
+                 .where(AgentStatus.state != "offline"))
         rows = (await s.execute(query.order_by(AgentStatus.agent_id))).all()
         ids = [status.agent_id for status, _ in rows]
         busy: dict[int, int] = {}
