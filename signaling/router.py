@@ -19,7 +19,7 @@ from typing import Any
 from signaling.presence import Connection, Presence
 from vwindow.config import RoutingConfig
 from vwindow.errors import InvalidStateError
-from vwindow.models import Role
+from vwindow.models import Role, utcnow
 from vwindow.queue import Answered, CallQueue, Offer, QueueInfo
 from vwindow.views import CallView
 
@@ -54,6 +54,11 @@ class Router:
         self._positions_at = 0.0
         self._chores_at = 0.0
         self._beat_at = 0.0
+        # When this node's offers run out and its agents' wrap-ups end (monotonic): the
+        # chores query for them only once one is due. Every offer and timed wrap-up of
+        # this node's agents is made here, and a restarted node's states start offline.
+        self._offers_due: dict[int, float] = {}
+        self._wraps_due: dict[int, float] = {}
 
     @property
     def config(self) -> RoutingConfig:
@@ -212,6 +217,8 @@ class Router:
         wrap = self.config.wrap_up_s if connected else None
         state, _ = await self.queue.set_state(agent_id, "wrap_up" if wrap else "offline",
                                               force=True, wrap_s=wrap)
+        if wrap:
+            self._wraps_due[agent_id] = time.monotonic() + wrap
         await self._publish_state(agent_id, state, None, wrap)
 
     async def in_call(self, agent_id: int) -> None:
@@ -290,19 +297,18 @@ class Router:
             return
         self._chores_at = now
         freed = False
-        # This node's agents' states are all in the cache: no query for an offer to run
-        # out when none of them rings, or for a wrap-up to end when none wraps up.
-        states = set(self.presence.agent_states.values())
-        for withdrawn in await self.queue.expire_offers() if "ringing" in states else []:
+        states = self.presence.agent_states
+        expired = _due(self._offers_due, now, states, "ringing")
+        for withdrawn in await self.queue.expire_offers() if expired else []:
             freed = True
             self._announce = True  # the call is back in the queue for everyone
             await self._tell_agent(withdrawn.agent_id, {
                 "type": "call.offer_withdrawn", "call_id": withdrawn.call_id,
                 "reason": withdrawn.reason})
             await self._publish_state(withdrawn.agent_id, "away", "missed")
+        ended = _due(self._wraps_due, now, states, "wrap_up")
         connected = {int(c.principal.subject) for c in self.presence.by_role(Role.AGENT)}
-        for agent_id in (await self.queue.finish_wrap_ups(connected)
-                         if "wrap_up" in states else []):
+        for agent_id in await self.queue.finish_wrap_ups(connected) if ended else []:
             freed = True
             await self._publish_state(agent_id, "ready", None)
         if freed:
@@ -320,7 +326,10 @@ class Router:
         # Only this node's ready agents are routed here, and their states are all in the
         # cache: a pass with none of them (most wakes: a claim, a tick) reads nothing.
         if any(state == "ready" for state in self.presence.agent_states.values()):
-            await self._rang(await self.queue.route())
+            offers, taken = await self.queue.route()
+            await self._rang(offers)
+            if taken:  # another node took calls planned here, after a few tries
+                self.wake(announce=False)
 
     async def _rang(self, offers: list[Offer]) -> None:
         """Ring each offer's agent; then tell the kiosks of calls offered to one agent."""
@@ -350,6 +359,8 @@ class Router:
                 return
             self._rung.add(pair)
         else:
+            self._offers_due[offer.agent_id] = time.monotonic() + (
+                offer.expires_at - utcnow()).total_seconds()
             await self._publish_state(offer.agent_id, "ringing", None)
         message: dict[str, Any] = {"type": "call.ringing", "call": _dump(offer.call)}
         if offer.expires_at is not None:
@@ -384,3 +395,15 @@ def position_message(info: QueueInfo) -> dict[str, Any]:
 def _bucket(eta: float | None) -> int | None:
     """Estimates change every pass; kiosks are told when the shown minute changes."""
     return None if eta is None else int(eta // 30)
+
+
+def _due(deadlines: dict[int, float], now: float, states: dict[int, str], state: str
+         ) -> bool:
+    """Whether an agent's deadline has come. Those past it and no longer in ``state``
+    are forgotten; one still in it (its row was locked by a request meanwhile, say)
+    keeps the chore's query running until it is not."""
+    passed = [agent for agent, at in deadlines.items() if at <= now]
+    for agent in passed:
+        if states.get(agent) != state:
+            del deadlines[agent]
+    return any(agent in deadlines for agent in passed)

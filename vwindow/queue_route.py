@@ -115,17 +115,18 @@ class Readying:
 class CallRouting(CallQueueBase):
     """Offers: the routing pass and readying agents."""
 
-    async def route(self) -> list[Offer]:
-        """One routing pass: offer waiting calls to this node's free eligible agents."""
+    async def route(self) -> tuple[list[Offer], bool]:
+        """One routing pass: offer waiting calls to this node's free eligible agents.
+        Also says whether a call planned was taken meanwhile (by another node) and
+        agents were left without one: then another pass should follow at once."""
         now = utcnow()
         async with self.db.session() as s:
             conn = await s.connection()
             agents = [_slot(row) for row in (await conn.execute(
                 _READY_HERE, {"node": self.node_id})).all()]
             if not agents:
-                return []
-            offers, _ = await self._offer(s, conn, agents, now)
-            return offers
+                return [], False
+            return await self._offer(s, conn, agents, now)
 
     async def ready(self, agents: Mapping[int, bool], *, others: bool = False) -> Readying:
         """Make ``agents`` ready (each: ``force``) and offer them waiting calls, all in
