@@ -30,8 +30,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal, get_args, get_origin
 
-import pytest
-
 from signaling import protocol as p
 from signaling import rest, ws
 from signaling.app import make_app
@@ -366,12 +364,6 @@ def ws_mismatch(expected: str, got: str) -> bool:
     return got != expected
 
 
-# Cells where the server is known to be wrong, (route or message type, principal) →
-# what is wrong: each is an xfail(strict) case of test_known_authz_bugs below and is left
-# out of the matrix tests' verdict. Fixed on the server: the xfail passes, so fails;
-# remove the entry.
-KNOWN_BUGS: dict[tuple[str, str], str] = {}
-
 # -- coverage -----------------------------------------------------------------------------
 
 
@@ -484,34 +476,28 @@ async def _rest_cell(server: Server, scene: Scene, method: str, path: str,
         return r.status, body[:160].decode(errors="replace")
 
 
-async def rest_matrix(server: Server, scene: Scene,
-                      only: set[tuple[str, str]] | None = None) -> list[Cell]:
+async def rest_matrix(server: Server, scene: Scene) -> list[Cell]:
     cells = []
     for (method, path), roles in rest.ROUTE_ROLES.items():
         rule = REST_RULES.get((method, path))
         if rule is None:
-            if only is None:
-                cells.append(Cell(f"{method} {path}", "-", "a rule", "none",
-                                  "(add it to REST_RULES)"))
+            cells.append(Cell(f"{method} {path}", "-", "a rule", "none",
+                              "(add it to REST_RULES)"))
             continue
         for who in PRINCIPALS:
-            if only is not None and (f"{method} {path}", who.name) not in only:
-                continue
             expected = expect_rest(roles, rule, who)
             status, body = await _rest_cell(server, scene, method, path, rule, who)
             cells.append(Cell(f"{method} {path}", who.name, expected, status,
                               body if rest_mismatch(expected, status) else ""))
-    if only is None:
-        for (method, _), (_, example) in OUTSIDE_TABLE.items():
-            if example is not None:
-                async with server.http.request(method, server.url + example) as r:
-                    cells.append(Cell(f"{method} {example}", ANONYMOUS.name, ALLOW, r.status))
+    for (method, _), (_, example) in OUTSIDE_TABLE.items():
+        if example is not None:
+            async with server.http.request(method, server.url + example) as r:
+                cells.append(Cell(f"{method} {example}", ANONYMOUS.name, ALLOW, r.status))
     return cells
 
 
 def _verdict(cells: list[Cell], mismatch: Callable[[Cell], bool]) -> list[str]:
-    return [str(c) for c in cells
-            if (c.what, c.who) not in KNOWN_BUGS and (c.who == "-" or mismatch(c))]
+    return [str(c) for c in cells if c.who == "-" or mismatch(c)]
 
 
 def _summary(kind: str, cells: list[Cell]) -> str:
@@ -555,16 +541,11 @@ def _ending_order() -> list[Who]:
     return sorted(WS_PRINCIPALS, key=lambda w: last.get(w.name, 0))
 
 
-async def ws_matrix(server: Server, scene: Scene,
-                    only: set[tuple[str, str]] | None = None) -> list[Cell]:
+async def ws_matrix(server: Server, scene: Scene) -> list[Cell]:
     cells = [Cell(t, "-", "a rule", "none", "(add it to WS_RULES)")
-             for t in p.MESSAGE_TYPES if t not in WS_RULES and only is None]
+             for t in p.MESSAGE_TYPES if t not in WS_RULES]
 
     async def run(who: Who, types: list[str]) -> None:
-        if only is not None:
-            types = [t for t in types if (t, who.name) in only]
-            if not types:
-                return
         probe = await _connect(server, scene, who)
         try:
             for msg_type in types:
@@ -590,25 +571,3 @@ async def test_ws_matrix(server: Server) -> None:
     logger.info(_summary("WebSocket", cells))
     bad = _verdict(cells, lambda c: ws_mismatch(str(c.expected), str(c.got)))
     assert not bad, f"{len(bad)} of {len(cells)} WebSocket cells wrong:\n" + "\n".join(bad)
-
-
-# -- known bugs ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("what,who", [
-    pytest.param(what, who, id=f"{what} as {who}",
-                 marks=pytest.mark.xfail(strict=True, reason=reason))
-    for (what, who), reason in KNOWN_BUGS.items()])
-async def test_known_authz_bugs(server: Server, what: str, who: str) -> None:
-    scene = await build_scene(server)
-    try:
-        if what in p.MESSAGE_TYPES:
-            cells = await ws_matrix(server, scene, only={(what, who)})
-            bad = [c for c in cells if ws_mismatch(str(c.expected), str(c.got))]
-        else:
-            cells = await rest_matrix(server, scene, only={(what, who)})
-            bad = [c for c in cells if rest_mismatch(c.expected, int(c.got))]
-    finally:
-        await scene.close()
-    assert [(c.what, c.who) for c in cells] == [(what, who)], "the cell was not probed"
-    assert not bad, "\n".join(str(c) for c in bad)
