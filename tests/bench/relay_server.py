@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet = vwindow.cli._setup_logging
 
-    def setup_logging(verbose: bool) -> None:
-        quiet(verbose)
+    def setup_logging(verbose: bool, *args: Any, **kwargs: Any) -> None:
+        quiet(verbose, *args, **kwargs)
         # ICE consent expiry closes a peer connection without a word otherwise.
         logging.getLogger("aioice.ice").setLevel(logging.INFO)
 
