@@ -28,7 +28,6 @@ from signaling.rest import (
 from signaling.services import SERVICES, Services
 from vwindow.auth import Principal
 from vwindow.errors import ValidationError
-from vwindow.inspection_report import build_report
 from vwindow.inspections import InspectionView, ItemState
 from vwindow.models import Role
 from vwindow.uploads import check_content
@@ -178,6 +177,9 @@ async def close_inspection(request: web.Request) -> web.Response:
     body = await _json_body(request, CloseBody)
     facts = await services.inspections.facts(view.id)
     images = {sha: await services.store.get(sha) for _, sha in facts.evidence_files}
+    # Imported here: the PDF library is ~35 MB of every node's memory, for a rare request.
+    from vwindow.inspection_report import build_report
+
     pdf = await asyncio.to_thread(build_report, facts, body.conclusion, images,
                                   generated_at=datetime.now(UTC))
     sha = await services.store.put(pdf)
