@@ -69,6 +69,16 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
+def _settle_heap() -> None:
+    """Move what start-up made (modules, tables, compiled statements: most of the heap)
+    out of the collector's reach: a full collection otherwise walks all of it, stalling
+    every call's media and every request for ~0.1 s each time."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 async def _serve(config: Config, *, demo: bool, devices: str | None) -> None:
     from aiohttp import web
 
@@ -81,6 +91,7 @@ async def _serve(config: Config, *, demo: bool, devices: str | None) -> None:
     site = web.TCPSite(runner, config.server.host, config.server.port)
     await site.start()
     port = int(runner.addresses[0][1])  # the real port, also when 0 asked the OS to pick
+    _settle_heap()
     base = f"http://{config.server.host}:{port}"
     agent = None
     try:
