@@ -171,7 +171,7 @@ class CallQueueBase:
             out.append(WaitingRow(waiting, kiosk_id, bool(callback), offered_to))
         return out
 
-    async def _agents(self, s: AsyncSession) -> list[tuple[AgentStatus, routing.AgentSlot]]:
+    async def _agents(self, s: AsyncSession) -> list[routing.AgentSlot]:
         """Every agent on duty (not offline), for the board and the wait estimates."""
         query = (select(AgentStatus, User).join(User, User.id == AgentStatus.agent_id)
                  .where(AgentStatus.state != "offline"))
@@ -184,7 +184,7 @@ class CallQueueBase:
                     Call.status == CallStatus.LIVE, Call.agent_id.in_(ids))
                 .group_by(Call.agent_id))
             busy = {int(agent or 0): int(n) for agent, n in counted.all()}
-        return [(status, _slot(status, user, busy.get(user.id, 0))) for status, user in rows]
+        return [_slot(status, user, busy.get(user.id, 0)) for status, user in rows]
 
     @staticmethod
     async def _in_a_call(s: AsyncSession, agent_id: int) -> bool:

@@ -39,7 +39,7 @@ class QueueBoard(CallQueueBase):
         handle = await self.handle_time_s()
         async with self.db.session() as s:
             waiting = await self._waiting_rows(s)
-            agents = [slot for _, slot in await self._agents(s)]
+            agents = await self._agents(s)
         places = routing.positions(row.call for row in waiting)
         out = []
         for row in waiting:
