@@ -9,10 +9,11 @@ its browser and coturn), not its signalling WebSocket.
 
 Every audio packet crosses two impaired links (sender -> hub -> receiver: ~9.75 % lost
 end to end, 300 ms one way plus the hub). Over ``MEASURE_S`` each page must keep
-receiving the other's voice: audio packets arrive at ``MIN_AUDIO_PPS`` or more of the 50/s
-Opus sends, with no half-second gap; they carry sound (the fake microphone's beep: total
-audio energy rises); concealment stays under ``MAX_CONCEALED``; and the other side's
-picture still decodes frames. The observed figures are printed (``-s``)::
+receiving the other's voice: no more than ``MAX_MISSING`` of the audio packets the other
+page sent go missing, and no 1 s step receives less than ``MIN_STEP_SHARE`` of what was
+sent around it (a gap of about half a second); they carry sound (the fake microphone's
+beep: total audio energy rises); concealment stays under ``MAX_CONCEALED``; and the other
+side's picture still decodes frames. The observed figures are printed (``-s``)::
 
     flock /tmp/vw-chromium.lock python -m pytest -s tests/e2e/test_lossy_call.py
 """
@@ -37,17 +38,25 @@ pytestmark = pytest.mark.e2e
 
 LINK = LinkProfile(rate_bps=2_000_000, loss=0.05, delay_s=0.15, queue_bytes=60_000)
 MEASURE_S = 10
-# 50/s sent x 0.95 x 0.95 = ~45/s arrive; 40/s is ~6 binomial sigmas below over 10 s.
-MIN_AUDIO_PPS = 40.0
-MIN_STEP_PPS = 25.0  # in every 1 s step: a gap of half a second or more fails
+# Measured against what the other page's browser sent, not against Opus's nominal 50/s:
+# a starved machine makes Chromium's fake microphone skip buffers, so its page sends
+# fewer packets (37/s on a busy CI machine, 28-30/s in a cgroup held to half a CPU),
+# which is no fault of the link or the hub. 5 % loss on each of two legs loses ~9.75 %
+# (6.6-14 % seen); 20 % is ~5 binomial sigmas above it at 20 packets/s over 10 s.
+MAX_MISSING = 0.20
+MIN_SENT_PPS = 20.0  # fewer and the figures mean little: the machine is too busy
+# Each 1 s step receives ~90 % of what was sent in it and the step before (the one-way
+# trip is ~0.3 s); a half-second gap leaves ~45 %.
+MIN_STEP_SHARE = 0.55
 # Concealed: ~10 % of the voice with 5 % loss on each of two legs (7-11 % seen before the
 # hub asked for Opus in-band FEC, 7-8 % after: how much FEC the browser's encoder adds is
 # its own choice, from its loss estimate). Twice that means the jitter buffer also ran
 # dry; a 1.5 s cut inside the window gives ~21 %.
 MAX_CONCEALED = 0.20
-# A lower bound only: senders send 15 fps, and a lost video packet costs a NACK round
-# trip of 300 ms+, so the picture freezes now and then (10-15 fps decoded seen).
-MIN_FPS = 5.0
+# Frames decoded per frame the other page sent: a lower bound only. A lost video packet
+# costs a NACK round trip of 300 ms+, so the picture freezes now and then (0.8-0.98
+# decoded seen on a quiet machine, ~0.5 on a starved one); a frozen picture gives 0.
+MIN_FPS_SHARE = 0.3
 
 KIOSK_SEES_AGENT = "video#remote-agent-camera"
 AGENT_SEES_KIOSK = 'video[data-role="camera"][data-participant-kind="kiosk"]'
@@ -70,7 +79,8 @@ async ([audioSelector, videoSelector]) => {
   for (const s of stats.values()) {
     if (s.type === 'outbound-rtp' && s.kind === 'audio') out.audioSent += s.packetsSent || 0;
     if (s.type === 'outbound-rtp' && s.kind === 'video' && s.frameWidth) {
-      out.videoSent = {fps: s.framesPerSecond || 0, width: s.frameWidth,
+      out.videoSent = {fps: s.framesPerSecond || 0, frames: s.framesSent || 0,
+                       width: s.frameWidth,
                        height: s.frameHeight, target: s.targetBitrate || 0,
                        limitation: s.qualityLimitationReason || null};
     }
@@ -123,12 +133,13 @@ class Figures:
 
     sent_pps: float  # audio packets/s the other page sent
     audio_pps: float
-    slowest_pps: float  # the slowest 1 s step
+    worst_step: float  # the 1 s step that received least of what was sent around it
     lost: float  # packets lost on the hub -> page leg (the hub numbers its own packets)
     missing: float  # 1 - received / sent: both legs
     energy: tuple[float, float]  # rise in the first and in the second half
     concealed: float  # concealed samples / samples played
     fps: float
+    sent_fps: float  # frames/s the other page sent
     width: int
     height: int
     line: str = ""
@@ -143,35 +154,44 @@ def figures(side: Side, samples: list[dict[str, Any]],
         assert not missing, (f"{side.name} receives no {' and no '.join(missing)} from the "
                              f"other side at the {at} of the window (its connection: "
                              f"{sample['state']})")
+    for at, sample in (("start", other[0]), ("end", other[-1])):
+        assert sample["videoSent"], f"the other page sends no video at the {at} of the window"
 
     def delta(kind: str, key: str, a: dict[str, Any] = first,
               b: dict[str, Any] = last) -> float:
         return float(b[kind][key] - a[kind][key])
 
     span = (last["at"] - first["at"]) / 1000
-    steps = [delta("audio", "packetsReceived", a, b) / ((b["at"] - a["at"]) / 1000)
-             for a, b in itertools.pairwise(samples)]
+    received_steps = [delta("audio", "packetsReceived", a, b)
+                      for a, b in itertools.pairwise(samples)]
+    sent_steps = [float(b["audioSent"] - a["audioSent"]) for a, b in itertools.pairwise(other)]
+    # A packet received in a step left the other page in that step or the one before.
+    around = [(sent_steps[i - 1] + sent) / 2 if i else sent
+              for i, sent in enumerate(sent_steps)]
     received, lost = delta("audio", "packetsReceived"), delta("audio", "packetsLost")
     sent = float(other[-1]["audioSent"] - other[0]["audioSent"])
     played = max(1.0, delta("audio", "samples"))
+    frames_sent = float(other[-1]["videoSent"]["frames"] - other[0]["videoSent"]["frames"])
     fig = Figures(
-        sent_pps=sent / span, audio_pps=received / span, slowest_pps=min(steps),
+        sent_pps=sent / span, audio_pps=received / span,
+        worst_step=min(got / max(1.0, expected)
+                       for got, expected in zip(received_steps, around, strict=True)),
         lost=lost / max(1.0, received + lost), missing=1 - received / max(1.0, sent),
         energy=(delta("audio", "energy", first, mid), delta("audio", "energy", mid, last)),
         concealed=delta("audio", "concealed") / played,
-        fps=delta("video", "framesDecoded") / span,
+        fps=delta("video", "framesDecoded") / span, sent_fps=frames_sent / span,
         width=last["video"]["width"], height=last["video"]["height"])
     jitter_ms = 1000 * delta("audio", "jitterDelay") / max(1.0, delta("audio", "jitterEmitted"))
     rtt = f"{last['rtt'] * 1000:.0f} ms" if last["rtt"] is not None else "?"
     video_sent = delta("video", "packetsReceived") + delta("video", "packetsLost")
     fig.line = (
         f"{side.name} receives audio at {fig.audio_pps:.1f} packets/s of "
-        f"{fig.sent_pps:.1f}/s sent (slowest 1 s step {fig.slowest_pps:.0f}/s), "
+        f"{fig.sent_pps:.1f}/s sent (worst 1 s step {fig.worst_step:.0%} of it), "
         f"{fig.missing:.1%} missing end to end, {fig.lost:.1%} lost on the hub's leg, "
         f"FEC {delta('audio', 'fec'):.0f}, concealed {fig.concealed:.1%} (silent "
         f"{delta('audio', 'silentConcealed') / played:.1%}), energy "
         f"+{fig.energy[0]:.3f} +{fig.energy[1]:.3f}, jitter buffer {jitter_ms:.0f} ms; "
-        f"video {fig.fps:.1f} fps {fig.width}x{fig.height}, lost "
+        f"video {fig.fps:.1f} fps of {fig.sent_fps:.1f} sent, {fig.width}x{fig.height}, lost "
         f"{delta('video', 'packetsLost'):.0f} of {video_sent:.0f} packets, NACKs "
         f"{delta('video', 'nacks'):.0f}, PLIs {delta('video', 'plis'):.0f}, freezes "
         f"{delta('video', 'freezes'):.0f} ({delta('video', 'frozenS'):.1f} s); "
@@ -259,11 +279,16 @@ async def test_voice_carries_on_over_loss_and_latency(
             # The media went through this page's impaired link, and it did lose packets.
             assert last["localType"] == "relay", last
             assert side.link.up.stats.lost > 0 and side.link.down.stats.lost > 0
-            assert fig.audio_pps >= MIN_AUDIO_PPS, (side.name, fig.line)
-            assert fig.slowest_pps >= MIN_STEP_PPS, (side.name, fig.line)
+            assert fig.sent_pps >= MIN_SENT_PPS, (
+                f"the page the {side.name} hears sent only {fig.sent_pps:.1f} audio packets/s "
+                "(Opus sends 50): the machine is too busy for this test to measure the link",
+                fig.line)
+            assert fig.missing <= MAX_MISSING, (side.name, fig.line)
+            assert fig.worst_step >= MIN_STEP_SHARE, (side.name, fig.line)
             assert min(fig.energy) > 0, (side.name, fig.line)  # sound in both halves
             assert fig.concealed <= MAX_CONCEALED, (side.name, fig.line)
-            assert fig.fps >= MIN_FPS and fig.width > 0, (side.name, fig.line)
+            assert fig.fps >= MIN_FPS_SHARE * fig.sent_fps and fig.width > 0, (side.name,
+                                                                                fig.line)
         await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
         assert not errors, errors
     finally:
