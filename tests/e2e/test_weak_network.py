@@ -58,6 +58,10 @@ DROP_S = 10.0
 # return goes out within ~4 s; ICE, DTLS and the first keyframe then take ~8 round trips
 # of 300 ms with 5 % loss, ~3-4 s. A join that failed in the drop retries after 1-5 s.
 RECOVERY_LIMIT_S = 15.0
+MIN_SENT_PPS = 20.0  # audio packets/s the phone must send for the figures to mean much
+# Audio frames at the hub, and packets at the agent, per packet the phone sent over the
+# window: ~0.95 with 5 % loss on the uplink; the three counters are read a few ms apart.
+MIN_AUDIO_SHARE = 0.8
 
 SURVEYOR_VIDEO = 'video[data-participant-kind="surveyor"][data-role="camera"]'
 
@@ -218,6 +222,7 @@ async def test_inspection_on_a_weak_mobile_link(relay_server: Server, turn_serve
         await expect(phone.locator("#weak-network")).to_be_visible(timeout=15000)
         await expect(phone.locator("#weak-network")).to_contain_text("网络较差")
         before, hub_before = await _inbound(agent), _hub_frames(server, call_id)
+        sent_before = await phone.evaluate(PHONE_OUTBOUND_JS)
         up_before = mobile_link.up.stats.delivered_bytes
         await asyncio.sleep(MEASURE_S)
         after, hub_after = await _inbound(agent), _hub_frames(server, call_id)
@@ -230,11 +235,14 @@ async def test_inspection_on_a_weak_mobile_link(relay_server: Server, turn_serve
                      / max(1, after["audio"]["samples"] - before["audio"]["samples"]))
         hub_audio = (hub_after.get("mic", 0) - hub_before.get("mic", 0)) / MEASURE_S
         sent = await phone.evaluate(PHONE_OUTBOUND_JS)
+        phone_audio = (sent["audio"]["packetsSent"]
+                       - sent_before["audio"]["packetsSent"]) / MEASURE_S
         print(f"agent sees the surveyor at {fps:.1f} fps, "
               f"{after['video']['width']}x{after['video']['height']}, "
               f"freezes {after['video']['freezes']} ({after['video']['frozenS']:.1f} s); "
-              f"audio {audio_pps:.0f} packets/s at the agent, {hub_audio:.0f} frames/s at "
-              f"the hub, energy +{energy:.3f}, concealed {concealed:.1%}")
+              f"audio {phone_audio:.0f} packets/s sent, {hub_audio:.0f} frames/s at the hub, "
+              f"{audio_pps:.0f} packets/s at the agent, energy +{energy:.3f}, "
+              f"concealed {concealed:.1%}")
         print(f"phone sends {sent['video']['width']}x{sent['video']['height']} at "
               f"{sent['video']['fps']} fps, target {sent['video']['target'] / 1000:.0f} "
               f"kbit/s, limited by {sent['video']['limitation']}, estimate "
@@ -246,7 +254,14 @@ async def test_inspection_on_a_weak_mobile_link(relay_server: Server, turn_serve
         assert sent["localType"] == "relay"
         assert fps >= 3, "the picture degrades, it does not stall"
         assert after["video"]["width"] > 0
-        assert audio_pps >= 35 and hub_audio >= 35, "the voice keeps coming (50/s sent)"
+        # The voice keeps coming: judged against what the phone's browser sent, since a
+        # starved machine makes its fake microphone skip buffers (Opus sends 50/s; 22/s
+        # seen in a cgroup held to 0.7 CPU). 5 % is lost on the uplink only.
+        assert phone_audio >= MIN_SENT_PPS, (
+            f"the phone sent only {phone_audio:.1f} audio packets/s: the machine is too busy "
+            "for this test to measure the link")
+        assert hub_audio >= MIN_AUDIO_SHARE * phone_audio, "the voice reaches the hub"
+        assert audio_pps >= MIN_AUDIO_SHARE * phone_audio, "the voice reaches the agent"
         assert energy > 0
         assert sent["params"]["audio"]["priority"] == "high"
         assert sent["params"]["video"]["maxBitrate"] <= 200_000
