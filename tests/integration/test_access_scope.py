@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+import signaling.ws
 from signaling.client import ClientError, SignalClient
 from tests.conftest import Server
 from tests.helpers import answered_call, wait_for
@@ -98,9 +99,12 @@ async def test_agent_in_a_call_stays_in_call(server: Server) -> None:
     await agent.close()
 
 
-async def test_socket_without_auth_is_closed(server: Server) -> None:
+async def test_socket_without_auth_is_closed(server: Server,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read when the socket opens; 10 s in production, shortened so the test need not wait.
+    monkeypatch.setattr(signaling.ws, "AUTH_TIMEOUT_S", 0.5)
     ws = await server.http.ws_connect(server.url.replace("http", "ws") + "/ws")
-    msg = await ws.receive(timeout=15)
+    msg = await ws.receive(timeout=5)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert ws.close_code == 4401
     await ws.close()
