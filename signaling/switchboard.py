@@ -359,13 +359,19 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
 
     async def require_member(self, conn: Connection, call_id: int,
                              roles: tuple[Role, ...] | None = None) -> Room:
+        room, _ = await self._membership(conn, call_id, roles)
+        return room
+
+    async def _membership(self, conn: Connection, call_id: int,
+                          roles: tuple[Role, ...] | None = None) -> tuple[Room, Call]:
+        """The live call's room and the call, unless ``conn`` does not belong in it."""
         if roles is not None and conn.principal.role not in roles:
             raise ForbiddenError(f"a {conn.principal.role.value} cannot do this in a call")
-        await self.cases.check_call_member(conn.principal, call_id)
+        call = await self.cases.check_call_member(conn.principal, call_id)
         room = self.presence.rooms.get(call_id)
         if room is None:
             raise InvalidStateError(f"call {call_id} is not live")
-        return room
+        return room, call
 
     async def active_call(self, conn: Connection) -> dict[str, Any] | None:
         view = await self.cases.active_call_for(conn.principal)
@@ -384,26 +390,26 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
     # -- media -------------------------------------------------------------------------
 
     async def check_join(self, conn: Connection, call_id: int,
-                         publish: list[TrackRole]) -> Call | None:
+                         publish: list[TrackRole]) -> tuple[Call, bool]:
         """Everything ``join_media`` would refuse, checked before the join is acked. A
         join while the call rings opens its hub here, unless another node has it
-        (``HubElsewhere``: the socket's node relays the join there); that call is
-        returned, for ``join_media``."""
+        (``HubElsewhere``: the socket's node relays the join there). Returns the call as
+        checked and whether it rings, for ``join_media``."""
         ringing = await self._ringing_call(conn, call_id, publish)
         if ringing is not None:
             if self.media.find(call_id) is None:
                 if await self.cases.place_hub(call_id, self.node_id) != self.node_id:
                     raise HubElsewhere(call_id)
                 self.media.hub(call_id)
-            return ringing
-        await self.require_member(conn, call_id)
+            return ringing, True
+        _, call = await self._membership(conn, call_id)
         if conn.principal.role is Role.SUPERVISOR:
             if (call_id, conn.principal.key) not in self._monitors:
                 raise InvalidStateError("send session.monitor with a mode before joining")
             if any(t.role != "mic" for t in publish):
                 raise ForbiddenError("a monitoring supervisor may publish only its mic",
                                      field="publish")
-        return None
+        return call, False
 
     async def _ringing_call(self, conn: Connection, call_id: int,
                             publish: list[TrackRole]) -> Call | None:
@@ -440,13 +446,14 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         if hub.is_admitted(info.id):  # answered while this join was on its way
             await self._announce_joined(call.id, [info])
 
-    async def join_media(self, conn: Connection, call_id: int, publish: list[TrackRole],
-                         ringing: Call | None = None) -> None:
-        """Join the call's media; ``ringing``: as ``check_join`` found it, while it rings."""
-        if ringing is not None:
-            await self._join_ringing(conn, ringing, publish)
+    async def join_media(self, conn: Connection, call: Call, publish: list[TrackRole],
+                         ringing: bool) -> None:
+        """Join the call's media, with the call as ``check_join`` found it (membership
+        checked) and whether it rang then."""
+        if ringing:
+            await self._join_ringing(conn, call, publish)
             return
-        call = await self.cases.check_call_member(conn.principal, call_id)
+        call_id = call.id
         room = self.presence.rooms.get(call_id)
         if room is None:
             raise InvalidStateError(f"call {call_id} is not live")

@@ -243,7 +243,7 @@ async def _dispatch(services: Services, conn: Connection,
         case p.RtcJoin(call_id=call_id, publish=publish):
             roles = [TrackRole(x.role, x.kind) for x in publish]
             try:
-                ringing = await sb.check_join(conn, call_id, roles)
+                call, ringing = await sb.check_join(conn, call_id, roles)
             except HubElsewhere:
                 # Placed at another node since this socket's node looked: go there.
                 if not isinstance(conn, RelayedConnection) and await relay_to_hub_node(
@@ -252,7 +252,7 @@ async def _dispatch(services: Services, conn: Connection,
                 raise
             # Ack first: the offer that follows must find the client ready for it.
             await conn.send({"type": "ack", "ref": message.id})
-            await sb.join_media(conn, call_id, roles, ringing)
+            await sb.join_media(conn, call, roles, ringing)
             return None
         case p.RtcAnswer(call_id=call_id, sdp=sdp):
             await _hub_for(services, conn, call_id).answer(conn.participant_id, sdp)
