@@ -332,14 +332,12 @@ def _csv_cell(value: Cell) -> Cell:
     return _text_safe(value)
 
 
-def _xlsx_row(ws: WriteOnlyWorksheet, row: list[Cell]) -> list[Any]:
-    from openpyxl.cell import WriteOnlyCell
-
+def _xlsx_row(ws: WriteOnlyWorksheet, row: list[Cell], text_cell: Any) -> list[Any]:
     out: list[Any] = []
     for value in row:
         if isinstance(value, str) and value.startswith(_FORMULA_START):
             # openpyxl would store it as a formula; as a typed text cell it stays text.
-            cell = WriteOnlyCell(ws, value=value)
+            cell = text_cell(ws, value=value)
             cell.data_type = "s"
             out.append(cell)
         else:
@@ -348,8 +346,10 @@ def _xlsx_row(ws: WriteOnlyWorksheet, row: list[Cell]) -> list[Any]:
 
 
 def _append(ws: WriteOnlyWorksheet, page: Page) -> None:
+    from openpyxl.cell import WriteOnlyCell  # once per page, not per row
+
     for row in page:
-        ws.append(_xlsx_row(ws, row))
+        ws.append(_xlsx_row(ws, row, WriteOnlyCell))
 
 
 @asynccontextmanager
