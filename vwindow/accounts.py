@@ -1,8 +1,11 @@
 """Logins: agents and supervisors by password, kiosks by their device key.
 
-The scrypt check (~50 ms of CPU) runs in a worker thread, so a burst of logins (a shift
-starting, every kiosk after a power cut) does not stall the signalling of live calls;
-an unknown name is checked against a dummy hash, so it takes as long as a wrong password.
+The scrypt check (~50 ms of CPU) runs on worker threads of its own, at most half the
+machine's cores of them: a burst of logins (a shift starting, every kiosk after a power
+cut) queues for them instead of taking every core, so the signalling of live calls and
+the node's heartbeat keep running (six checks at once on two cores starved the event
+loop for seconds, long enough for another node to declare this one dead). An unknown
+name is checked against a dummy hash, so it takes as long as a wrong password.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
@@ -21,6 +26,9 @@ from vwindow.models import Kiosk, Role, User
 
 logger = logging.getLogger(__name__)
 
+_CHECKERS = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2),
+                               thread_name_prefix="scrypt")
+
 
 @functools.cache
 def _dummy_hash() -> str:
@@ -29,7 +37,8 @@ def _dummy_hash() -> str:
 
 async def _matches(secret: str, stored: str | None) -> bool:
     """``check_secret`` off the event loop; False (after the same work) without a hash."""
-    ok = await asyncio.to_thread(check_secret, secret, stored or _dummy_hash())
+    ok = await asyncio.get_running_loop().run_in_executor(
+        _CHECKERS, check_secret, secret, stored or _dummy_hash())
     return ok and stored is not None
 
 
