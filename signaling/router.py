@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from signaling.presence import Connection, Presence
 from vwindow.config import RoutingConfig
 from vwindow.errors import InvalidStateError
 from vwindow.models import Role, utcnow
+from vwindow.nodes import Beat
 from vwindow.queue import Answered, CallQueue, Offer, QueueInfo
 from vwindow.views import CallView
 
@@ -30,7 +31,8 @@ POSITION_REFRESH_S = 10.0
 POSITION_INTERVAL_S = 0.5
 """Positions are worked out at most this often (a busy queue wakes the router a lot)."""
 BEATS_PER_TIMEOUT = 5
-"""Heartbeats per ``node_timeout_s``: a node is declared dead only after several misses."""
+"""Heartbeats per ``node_timeout_s``: a node is declared dead only after several misses.
+They have a task of their own: a beat waits for no routing pass and no chore."""
 
 
 def _dump(view: CallView) -> dict[str, Any]:
@@ -39,13 +41,17 @@ def _dump(view: CallView) -> dict[str, Any]:
 
 class Router:
     def __init__(self, queue: CallQueue, presence: Presence,
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None],
+                 on_beat: Callable[[Beat], Awaitable[None]] | None = None) -> None:
         self.queue = queue
         self.presence = presence
         self.on_change = on_change
+        self.on_beat = on_beat
+        """Told of every beat, after the router's own part (calls lost, revival)."""
         self._wake = asyncio.Event()
         self._announce = False  # tell the other nodes after this node's next pass
         self._task: asyncio.Task[None] | None = None
+        self._beater: asyncio.Task[None] | None = None
         self._readying: dict[int, list[tuple[bool, asyncio.Future[str]]]] = {}
         self._readier: asyncio.Task[None] | None = None  # makes the batches of ``_ready``
         self._rung: set[tuple[int, int]] = set()  # ring-all: (call, agent) already told
@@ -53,7 +59,7 @@ class Router:
         self._told_at = 0.0
         self._positions_at = 0.0
         self._chores_at = 0.0
-        self._beat_at = 0.0
+        self._offered: dict[int, int] = {}  # agent -> the call last offered to it alone
         # When this node's offers run out and its agents' wrap-ups end (monotonic): the
         # chores query for them only once one is due. Every offer and timed wrap-up of
         # this node's agents is made here, and a restarted node's states start offline.
@@ -67,16 +73,17 @@ class Router:
     async def start(self) -> None:
         await self.queue.start()
         self._task = asyncio.create_task(self._loop(), name="router")
+        self._beater = asyncio.create_task(self._beat_loop(), name="heartbeat")
 
     async def stop(self) -> None:
-        for task in (self._task, self._readier):
+        for task in (self._beater, self._task, self._readier):
             if task is not None and not task.done():
                 task.cancel()
                 try:
                     await task
                 except asyncio.CancelledError:
                     pass
-        self._task = self._readier = None
+        self._task = self._readier = self._beater = None
 
     def wake(self, *, announce: bool = True) -> None:
         """Route soon; ``announce``: a call became available to route (queued, declined,
@@ -281,18 +288,9 @@ class Router:
     async def run_once(self) -> None:
         """One routing pass (the loop's body; tests may call it directly)."""
         now = time.monotonic()
-        # Whatever woke the pass is routed first; the heartbeat and the chores after it
-        # (timeouts, wrap-ups, callbacks) do not delay an offer, and what they free is
-        # routed then.
+        # Whatever woke the pass is routed first; the chores after it (timeouts,
+        # wrap-ups, callbacks) do not delay an offer, and what they free is routed then.
         await self._route()
-        if now - self._beat_at >= self.config.node_timeout_s / BEATS_PER_TIMEOUT:
-            self._beat_at = now
-            dead, requeued, revived = await self.queue.heartbeat()
-            if requeued:
-                logger.warning("calls %s re-queued from dead nodes %s", requeued, dead)
-                self.wake()  # another pass, here and on the other nodes
-            if revived:
-                await self._restore_states()
         if now - self._chores_at < min(self.config.tick_s, 0.5):
             return
         self._chores_at = now
@@ -346,9 +344,46 @@ class Router:
         if connecting:
             await self.presence.deliver_many(connecting)
 
+    async def _beat_loop(self) -> None:
+        interval = self.config.node_timeout_s / BEATS_PER_TIMEOUT
+        while True:
+            started = time.monotonic()
+            try:
+                await self.beat()
+            except Exception:
+                logger.exception("heartbeat failed; trying again")
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def beat(self) -> Beat:
+        """One heartbeat (the beat task's body; tests may call it directly)."""
+        beat = await self.queue.heartbeat()
+        if beat.lost:
+            logger.warning("calls %s queued again: their media hub's node is gone %s",
+                           [lost.call_id for lost in beat.lost], beat.dead)
+        if beat.revived:
+            await self._restore_states()
+        if self.on_beat is not None:
+            await self.on_beat(beat)
+        if beat.lost or beat.revived:
+            self.wake()  # another pass, here and on the other nodes
+        return beat
+
     async def _restore_states(self) -> None:
-        """After this node was wrongly declared dead: its agents' states, as they are."""
+        """After this node was wrongly declared dead: its agents' states, as they are.
+
+        The node that declared it dead set them offline and withdrew their offers: a
+        ringing console stops ringing and is ready again. Agents in a call the other
+        node queued again are the switchboard's (``on_beat``)."""
         for agent_id, state in list(self.presence.agent_states.items()):
+            if state == "ringing":
+                call_id = self._offered.pop(agent_id, None)
+                if call_id is not None:
+                    await self._tell_agent(agent_id, {"type": "call.offer_withdrawn",
+                                                      "call_id": call_id,
+                                                      "reason": "withdrawn"})
+                self._offers_due.pop(agent_id, None)
+                state = "ready"
+                await self._publish_state(agent_id, state, None)
             if state in ("ready", "away", "wrap_up"):
                 await self.queue.set_state(agent_id, state, force=True)
 
@@ -361,6 +396,7 @@ class Router:
         else:
             self._offers_due[offer.agent_id] = time.monotonic() + (
                 offer.expires_at - utcnow()).total_seconds()
+            self._offered[offer.agent_id] = offer.call.call_id
             await self._publish_state(offer.agent_id, "ringing", None)
         message: dict[str, Any] = {"type": "call.ringing", "call": _dump(offer.call)}
         if offer.expires_at is not None:

@@ -29,6 +29,7 @@ from vwindow.chat import store_chat
 from vwindow.db import Database
 from vwindow.errors import ForbiddenError, InvalidStateError, NotFoundError, VWindowError
 from vwindow.models import Call, CallStatus, Role
+from vwindow.nodes import Beat, LostCall
 from vwindow.queue import CallQueue
 from vwindow.routing import is_elderly, priority_for
 from vwindow.sla_config import SlaConfig
@@ -66,7 +67,7 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
                  sla: SlaConfig | None = None) -> None:
         self.db = db
         self.queue = queue
-        self.router = Router(queue, presence, self.changed)
+        self.router = Router(queue, presence, self.changed, self._after_beat)
         self.store = store
         self.sla = sla
         self.cases = cases
@@ -256,7 +257,12 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         task.add_done_callback(self._closing.discard)
 
     async def on_event(self, event: dict[str, Any]) -> None:
-        """A call whose session is here was answered at another node."""
+        """A call whose session is here was answered at another node; calls another
+        node queued again (their hub's node died) whose people may be connected here."""
+        if event.get("k") == "calls_lost":
+            for lost in _lost_calls(event.get("calls")):
+                await self._call_lost(lost)
+            return
         if event.get("k") != "answered" or event.get("node") != self.node_id:
             return
         call_id, agent_id, kiosk_id = event.get("call_id"), event.get("agent"), event.get("kiosk")
@@ -676,6 +682,70 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
         if new:
             await self.material_added(call_id, material)
 
+    # -- nodes -------------------------------------------------------------------------
+
+    async def _after_beat(self, beat: Beat) -> None:
+        """Calls whose hub's node is gone wait again: everyone in them is told, here and
+        (for the calls this node's beat found) at the other nodes. A node that had been
+        declared dead itself drops the sessions it no longer holds (fencing)."""
+        if beat.lost:
+            await self.presence.bus.publish({"k": "calls_lost", "calls": [
+                [c.call_id, c.case_id, c.kiosk_id, c.agent_id] for c in beat.lost]})
+            for lost in beat.lost:
+                await self._call_lost(lost)
+        if beat.revived:
+            for lost in await self._no_longer_held():
+                await self._call_lost(lost)
+
+    async def _no_longer_held(self) -> list[LostCall]:
+        """Sessions here whose call the database gives to another node now, or to none:
+        the node that declared this one dead queued them again."""
+        lost = []
+        for call_id in sorted(set(self.presence.rooms) | set(self.media.live_sessions)):
+            try:
+                call = await self.cases.get_call(call_id)
+            except NotFoundError:
+                continue
+            if call.hub_node == self.node_id and call.status in (CallStatus.LIVE,
+                                                                 CallStatus.QUEUED):
+                continue
+            logger.warning("call %s is no longer this node's (%s at %s): its session "
+                           "here ends", call_id, call.status, call.hub_node)
+            # The agent this node had in the call is the room's, not the database's.
+            lost.append(LostCall(call.id, call.case_id, call.kiosk_id, None))
+        return lost
+
+    async def _call_lost(self, lost: LostCall) -> None:
+        """Tell the call's people connected here: the kiosk waits again (same case, its
+        materials kept), agents and the others are out of the call. Its session here,
+        if any, is closed; the recording up to now goes into the case."""
+        room = self.presence.rooms.pop(lost.call_id, None)
+        members = set(room.members) if room is not None else set()
+        members.add(f"kiosk:{lost.kiosk_id}")
+        if lost.agent_id is not None:
+            members.add(f"agent:{lost.agent_id}")
+        for monitor in [k for k in self._monitors if k[0] == lost.call_id]:
+            members.add(monitor[1])
+            del self._monitors[monitor]
+        self.forget_position(lost.call_id)
+        if self.media.find(lost.call_id) is not None:
+            self._background(self._close_and_store(lost.call_id))
+        for key in sorted(members):
+            if not self.presence.connected(key):
+                continue
+            role, _, subject = key.partition(":")
+            if role == Role.KIOSK.value:
+                await self.presence.send_to(key, {"type": "call.requeued",
+                                                  "call_id": lost.call_id,
+                                                  "case_id": lost.case_id})
+                continue
+            await self.presence.send_to(key, {"type": "call.ended", "call_id": lost.call_id,
+                                              "case_id": lost.case_id, "ended_by": "server"})
+            if role == Role.AGENT.value and self.router.state_of(int(subject)) == "in_call":
+                await self.router.call_ended(int(subject), expert=(
+                    lost.agent_id is not None and int(subject) != lost.agent_id))
+        self.changed()
+
     # -- dashboard ---------------------------------------------------------------------
 
     async def snapshot(self) -> dict[str, Any]:
@@ -715,3 +785,13 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
                 continue
             for conn in watchers:
                 await conn.send(dict(snap))
+
+
+def _lost_calls(raw: object) -> list[LostCall]:
+    """The ``calls_lost`` event's calls; anything malformed is skipped."""
+    if not isinstance(raw, list):
+        return []
+    return [LostCall(*item) for item in raw
+            if isinstance(item, list) and len(item) == 4
+            and all(isinstance(v, int) for v in item[:3])
+            and (item[3] is None or isinstance(item[3], int))]

@@ -89,6 +89,7 @@ class Database:
         self.url = url
         self.engine = create_engine(url, echo=echo)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._lifeline: AsyncEngine | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -98,12 +99,31 @@ class Database:
         await migrate(self.engine)
 
     async def stop(self) -> None:
+        if self._lifeline is not None:
+            await self._lifeline.dispose()
+            self._lifeline = None
         await self.engine.dispose()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction, committed on success."""
         async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def lifeline(self) -> AsyncIterator[AsyncSession]:
+        """A session on a connection of its own, for the node's heartbeat: a beat must
+        not queue for the pool behind a burst of requests (PostgreSQL; SQLite has one
+        connection and one node, so its beat shares it)."""
+        if not self.is_postgres:
+            async with self.session() as session:
+                yield session
+            return
+        if self._lifeline is None:
+            self._lifeline = create_async_engine(self.url, pool_size=1, max_overflow=0,
+                                                 pool_pre_ping=True)
+        async with AsyncSession(self._lifeline, expire_on_commit=False) as session, \
+                session.begin():
             yield session
 
 

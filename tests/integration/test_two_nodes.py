@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from tests.conftest import pg_database
 from tests.helpers import camera_and_mic, connected, first_frame, wait_for
 from tests.multinode import KIOSK_KEY, Node, seed, start_node, wait_ready
 from vwindow.db import Database
-from vwindow.models import AgentStatus, AuditEntry, Call, CallStatus
+from vwindow.models import AgentStatus, AuditEntry, Call, CallStatus, User
 
 pytestmark = pytest.mark.postgres
 
@@ -355,6 +356,70 @@ async def test_killed_node_calls_are_queued_again_and_taken_elsewhere(
             assert again.status == CallStatus.LIVE and again.hub_node == "node-b"
             assert waiting.status == CallStatus.QUEUED
             for c in (on_b, k1, k2):
+                await c.close()
+    finally:
+        _stop(nodes)
+
+
+async def test_a_stalled_node_declared_dead_lets_go_of_its_call(
+        pg_server: Any, tmp_path: Path) -> None:
+    """Node A stalls (SIGSTOP) holding a live call's session; node B declares it dead,
+    queues the call again and tells the kiosk, whose socket is on B. When A runs again it
+    finds it was declared dead and ends its session of the call (fencing): its agent is
+    told the call ended and is free again. An agent on B takes the call: it is answered
+    again once, not held by two agents at once."""
+    db_url = pg_database(pg_server)
+    agents, kiosks = await seed(db_url, agents=2, kiosks=1)
+    nodes = [start_node(f"node-{n}", db_url, tmp_path, **ROUTING) for n in "ab"]
+    try:
+        url_a, url_b = [await wait_ready(n) for n in nodes]
+        async with aiohttp.ClientSession() as http:
+            on_a = SignalClient(http, url_a, await _token(
+                http, url_a, "login", {"username": agents[0], "password": "demo1234"}))
+            on_b = SignalClient(http, url_b, await _token(
+                http, url_b, "login", {"username": agents[1], "password": "demo1234"}))
+            kiosk = SignalClient(http, url_b, await _token(
+                http, url_b, "kiosk", {"kiosk_code": kiosks[0], "device_key": KIOSK_KEY}))
+            for c in (on_a, on_b, kiosk):
+                await c.connect()
+            await on_a.request("agent.state", state="ready")
+            call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"][
+                "call_id"]
+            await wait_for(on_a, "call.ringing")
+            await on_a.request("call.accept", call_id=call_id)
+            await wait_for(kiosk, "call.answered")
+            await on_b.request("agent.state", state="ready")
+
+            nodes[0].proc.send_signal(signal.SIGSTOP)
+            try:
+                requeued = await wait_for(kiosk, "call.requeued", timeout=30)
+                assert requeued["call_id"] == call_id
+                ring = await wait_for(on_b, "call.ringing", timeout=10)
+                assert ring["call"]["call_id"] == call_id
+            finally:
+                nodes[0].proc.send_signal(signal.SIGCONT)
+            ended = await wait_for(on_a, "call.ended", timeout=20,
+                                   pred=lambda m: m["call_id"] == call_id)
+            assert ended["ended_by"] == "server"
+            await wait_for(on_a, "agent.state", pred=lambda m: m["state"] == "ready")
+            await on_b.request("call.accept", call_id=call_id)
+            answered = await wait_for(kiosk, "call.answered")
+            assert answered["call"]["agent"]["name"] == "坐席1"  # the agent on node B
+            db = Database(db_url)
+            try:
+                async with db.session() as s:
+                    call = await s.get_one(Call, call_id)
+                    first_agent = (await s.scalars(select(AgentStatus).join(
+                        User, User.id == AgentStatus.agent_id).where(
+                        User.username == agents[0]))).one()
+            finally:
+                await db.stop()
+            assert (call.status, call.hub_node) == (CallStatus.LIVE, "node-b")
+            assert (first_agent.state, first_agent.node_id) == ("ready", "node-a")
+            # (Node A drops its session on B's event, or on finding itself declared dead
+            # if that event did not reach it: tests/integration/test_fencing.py.)
+            assert "was declared dead by another node" in "".join(nodes[0].log)
+            for c in (on_a, on_b, kiosk):
                 await c.close()
     finally:
         _stop(nodes)

@@ -163,7 +163,10 @@ function wireSignal(signal) {
   signal.on('call.cancelled', (msg) => dropRinging(msg.call_id, 'agent.ringing.cancelled'));
   signal.on('call.accepted', (msg) => enterLive(msg.call));
   signal.on('call.ended', (msg) => {
-    if (app.call && msg.call_id === app.call.call_id) leaveLive();
+    if (!app.call || msg.call_id !== app.call.call_id) return;
+    leaveLive();
+    // The server carrying the call's media was lost: the citizen waits again.
+    if (msg.ended_by === 'server') setText(byId('ringing-note'), 'agent.call.lostServer');
   });
   signal.on('participant.joined', (msg) => participantNote(msg, 'agent.participant.joined'));
   signal.on('participant.left', (msg) => {

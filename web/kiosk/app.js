@@ -152,6 +152,7 @@ function wireSignal(signal) {
     notice.hidden = false;
   });
   signal.on('call.ended', (msg) => onEnded(msg));
+  signal.on('call.requeued', (msg) => onRequeued(msg));
   signal.on('capture.progress', (msg) => {
     if (app.call && msg.call_id === app.call.call_id) capture.update(msg);
   });
@@ -483,6 +484,7 @@ async function enterLive(call) {
     return;
   }
   clearTimeout(app.backTimer);
+  byId('requeue-notice').hidden = true;
   app.call = call;
   byId('call-service').textContent = call.service ? call.service.name : '';
   byId('agent-name').textContent = call.agent ? call.agent.name : '';
@@ -554,9 +556,27 @@ function leaveCall() {
 
 // ---- ended / rating ----------------------------------------------------------
 
+/** The server carrying the call's media was lost: the call waits again for the next
+ * officer, same case, its materials kept. The media connects again when one answers. */
+function onRequeued(msg) {
+  if (!app.call || msg.call_id !== app.call.call_id) return;
+  if (app.media) app.media.stop({ leave: false });
+  remote.clear();
+  remoteControl.reset();
+  conn.set('media', false);
+  app.ringingCall = null;
+  app.call = { ...app.call, status: 'queued', agent: null };
+  byId('agent-name').textContent = '';
+  byId('transfer-notice').hidden = true;
+  showPosition(null, undefined);
+  byId('requeue-notice').hidden = false;
+  if (state() !== 'queued') setState('queued');
+}
+
 function onEnded(msg) {
   if (!app.call || msg.call_id !== app.call.call_id) return;
   clearTimeout(app.endFallback);
+  byId('requeue-notice').hidden = true;
   const wasQueued = state() === 'queued';
   leaveCall();
   if (wasQueued) {

@@ -1,0 +1,122 @@
+"""A node that another node declared dead while it had only stalled lets go of what the
+database no longer gives it: its session of a call queued again ends (the recording up
+to then goes into the case), its agent in that call is told and freed, and a console
+ringing with an offer the other node withdrew stops ringing. In process on SQLite, the
+other node being a second ``CallQueue`` on the same database; the two-process version
+on PostgreSQL is in ``test_two_nodes``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy import select, update
+
+from signaling.app import SERVICES
+from signaling.client import HubPeer, SignalClient
+from tests.conftest import Server, make_config, start_server, with_routing
+from tests.helpers import answered_call, camera_and_mic, connected, wait_for
+from vwindow.auth import hash_secret
+from vwindow.cases import Cases
+from vwindow.db import Database
+from vwindow.models import AgentStatus, Call, CallStatus, Kiosk, Node, utcnow
+from vwindow.queue import CallQueue
+
+
+async def _second_kiosk(db: Database) -> None:
+    async with db.session() as s:
+        first = (await s.scalars(select(Kiosk).where(Kiosk.code == "kiosk-tx01"))).one()
+        s.add(Kiosk(code="kiosk-tx02", name="二号机", township_id=first.township_id,
+                    key_hash=hash_secret("second-key")))
+
+
+async def test_a_node_declared_dead_ends_its_sessions_and_frees_its_agents(
+        db_url: str, tmp_path: Path) -> None:
+    # Beats two minutes apart: this node beats only when the test says.
+    config = with_routing(make_config(db_url, tmp_path), strategy="longest_idle",
+                          wrap_up_s=0, offer_timeout_s=60, node_timeout_s=600)
+    node_id = config.server.node_id
+    runner, url = await start_server(config)
+    services = runner.app[SERVICES]
+    other_db = Database(db_url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            server = Server(url, services, http)
+            await _second_kiosk(services.db)
+            kiosk, talking, call_id, case_id = await answered_call(server, agent="agent1")
+            await wait_for(kiosk, "call.answered")
+            peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+            await peer.join()
+            await connected(peer)
+            hub = services.media.find(call_id)
+            assert hub is not None
+            async with asyncio.timeout(10):  # something to record
+                while not any(p.source.frames > 5 for p in hub.publications()):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            # A second call rings at another agent of this node.
+            kiosk2 = SignalClient(http, url, await server.kiosk_token("kiosk-tx02",
+                                                                      "second-key"))
+            ringing = SignalClient(http, url, await server.login("agent2"))
+            for c in (kiosk2, ringing):
+                await c.connect()
+            await ringing.request("agent.state", state="ready")
+            second = (await kiosk2.request("call.start", service_code="SB-001"))["call"][
+                "call_id"]
+            assert (await wait_for(ringing, "call.ringing"))["call"]["call_id"] == second
+            for c in (kiosk, talking, ringing):
+                c.received.clear()  # from here on, only what the fencing says
+
+            # This node stalls; another declares it dead: the live call waits again, the
+            # offer is withdrawn, both agents are offline in the database.
+            other = CallQueue(other_db, Cases(other_db), config.routing, "node-other")
+            await other.start()
+            async with other_db.session() as s:
+                await s.execute(update(Node).where(Node.id == node_id).values(
+                    heartbeat_at=utcnow() - timedelta(seconds=700)))
+            reaped = await other.heartbeat()
+            assert reaped.dead == [node_id]
+            assert [lost.call_id for lost in reaped.lost] == [call_id]
+
+            # This node runs again; its next beat finds it was declared dead.
+            beat = await services.switchboard.router.beat()
+            assert beat.revived
+            assert (await wait_for(kiosk, "call.requeued"))["call_id"] == call_id
+            ended = await wait_for(talking, "call.ended")
+            assert (ended["call_id"], ended["ended_by"]) == (call_id, "server")
+            withdrawn = await wait_for(ringing, "call.offer_withdrawn")
+            assert withdrawn["call_id"] == second
+            await wait_for(ringing, "agent.state", pred=lambda m: m["state"] == "ready")
+            # Free again: ready, or rung at once with the next call.
+            await wait_for(talking, "agent.state",
+                           pred=lambda m: m["state"] in ("ready", "ringing"))
+
+            # Its session of the call is closed; the recording up to then is in the case.
+            async with asyncio.timeout(20):
+                while True:
+                    case = await services.cases.case_view(case_id)
+                    recording = next((m for m in case.materials if m.source == "recording"),
+                                     None)
+                    if recording is not None and services.media.find(call_id) is None:
+                        break
+                    await asyncio.sleep(0.1)
+            assert recording.content_type == "video/webm" and recording.size > 0
+
+            # The node carries on: both calls are offered again, to its agents.
+            offers = [await wait_for(agent, "call.ringing", timeout=10)
+                      for agent in (talking, ringing)]
+            assert {o["call"]["call_id"] for o in offers} == {call_id, second}
+            async with services.db.session() as s:
+                calls = {c.id: c for c in (await s.scalars(select(Call))).all()}
+                states = (await s.scalars(select(AgentStatus))).all()
+                node = await s.get(Node, node_id)
+            assert {calls[call_id].status, calls[second].status} == {CallStatus.QUEUED}
+            assert {a.state for a in states if a.node_id == node_id} == {"ringing"}
+            assert node is not None
+            await peer.close()
+            for c in (kiosk, talking, kiosk2, ringing):
+                await c.close()
+    finally:
+        await other_db.stop()
+        await runner.cleanup()
