@@ -20,8 +20,10 @@ from tests.conftest import Server, make_config, start_server, with_routing
 from tests.helpers import answered_call, camera_and_mic, connected, wait_for
 from vwindow.auth import hash_secret
 from vwindow.cases import Cases
+from vwindow.config import Config
 from vwindow.db import Database
 from vwindow.models import AgentStatus, Call, CallStatus, Kiosk, Node, utcnow
+from vwindow.nodes import Beat
 from vwindow.queue import CallQueue
 
 
@@ -30,6 +32,18 @@ async def _second_kiosk(db: Database) -> None:
         first = (await s.scalars(select(Kiosk).where(Kiosk.code == "kiosk-tx01"))).one()
         s.add(Kiosk(code="kiosk-tx02", name="二号机", township_id=first.township_id,
                     key_hash=hash_secret("second-key")))
+
+
+async def _declared_dead(db: Database, config: Config, node_id: str) -> Beat:
+    """Another node finds this one's beat long lapsed and reaps it."""
+    other = CallQueue(db, Cases(db), config.routing, "node-other")
+    await other.start()
+    async with db.session() as s:
+        await s.execute(update(Node).where(Node.id == node_id).values(
+            heartbeat_at=utcnow() - timedelta(seconds=config.routing.node_timeout_s + 100)))
+    reaped = await other.heartbeat()
+    assert reaped.dead == [node_id]
+    return reaped
 
 
 async def test_a_node_declared_dead_ends_its_sessions_and_frees_its_agents(
@@ -70,13 +84,7 @@ async def test_a_node_declared_dead_ends_its_sessions_and_frees_its_agents(
 
             # This node stalls; another declares it dead: the live call waits again, the
             # offer is withdrawn, both agents are offline in the database.
-            other = CallQueue(other_db, Cases(other_db), config.routing, "node-other")
-            await other.start()
-            async with other_db.session() as s:
-                await s.execute(update(Node).where(Node.id == node_id).values(
-                    heartbeat_at=utcnow() - timedelta(seconds=700)))
-            reaped = await other.heartbeat()
-            assert reaped.dead == [node_id]
+            reaped = await _declared_dead(other_db, config, node_id)
             assert [lost.call_id for lost in reaped.lost] == [call_id]
 
             # This node runs again; its next beat finds it was declared dead.
@@ -116,6 +124,34 @@ async def test_a_node_declared_dead_ends_its_sessions_and_frees_its_agents(
             assert node is not None
             await peer.close()
             for c in (kiosk, talking, kiosk2, ringing):
+                await c.close()
+    finally:
+        await other_db.stop()
+        await runner.cleanup()
+
+
+async def test_an_agent_wrapping_up_on_a_node_declared_dead_is_ready_when_it_ends(
+        db_url: str, tmp_path: Path) -> None:
+    config = with_routing(make_config(db_url, tmp_path), strategy="longest_idle",
+                          wrap_up_s=1.5, node_timeout_s=600)
+    node_id = config.server.node_id
+    runner, url = await start_server(config)
+    services = runner.app[SERVICES]
+    other_db = Database(db_url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            kiosk, agent, call_id, _ = await answered_call(Server(url, services, http))
+            await agent.request("call.end", call_id=call_id)
+            await wait_for(agent, "agent.state", pred=lambda m: m["state"] == "wrap_up")
+            await _declared_dead(other_db, config, node_id)
+            assert (await services.switchboard.router.beat()).revived
+            async with services.db.session() as s:
+                status = await s.get_one(AgentStatus, int(agent.welcome["principal"]["id"]))
+            assert status.state == "wrap_up" and status.wrap_until is not None
+            # The wrap-up runs out as it would have: the agent is ready, not stuck.
+            await wait_for(agent, "agent.state", timeout=5,
+                           pred=lambda m: m["state"] == "ready")
+            for c in (kiosk, agent):
                 await c.close()
     finally:
         await other_db.stop()
