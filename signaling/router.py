@@ -20,7 +20,7 @@ from signaling.presence import Connection, Presence
 from vwindow.config import RoutingConfig
 from vwindow.errors import InvalidStateError
 from vwindow.models import Role, utcnow
-from vwindow.nodes import Beat
+from vwindow.nodes import BEATS_PER_TIMEOUT, Beat
 from vwindow.queue import Answered, CallQueue, Offer, QueueInfo
 from vwindow.views import CallView
 
@@ -30,9 +30,6 @@ POSITION_REFRESH_S = 10.0
 """Kiosks get their estimate again this often even when nothing moved (it ages)."""
 POSITION_INTERVAL_S = 0.5
 """Positions are worked out at most this often (a busy queue wakes the router a lot)."""
-BEATS_PER_TIMEOUT = 5
-"""Heartbeats per ``node_timeout_s``: a node is declared dead only after several misses.
-They have a task of their own: a beat waits for no routing pass and no chore."""
 
 
 def _dump(view: CallView) -> dict[str, Any]:
@@ -345,6 +342,7 @@ class Router:
             await self.presence.deliver_many(connecting)
 
     async def _beat_loop(self) -> None:
+        """Beats on a task of their own: a beat waits for no routing pass, no chore."""
         interval = self.config.node_timeout_s / BEATS_PER_TIMEOUT
         while True:
             started = time.monotonic()

@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from vwindow.auth import hash_secret
+from vwindow.cases import Cases
+from vwindow.config import Config
 from vwindow.db import Database
 from vwindow.models import (
     Call,
@@ -26,6 +29,9 @@ from vwindow.models import (
     User,
     utcnow,
 )
+from vwindow.models import Node as NodeRow
+from vwindow.nodes import Beat
+from vwindow.queue import CallQueue
 from vwindow.seed import seed_demo
 
 SECRET = "multinode-test-secret-0123456789-abcdef"
@@ -96,6 +102,19 @@ async def queue_calls(db_url: str, n: int) -> None:
                            queued_at=utcnow()))
     finally:
         await db.stop()
+
+
+async def declare_dead(db: Database, config: Config, node_id: str) -> Beat:
+    """Another node (a ``CallQueue`` of its own on ``db``) finds ``node_id``'s beat long
+    lapsed and reaps it, as it would a node that stalled."""
+    other = CallQueue(db, Cases(db), config.routing, "node-other")
+    await other.start()
+    async with db.session() as s:
+        await s.execute(update(NodeRow).where(NodeRow.id == node_id).values(
+            heartbeat_at=utcnow() - timedelta(seconds=config.routing.node_timeout_s + 100)))
+    reaped = await other.heartbeat()
+    assert reaped.dead == [node_id]
+    return reaped
 
 
 def start_node(node_id: str, db_url: str, data: Path, *, port: int = 0,

@@ -26,6 +26,8 @@ from vwindow.queue_base import CallQueueBase
 
 logger = logging.getLogger(__name__)
 
+BEATS_PER_TIMEOUT = 5
+"""Heartbeats per ``node_timeout_s``: a node is declared dead only after several misses."""
 STALL_SHARE = 0.5
 """A node whose own previous beat is older than this share of ``node_timeout_s`` was
 stalled itself (the whole machine, likely): it judges no other node in that beat."""
@@ -99,7 +101,7 @@ class NodeLife(CallQueueBase):
                 if gap is not None:
                     logger.warning("node %s: %.1f s since its previous heartbeat (due every "
                                    "%.1f s); it judges no other node this time",
-                                   self.node_id, gap, timeout / 5)
+                                   self.node_id, gap, timeout / BEATS_PER_TIMEOUT)
                 return Beat([], [], revived, gap)
             dead = list((await s.scalars(select(Node.id).where(
                 Node.heartbeat_at < now - timedelta(seconds=timeout))

@@ -19,6 +19,8 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from signaling.services import SERVICES
 from tests.conftest import Server, make_config, start_server, with_routing
 from tests.e2e.pages import login_kiosk, login_staff, video_frames
+from tests.multinode import declare_dead
+from vwindow.db import Database
 
 pytestmark = pytest.mark.e2e
 
@@ -154,6 +156,44 @@ async def test_queue_offer_missed_wrap_up(routed: Server, browser: Browser) -> N
         await expect(state2).to_contain_text("午餐")
         await expect(board.locator('#agents li[data-state="away"]')).to_have_count(2)
         assert not errors, errors
+
+
+async def test_a_call_whose_media_node_was_lost_waits_again(
+        db_url: str, tmp_path: Path, browser: Browser) -> None:
+    """The node carrying a live call is declared dead by another (it stalled): the
+    kiosk goes back to waiting, saying why, the agent's console says the call went back
+    to the queue, and the call is answered again with video."""
+    config = with_routing(make_config(db_url, tmp_path), strategy="longest_idle",
+                          wrap_up_s=0, node_timeout_s=600, tick_s=0.2)
+    runner, base = await start_server(config)
+    services = runner.app[SERVICES]
+    other_db = Database(db_url)
+    try:
+        async with _pages(browser, "kiosk", "agent1") as (pages, errors):
+            kiosk, agent = pages["kiosk"], pages["agent1"]
+            await _call_answered(base, kiosk, agent)
+            await video_frames(kiosk, "video#remote-agent-camera")
+
+            await declare_dead(other_db, config, config.server.node_id)
+            assert (await services.switchboard.router.beat()).revived
+            await expect(kiosk.locator("body")).to_have_attribute("data-state", "queued")
+            notice = kiosk.locator("#requeue-notice")
+            await expect(notice).to_be_visible()
+            await expect(notice).to_contain_text("重新排队")
+            await expect(agent.locator("#ringing-note")).to_contain_text("转回排队")
+
+            # The agent is free again and rung with the same call; answered, the video
+            # comes back over a new session.
+            offer = agent.locator("#ringing li[data-call-id]")
+            await expect(offer).to_have_count(1, timeout=10000)
+            await offer.locator(".accept-call").click()
+            await expect(kiosk.locator("body")).to_have_attribute("data-state", "live")
+            await expect(notice).to_be_hidden()
+            await video_frames(kiosk, "video#remote-agent-camera")
+            assert not errors, errors
+    finally:
+        await other_db.stop()
+        await runner.cleanup()
 
 
 COUNT_CAMERA_OPENS = """

@@ -8,23 +8,19 @@ on PostgreSQL is in ``test_two_nodes``."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from signaling.app import SERVICES
 from signaling.client import HubPeer, SignalClient
 from tests.conftest import Server, make_config, start_server, with_routing
 from tests.helpers import answered_call, camera_and_mic, connected, wait_for
+from tests.multinode import declare_dead
 from vwindow.auth import hash_secret
-from vwindow.cases import Cases
-from vwindow.config import Config
 from vwindow.db import Database
-from vwindow.models import AgentStatus, Call, CallStatus, Kiosk, Node, utcnow
-from vwindow.nodes import Beat
-from vwindow.queue import CallQueue
+from vwindow.models import AgentStatus, Call, CallStatus, Kiosk, Node
 
 
 async def _second_kiosk(db: Database) -> None:
@@ -32,18 +28,6 @@ async def _second_kiosk(db: Database) -> None:
         first = (await s.scalars(select(Kiosk).where(Kiosk.code == "kiosk-tx01"))).one()
         s.add(Kiosk(code="kiosk-tx02", name="二号机", township_id=first.township_id,
                     key_hash=hash_secret("second-key")))
-
-
-async def _declared_dead(db: Database, config: Config, node_id: str) -> Beat:
-    """Another node finds this one's beat long lapsed and reaps it."""
-    other = CallQueue(db, Cases(db), config.routing, "node-other")
-    await other.start()
-    async with db.session() as s:
-        await s.execute(update(Node).where(Node.id == node_id).values(
-            heartbeat_at=utcnow() - timedelta(seconds=config.routing.node_timeout_s + 100)))
-    reaped = await other.heartbeat()
-    assert reaped.dead == [node_id]
-    return reaped
 
 
 async def test_a_node_declared_dead_ends_its_sessions_and_frees_its_agents(
@@ -84,7 +68,7 @@ async def test_a_node_declared_dead_ends_its_sessions_and_frees_its_agents(
 
             # This node stalls; another declares it dead: the live call waits again, the
             # offer is withdrawn, both agents are offline in the database.
-            reaped = await _declared_dead(other_db, config, node_id)
+            reaped = await declare_dead(other_db, config, node_id)
             assert [lost.call_id for lost in reaped.lost] == [call_id]
 
             # This node runs again; its next beat finds it was declared dead.
@@ -143,7 +127,7 @@ async def test_an_agent_wrapping_up_on_a_node_declared_dead_is_ready_when_it_end
             kiosk, agent, call_id, _ = await answered_call(Server(url, services, http))
             await agent.request("call.end", call_id=call_id)
             await wait_for(agent, "agent.state", pred=lambda m: m["state"] == "wrap_up")
-            await _declared_dead(other_db, config, node_id)
+            await declare_dead(other_db, config, node_id)
             assert (await services.switchboard.router.beat()).revived
             async with services.db.session() as s:
                 status = await s.get_one(AgentStatus, int(agent.welcome["principal"]["id"]))
