@@ -712,7 +712,8 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
             logger.warning("call %s is no longer this node's (%s at %s): its session "
                            "here ends", call_id, call.status, call.hub_node)
             # The agent this node had in the call is the room's, not the database's.
-            lost.append(LostCall(call.id, call.case_id, call.kiosk_id, None))
+            lost.append(LostCall(call.id, call.case_id, call.kiosk_id, None,
+                                 waiting=call.status == CallStatus.QUEUED))
         return lost
 
     async def _call_lost(self, lost: LostCall) -> None:
@@ -735,9 +736,10 @@ class Switchboard(KioskRequests, InspectionDesk, SnapshotDesk):
                 continue
             role, _, subject = key.partition(":")
             if role == Role.KIOSK.value:
-                await self.presence.send_to(key, {"type": "call.requeued",
-                                                  "call_id": lost.call_id,
-                                                  "case_id": lost.case_id})
+                if lost.waiting:  # (else it was told where its call went, or that it ended)
+                    await self.presence.send_to(key, {"type": "call.requeued",
+                                                      "call_id": lost.call_id,
+                                                      "case_id": lost.case_id})
                 continue
             await self.presence.send_to(key, {"type": "call.ended", "call_id": lost.call_id,
                                               "case_id": lost.case_id, "ended_by": "server"})

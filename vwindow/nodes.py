@@ -41,6 +41,9 @@ class LostCall:
     case_id: int
     kiosk_id: int
     agent_id: int | None
+    waiting: bool = True
+    """The call waits in the queue (its kiosk is told so); False when a node that was
+    declared dead finds it answered elsewhere or ended meanwhile."""
 
 
 @dataclass(frozen=True)

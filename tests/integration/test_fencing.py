@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from signaling.app import SERVICES
 from signaling.client import HubPeer, SignalClient
@@ -20,7 +20,7 @@ from tests.helpers import answered_call, camera_and_mic, connected, wait_for
 from tests.multinode import declare_dead
 from vwindow.auth import hash_secret
 from vwindow.db import Database
-from vwindow.models import AgentStatus, Call, CallStatus, Kiosk, Node
+from vwindow.models import AgentStatus, Call, CallStatus, Kiosk, Node, User, utcnow
 
 
 async def _second_kiosk(db: Database) -> None:
@@ -135,6 +135,38 @@ async def test_an_agent_wrapping_up_on_a_node_declared_dead_is_ready_when_it_end
             # The wrap-up runs out as it would have: the agent is ready, not stuck.
             await wait_for(agent, "agent.state", timeout=5,
                            pred=lambda m: m["state"] == "ready")
+            for c in (kiosk, agent):
+                await c.close()
+    finally:
+        await other_db.stop()
+        await runner.cleanup()
+
+
+async def test_a_call_answered_elsewhere_meanwhile_does_not_send_the_kiosk_back(
+        db_url: str, tmp_path: Path) -> None:
+    """Declared dead, the node finds its call already answered at another node: its
+    agent is out of the call, but the kiosk is not told to wait (it is in the call
+    there)."""
+    config = with_routing(make_config(db_url, tmp_path), strategy="longest_idle",
+                          wrap_up_s=0, node_timeout_s=600)
+    runner, url = await start_server(config)
+    services = runner.app[SERVICES]
+    other_db = Database(db_url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            kiosk, agent, call_id, _ = await answered_call(Server(url, services, http))
+            await declare_dead(other_db, config, config.server.node_id)
+            async with other_db.session() as s:
+                expert = (await s.scalars(select(User.id).where(
+                    User.username == "agent2"))).one()
+                await s.execute(update(Call).where(Call.id == call_id).values(
+                    status=CallStatus.LIVE, agent_id=expert, hub_node="node-other",
+                    answered_at=utcnow()))
+            assert (await services.switchboard.router.beat()).revived
+            ended = await wait_for(agent, "call.ended")
+            assert (ended["call_id"], ended["ended_by"]) == (call_id, "server")
+            await asyncio.sleep(0.3)
+            assert not [m for m in kiosk.received if m.get("type") == "call.requeued"]
             for c in (kiosk, agent):
                 await c.close()
     finally:
