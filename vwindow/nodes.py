@@ -17,8 +17,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from vwindow import audit
 from vwindow.models import AgentStatus, Call, CallStatus, Node, utcnow
@@ -58,8 +59,22 @@ class Beat:
     """Seconds since this node's previous beat, by the database's clock."""
 
 
+_BEFORE = aliased(Node, name="before")
+_BEAT = (update(Node).where(Node.id == bindparam("node"))
+         .values(heartbeat_at=func.clock_timestamp())
+         .returning(Node.heartbeat_at.label("now"),
+                    select(_BEFORE.heartbeat_at).where(_BEFORE.id == bindparam("node"))
+                    .scalar_subquery().label("previous")))
+"""PostgreSQL: one round trip; the sub-select sees the row as it was before the update."""
+_REAP = delete(Node).where(Node.id.in_(
+    select(Node.id).where(Node.heartbeat_at < bindparam("cutoff"))
+    .with_for_update(skip_locked=True))).returning(Node.id)
+
+
 class NodeLife(CallQueueBase):
     """This node's registration and heartbeat, and the clean-up after nodes that died."""
+
+    _beats = 0
 
     async def _db_now(self, s: AsyncSession) -> datetime:
         if self.db.is_postgres:
@@ -86,36 +101,53 @@ class NodeLife(CallQueueBase):
                 status.since = now
 
     async def heartbeat(self) -> Beat:
-        """Beat for this node; release what dead nodes held (see the module's text)."""
+        """Beat for this node; release what dead nodes held (see the module's text).
+
+        A beat that finds nobody dead is two statements (the beat, the reaping), as
+        it shares the database with every request; the rows that name no registered
+        node are looked for once per timeout, or when a node was found dead."""
         timeout = self.config.node_timeout_s
+        self._beats += 1
         async with self.db.lifeline() as s:
-            now = await self._db_now(s)
-            node = (await s.scalars(select(Node).where(Node.id == self.node_id)
-                                    .with_for_update())).one_or_none()
-            revived = node is None
-            gap = None if node is None else (now - node.heartbeat_at).total_seconds()
-            if node is None:
+            now, previous = await self._beat(s)
+            revived = previous is None
+            gap = None if previous is None else (now - previous).total_seconds()
+            if revived:
                 logger.error("node %s was declared dead by another node (it stalled for "
                              "over %.0f s); registering again", self.node_id, timeout)
                 s.add(Node(id=self.node_id, started_at=now, heartbeat_at=now))
-            else:
-                node.heartbeat_at = now
             if gap is None or gap > timeout * STALL_SHARE:
                 if gap is not None:
                     logger.warning("node %s: %.1f s since its previous heartbeat (due every "
                                    "%.1f s); it judges no other node this time",
                                    self.node_id, gap, timeout / BEATS_PER_TIMEOUT)
                 return Beat([], [], revived, gap)
-            dead = list((await s.scalars(select(Node.id).where(
-                Node.heartbeat_at < now - timedelta(seconds=timeout))
-                .with_for_update(skip_locked=True))).all())
-            if dead:
-                await s.execute(delete(Node).where(Node.id.in_(dead)))
-                for node_id in dead:
-                    logger.warning("node %s missed its heartbeat; its agents are offline",
-                                   node_id)
+            conn = await s.connection()
+            dead = list((await conn.scalars(_REAP, {
+                "cutoff": now - timedelta(seconds=timeout)})).all())
+            for node_id in dead:
+                logger.warning("node %s missed its heartbeat; its agents are offline",
+                               node_id)
+            if not dead and self._beats % BEATS_PER_TIMEOUT:
+                return Beat([], [], revived, gap)
             lost = await self._release_orphans(s, now)
             return Beat(dead, lost, revived, gap)
+
+    async def _beat(self, s: AsyncSession) -> tuple[datetime, datetime | None]:
+        """Set this node's beat to now; now, and the beat before (None: no row, as
+        another node declared this one dead)."""
+        if self.db.is_postgres:
+            conn = await s.connection()
+            row = (await conn.execute(_BEAT, {"node": self.node_id})).one_or_none()
+            if row is not None:
+                return row.now, row.previous
+            return await self._db_now(s), None
+        now = utcnow()
+        node = await s.get(Node, self.node_id)
+        if node is None:
+            return now, None
+        previous, node.heartbeat_at = node.heartbeat_at, now
+        return now, previous
 
     async def _release_orphans(self, s: AsyncSession, now: datetime) -> list[LostCall]:
         """Rows naming a node no longer registered: just reaped, or skipped earlier."""
