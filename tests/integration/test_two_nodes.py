@@ -13,6 +13,9 @@ import asyncio
 import random
 import signal
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +250,32 @@ def _stop(nodes: list[Node]) -> None:
         node.stop()
 
 
+@dataclass
+class TwoNodes:
+    db_url: str
+    agents: list[str]
+    kiosks: list[str]
+    nodes: list[Node]
+    http: aiohttp.ClientSession
+    urls: list[str]
+
+
+@asynccontextmanager
+async def _two_nodes(pg_server: Any, tmp_path: Path, *, agents: int, kiosks: int,
+                     **routing: object) -> AsyncIterator[TwoNodes]:
+    """Two nodes (``ROUTING`` unless given) on a fresh database seeded with ``agents``
+    agents and ``kiosks`` kiosks; stopped after."""
+    db_url = pg_database(pg_server)
+    names, codes = await seed(db_url, agents=agents, kiosks=kiosks)
+    nodes = [start_node(f"node-{n}", db_url, tmp_path, **(routing or ROUTING)) for n in "ab"]
+    try:
+        urls = [await wait_ready(n) for n in nodes]
+        async with aiohttp.ClientSession() as http:
+            yield TwoNodes(db_url, names, codes, nodes, http, urls)
+    finally:
+        _stop(nodes)
+
+
 async def test_two_nodes_200_calls_each_answered_once(pg_server: Any, tmp_path: Path) -> None:
     db_url = pg_database(pg_server)
     agents, kiosks = await seed(db_url, agents=20, kiosks=40)
@@ -310,55 +339,50 @@ async def test_two_nodes_200_calls_each_answered_once(pg_server: Any, tmp_path: 
 
 async def test_killed_node_calls_are_queued_again_and_taken_elsewhere(
         pg_server: Any, tmp_path: Path) -> None:
-    db_url = pg_database(pg_server)
-    agents, kiosks = await seed(db_url, agents=2, kiosks=2)
-    nodes = [start_node(f"node-{n}", db_url, tmp_path, **ROUTING) for n in "ab"]
-    try:
-        url_a, url_b = [await wait_ready(n) for n in nodes]
-        async with aiohttp.ClientSession() as http:
-            tok = {name: await _token(http, url, "login",
-                                      {"username": name, "password": "demo1234"})
-                   for name, url in zip(agents, (url_a, url_b), strict=True)}
-            on_a = SignalClient(http, url_a, tok[agents[0]])
-            on_b = SignalClient(http, url_b, tok[agents[1]])
-            kiosk_tokens = [await _token(http, url_b, "kiosk", {"kiosk_code": k,
-                                                                 "device_key": KIOSK_KEY})
-                            for k in kiosks]
-            k1 = SignalClient(http, url_b, kiosk_tokens[0])
-            k2 = SignalClient(http, url_b, kiosk_tokens[1])
-            for c in (on_a, on_b, k1, k2):
-                await c.connect()
-            # Only the agent on node A is ready: it takes the first call there.
-            await on_a.request("agent.state", state="ready")
-            first = (await k1.request("call.start", service_code="SB-001"))["call"]["call_id"]
-            await wait_for(on_a, "call.ringing")
-            await on_a.request("call.accept", call_id=first)
-            await wait_for(k1, "call.answered")
-            second = (await k2.request("call.start", service_code="SB-001"))["call"]["call_id"]
+    async with _two_nodes(pg_server, tmp_path, agents=2, kiosks=2) as two:
+        db_url, agents, kiosks, nodes = two.db_url, two.agents, two.kiosks, two.nodes
+        http, (url_a, url_b) = two.http, two.urls
+        tok = {name: await _token(http, url, "login",
+                                  {"username": name, "password": "demo1234"})
+               for name, url in zip(agents, (url_a, url_b), strict=True)}
+        on_a = SignalClient(http, url_a, tok[agents[0]])
+        on_b = SignalClient(http, url_b, tok[agents[1]])
+        kiosk_tokens = [await _token(http, url_b, "kiosk", {"kiosk_code": k,
+                                                             "device_key": KIOSK_KEY})
+                        for k in kiosks]
+        k1 = SignalClient(http, url_b, kiosk_tokens[0])
+        k2 = SignalClient(http, url_b, kiosk_tokens[1])
+        for c in (on_a, on_b, k1, k2):
+            await c.connect()
+        # Only the agent on node A is ready: it takes the first call there.
+        await on_a.request("agent.state", state="ready")
+        first = (await k1.request("call.start", service_code="SB-001"))["call"]["call_id"]
+        await wait_for(on_a, "call.ringing")
+        await on_a.request("call.accept", call_id=first)
+        await wait_for(k1, "call.answered")
+        second = (await k2.request("call.start", service_code="SB-001"))["call"]["call_id"]
 
-            nodes[0].kill()
-            # Node B notices the lapsed heartbeat and queues the live call again.
-            requeued = await _requeued(db_url, timeout=30)
-            assert requeued == [first]
-            # It kept its place (it waited longest): the agent on B is offered it first.
-            await on_b.request("agent.state", state="ready")
-            ring = await wait_for(on_b, "call.ringing", timeout=10)
-            assert ring["call"]["call_id"] == first
-            await on_b.request("call.accept", call_id=first)
-            ring = await wait_for(on_b, "agent.state", pred=lambda m: m["state"] == "in_call")
-            db = Database(db_url)
-            try:
-                async with db.session() as s:
-                    again = await s.get_one(Call, first)
-                    waiting = await s.get_one(Call, second)
-            finally:
-                await db.stop()
-            assert again.status == CallStatus.LIVE and again.hub_node == "node-b"
-            assert waiting.status == CallStatus.QUEUED
-            for c in (on_b, k1, k2):
-                await c.close()
-    finally:
-        _stop(nodes)
+        nodes[0].kill()
+        # Node B notices the lapsed heartbeat and queues the live call again.
+        requeued = await _requeued(db_url, timeout=30)
+        assert requeued == [first]
+        # It kept its place (it waited longest): the agent on B is offered it first.
+        await on_b.request("agent.state", state="ready")
+        ring = await wait_for(on_b, "call.ringing", timeout=10)
+        assert ring["call"]["call_id"] == first
+        await on_b.request("call.accept", call_id=first)
+        ring = await wait_for(on_b, "agent.state", pred=lambda m: m["state"] == "in_call")
+        db = Database(db_url)
+        try:
+            async with db.session() as s:
+                again = await s.get_one(Call, first)
+                waiting = await s.get_one(Call, second)
+        finally:
+            await db.stop()
+        assert again.status == CallStatus.LIVE and again.hub_node == "node-b"
+        assert waiting.status == CallStatus.QUEUED
+        for c in (on_b, k1, k2):
+            await c.close()
 
 
 async def test_a_stalled_node_declared_dead_lets_go_of_its_call(
@@ -368,61 +392,56 @@ async def test_a_stalled_node_declared_dead_lets_go_of_its_call(
     finds it was declared dead and ends its session of the call (fencing): its agent is
     told the call ended and is free again. An agent on B takes the call: it is answered
     again once, not held by two agents at once."""
-    db_url = pg_database(pg_server)
-    agents, kiosks = await seed(db_url, agents=2, kiosks=1)
-    nodes = [start_node(f"node-{n}", db_url, tmp_path, **ROUTING) for n in "ab"]
-    try:
-        url_a, url_b = [await wait_ready(n) for n in nodes]
-        async with aiohttp.ClientSession() as http:
-            on_a = SignalClient(http, url_a, await _token(
-                http, url_a, "login", {"username": agents[0], "password": "demo1234"}))
-            on_b = SignalClient(http, url_b, await _token(
-                http, url_b, "login", {"username": agents[1], "password": "demo1234"}))
-            kiosk = SignalClient(http, url_b, await _token(
-                http, url_b, "kiosk", {"kiosk_code": kiosks[0], "device_key": KIOSK_KEY}))
-            for c in (on_a, on_b, kiosk):
-                await c.connect()
-            await on_a.request("agent.state", state="ready")
-            call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"][
-                "call_id"]
-            await wait_for(on_a, "call.ringing")
-            await on_a.request("call.accept", call_id=call_id)
-            await wait_for(kiosk, "call.answered")
-            await on_b.request("agent.state", state="ready")
+    async with _two_nodes(pg_server, tmp_path, agents=2, kiosks=1) as two:
+        db_url, agents, kiosks, nodes = two.db_url, two.agents, two.kiosks, two.nodes
+        http, (url_a, url_b) = two.http, two.urls
+        on_a = SignalClient(http, url_a, await _token(
+            http, url_a, "login", {"username": agents[0], "password": "demo1234"}))
+        on_b = SignalClient(http, url_b, await _token(
+            http, url_b, "login", {"username": agents[1], "password": "demo1234"}))
+        kiosk = SignalClient(http, url_b, await _token(
+            http, url_b, "kiosk", {"kiosk_code": kiosks[0], "device_key": KIOSK_KEY}))
+        for c in (on_a, on_b, kiosk):
+            await c.connect()
+        await on_a.request("agent.state", state="ready")
+        call_id = (await kiosk.request("call.start", service_code="SB-001"))["call"][
+            "call_id"]
+        await wait_for(on_a, "call.ringing")
+        await on_a.request("call.accept", call_id=call_id)
+        await wait_for(kiosk, "call.answered")
+        await on_b.request("agent.state", state="ready")
 
-            nodes[0].proc.send_signal(signal.SIGSTOP)
-            try:
-                requeued = await wait_for(kiosk, "call.requeued", timeout=30)
-                assert requeued["call_id"] == call_id
-                ring = await wait_for(on_b, "call.ringing", timeout=10)
-                assert ring["call"]["call_id"] == call_id
-            finally:
-                nodes[0].proc.send_signal(signal.SIGCONT)
-            ended = await wait_for(on_a, "call.ended", timeout=20,
-                                   pred=lambda m: m["call_id"] == call_id)
-            assert ended["ended_by"] == "server"
-            await wait_for(on_a, "agent.state", pred=lambda m: m["state"] == "ready")
-            await on_b.request("call.accept", call_id=call_id)
-            answered = await wait_for(kiosk, "call.answered")
-            assert answered["call"]["agent"]["name"] == "坐席1"  # the agent on node B
-            db = Database(db_url)
-            try:
-                async with db.session() as s:
-                    call = await s.get_one(Call, call_id)
-                    first_agent = (await s.scalars(select(AgentStatus).join(
-                        User, User.id == AgentStatus.agent_id).where(
-                        User.username == agents[0]))).one()
-            finally:
-                await db.stop()
-            assert (call.status, call.hub_node) == (CallStatus.LIVE, "node-b")
-            assert (first_agent.state, first_agent.node_id) == ("ready", "node-a")
-            # (Node A drops its session on B's event, or on finding itself declared dead
-            # if that event did not reach it: tests/integration/test_fencing.py.)
-            assert "was declared dead by another node" in "".join(nodes[0].log)
-            for c in (on_a, on_b, kiosk):
-                await c.close()
-    finally:
-        _stop(nodes)
+        nodes[0].proc.send_signal(signal.SIGSTOP)
+        try:
+            requeued = await wait_for(kiosk, "call.requeued", timeout=30)
+            assert requeued["call_id"] == call_id
+            ring = await wait_for(on_b, "call.ringing", timeout=10)
+            assert ring["call"]["call_id"] == call_id
+        finally:
+            nodes[0].proc.send_signal(signal.SIGCONT)
+        ended = await wait_for(on_a, "call.ended", timeout=20,
+                               pred=lambda m: m["call_id"] == call_id)
+        assert ended["ended_by"] == "server"
+        await wait_for(on_a, "agent.state", pred=lambda m: m["state"] == "ready")
+        await on_b.request("call.accept", call_id=call_id)
+        answered = await wait_for(kiosk, "call.answered")
+        assert answered["call"]["agent"]["name"] == "坐席1"  # the agent on node B
+        db = Database(db_url)
+        try:
+            async with db.session() as s:
+                call = await s.get_one(Call, call_id)
+                first_agent = (await s.scalars(select(AgentStatus).join(
+                    User, User.id == AgentStatus.agent_id).where(
+                    User.username == agents[0]))).one()
+        finally:
+            await db.stop()
+        assert (call.status, call.hub_node) == (CallStatus.LIVE, "node-b")
+        assert (first_agent.state, first_agent.node_id) == ("ready", "node-a")
+        # (Node A drops its session on B's event, or on finding itself declared dead
+        # if that event did not reach it: tests/integration/test_fencing.py.)
+        assert "was declared dead by another node" in "".join(nodes[0].log)
+        for c in (on_a, on_b, kiosk):
+            await c.close()
 
 
 async def _rings_across(http: aiohttp.ClientSession, url_a: str, url_b: str, kiosk_code: str,
@@ -443,64 +462,58 @@ async def _rings_across(http: aiohttp.ClientSession, url_a: str, url_b: str, kio
 async def test_media_and_chat_cross_nodes(pg_server: Any, tmp_path: Path) -> None:
     """The kiosk stays on node A; the agent answers on node B, where the hub opens: the
     kiosk's media and chat reach the hub through node A, relayed over the bus."""
-    db_url = pg_database(pg_server)
-    agents, kiosks = await seed(db_url, agents=2, kiosks=1)
-    nodes = [start_node(f"node-{n}", db_url, tmp_path, **ROUTING) for n in "ab"]
-    try:
-        url_a, url_b = [await wait_ready(n) for n in nodes]
-        async with aiohttp.ClientSession() as http:
-            colleague = SignalClient(http, url_a, await _token(
-                http, url_a, "login", {"username": agents[1], "password": "demo1234"}))
-            await colleague.connect()
-            kiosk, agent, call_id = await _rings_across(http, url_a, url_b, kiosks[0],
-                                                        agents[0])
-            await agent.request("call.accept", call_id=call_id)
-            await wait_for(kiosk, "call.answered")
-            kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
-            agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
-            await kiosk_peer.join()
-            await agent_peer.join()
-            seen_by_agent = await first_frame(agent_peer, "camera", "kiosk", timeout=20)
-            seen_by_kiosk = await first_frame(kiosk_peer, "camera", "agent", timeout=20)
-            assert (seen_by_agent.width, seen_by_kiosk.width) == (320, 320)
-            await kiosk.request("chat.send", call_id=call_id, text="你好，听得见吗")
-            chat = await wait_for(agent, "chat.message")
-            assert chat["text"] == "你好，听得见吗"
-            # The kiosk's document camera (its device agent also on node A): the agent on
-            # B asks for a page; progress and the page reach B.
-            devices = KioskAgent(url_a, kiosks[0], KIOSK_KEY,
-                                 create_device("doccam", "sim", seed=5))  # type: ignore[arg-type]
-            await devices.start()
-            try:
-                await asyncio.wait_for(devices.connected.wait(), 10)
-                await asyncio.sleep(1.0)  # the device agent joins the call's media
-                await agent.request("device.capture", call_id=call_id)
-                await wait_for(agent, "capture.progress", timeout=20,
-                               pred=lambda m: m["stage"] == "done")
-                page = await wait_for(agent, "case.material", timeout=10)
-                assert page["material"]["source"] == "doccam"
-            finally:
-                await devices.stop()
-            # Transferred to a colleague on node A: the session goes on at node B.
-            await agent.request("call.transfer", call_id=call_id, to_agent=agents[1],
-                                note="请接续办理")
-            await agent_peer.close()
-            await colleague.request("agent.state", state="ready")
-            ring = await wait_for(colleague, "call.ringing", timeout=10)
-            assert ring["call"]["transfer_note"]["text"] == "请接续办理"
-            await colleague.request("call.accept", call_id=call_id)
-            colleague_peer = HubPeer(colleague, call_id,
-                                     camera_and_mic(320, 240, (0, 255, 0)))
-            await colleague_peer.join()
-            await first_frame(colleague_peer, "camera", "kiosk", timeout=20)
-            await colleague.request("call.end", call_id=call_id)
-            await wait_for(kiosk, "call.ended")
-            for peer in (kiosk_peer, colleague_peer):
-                await peer.close()
-            for c in (kiosk, agent, colleague):
-                await c.close()
-    finally:
-        _stop(nodes)
+    async with _two_nodes(pg_server, tmp_path, agents=2, kiosks=1) as two:
+        agents, kiosks, http, (url_a, url_b) = two.agents, two.kiosks, two.http, two.urls
+        colleague = SignalClient(http, url_a, await _token(
+            http, url_a, "login", {"username": agents[1], "password": "demo1234"}))
+        await colleague.connect()
+        kiosk, agent, call_id = await _rings_across(http, url_a, url_b, kiosks[0],
+                                                    agents[0])
+        await agent.request("call.accept", call_id=call_id)
+        await wait_for(kiosk, "call.answered")
+        kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+        agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
+        await kiosk_peer.join()
+        await agent_peer.join()
+        seen_by_agent = await first_frame(agent_peer, "camera", "kiosk", timeout=20)
+        seen_by_kiosk = await first_frame(kiosk_peer, "camera", "agent", timeout=20)
+        assert (seen_by_agent.width, seen_by_kiosk.width) == (320, 320)
+        await kiosk.request("chat.send", call_id=call_id, text="你好，听得见吗")
+        chat = await wait_for(agent, "chat.message")
+        assert chat["text"] == "你好，听得见吗"
+        # The kiosk's document camera (its device agent also on node A): the agent on
+        # B asks for a page; progress and the page reach B.
+        devices = KioskAgent(url_a, kiosks[0], KIOSK_KEY,
+                             create_device("doccam", "sim", seed=5))  # type: ignore[arg-type]
+        await devices.start()
+        try:
+            await asyncio.wait_for(devices.connected.wait(), 10)
+            await asyncio.sleep(1.0)  # the device agent joins the call's media
+            await agent.request("device.capture", call_id=call_id)
+            await wait_for(agent, "capture.progress", timeout=20,
+                           pred=lambda m: m["stage"] == "done")
+            page = await wait_for(agent, "case.material", timeout=10)
+            assert page["material"]["source"] == "doccam"
+        finally:
+            await devices.stop()
+        # Transferred to a colleague on node A: the session goes on at node B.
+        await agent.request("call.transfer", call_id=call_id, to_agent=agents[1],
+                            note="请接续办理")
+        await agent_peer.close()
+        await colleague.request("agent.state", state="ready")
+        ring = await wait_for(colleague, "call.ringing", timeout=10)
+        assert ring["call"]["transfer_note"]["text"] == "请接续办理"
+        await colleague.request("call.accept", call_id=call_id)
+        colleague_peer = HubPeer(colleague, call_id,
+                                 camera_and_mic(320, 240, (0, 255, 0)))
+        await colleague_peer.join()
+        await first_frame(colleague_peer, "camera", "kiosk", timeout=20)
+        await colleague.request("call.end", call_id=call_id)
+        await wait_for(kiosk, "call.ended")
+        for peer in (kiosk_peer, colleague_peer):
+            await peer.close()
+        for c in (kiosk, agent, colleague):
+            await c.close()
 
 
 async def test_media_connected_while_ringing_across_nodes(pg_server: Any,
@@ -509,40 +522,34 @@ async def test_media_connected_while_ringing_across_nodes(pg_server: Any,
     while it rings, to one hub (the first to join places it; the other is relayed
     there), held apart; the answer at B lets them in wherever the hub is, with no new
     offer to either."""
-    db_url = pg_database(pg_server)
-    agents, kiosks = await seed(db_url, agents=1, kiosks=1)
     routing = {**ROUTING, "offer_timeout_s": 30.0}
-    nodes = [start_node(f"node-{n}", db_url, tmp_path, **routing) for n in "ab"]
-    try:
-        url_a, url_b = [await wait_ready(n) for n in nodes]
-        async with aiohttp.ClientSession() as http:
-            kiosk, agent, call_id = await _rings_across(http, url_a, url_b, kiosks[0],
-                                                        agents[0])
-            connecting = await wait_for(kiosk, "call.connecting", timeout=10)
-            assert connecting["call_id"] == call_id
-            kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
-            agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
-            try:
-                await kiosk_peer.join()
-                await agent_peer.join()
-                await connected(kiosk_peer, agent_peer, timeout=20)
-                with pytest.raises(TimeoutError):
-                    await first_frame(agent_peer, "camera", "kiosk", timeout=1.5)
-                offers = [sum(1 for m in c.received if m.get("type") == "rtc.offer")
-                          for c in (kiosk, agent)]
-                await agent.request("call.accept", call_id=call_id)
-                seen_by_agent = await first_frame(agent_peer, "camera", "kiosk", timeout=20)
-                seen_by_kiosk = await first_frame(kiosk_peer, "camera", "agent", timeout=20)
-                assert (seen_by_agent.width, seen_by_kiosk.width) == (320, 320)
-                assert [sum(1 for m in c.received if m.get("type") == "rtc.offer")
-                        for c in (kiosk, agent)] == offers
-                await wait_for(kiosk, "participant.joined", timeout=10)
-                await agent.request("call.end", call_id=call_id)
-                await wait_for(kiosk, "call.ended", timeout=10)
-            finally:
-                for peer in (kiosk_peer, agent_peer):
-                    await peer.close()
-                for c in (kiosk, agent):
-                    await c.close()
-    finally:
-        _stop(nodes)
+    async with _two_nodes(pg_server, tmp_path, agents=1, kiosks=1, **routing) as two:
+        agents, kiosks, http, (url_a, url_b) = two.agents, two.kiosks, two.http, two.urls
+        kiosk, agent, call_id = await _rings_across(http, url_a, url_b, kiosks[0],
+                                                    agents[0])
+        connecting = await wait_for(kiosk, "call.connecting", timeout=10)
+        assert connecting["call_id"] == call_id
+        kiosk_peer = HubPeer(kiosk, call_id, camera_and_mic(320, 240, (0, 0, 255)))
+        agent_peer = HubPeer(agent, call_id, camera_and_mic(320, 240, (255, 0, 0)))
+        try:
+            await kiosk_peer.join()
+            await agent_peer.join()
+            await connected(kiosk_peer, agent_peer, timeout=20)
+            with pytest.raises(TimeoutError):
+                await first_frame(agent_peer, "camera", "kiosk", timeout=1.5)
+            offers = [sum(1 for m in c.received if m.get("type") == "rtc.offer")
+                      for c in (kiosk, agent)]
+            await agent.request("call.accept", call_id=call_id)
+            seen_by_agent = await first_frame(agent_peer, "camera", "kiosk", timeout=20)
+            seen_by_kiosk = await first_frame(kiosk_peer, "camera", "agent", timeout=20)
+            assert (seen_by_agent.width, seen_by_kiosk.width) == (320, 320)
+            assert [sum(1 for m in c.received if m.get("type") == "rtc.offer")
+                    for c in (kiosk, agent)] == offers
+            await wait_for(kiosk, "participant.joined", timeout=10)
+            await agent.request("call.end", call_id=call_id)
+            await wait_for(kiosk, "call.ended", timeout=10)
+        finally:
+            for peer in (kiosk_peer, agent_peer):
+                await peer.close()
+            for c in (kiosk, agent):
+                await c.close()
