@@ -8,7 +8,8 @@ it was, waiting calls whose media was connecting there. The reaping takes their 
 with SKIP LOCKED only, so it never waits for a request in flight (a ready, a claim, a
 cancel lock agents and calls in their own orders; a reaper waiting on them while
 holding others' rows deadlocked). What it skipped still names a node that is no longer
-registered, and the next beat, on whichever node, takes it.
+registered; the rows naming no registered node are looked for again once per timeout
+on every node, so a later beat, on whichever node, takes them.
 """
 
 from __future__ import annotations
