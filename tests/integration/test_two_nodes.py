@@ -411,14 +411,16 @@ async def test_a_stalled_node_declared_dead_lets_go_of_its_call(
         await wait_for(kiosk, "call.answered")
         await on_b.request("agent.state", state="ready")
 
+        # Stopped only until B has acted (~7 s): the agent's socket on A must outlive
+        # it (the client closes a socket whose pong is 10 s late).
         nodes[0].proc.send_signal(signal.SIGSTOP)
         try:
             requeued = await wait_for(kiosk, "call.requeued", timeout=30)
-            assert requeued["call_id"] == call_id
-            ring = await wait_for(on_b, "call.ringing", timeout=10)
-            assert ring["call"]["call_id"] == call_id
         finally:
             nodes[0].proc.send_signal(signal.SIGCONT)
+        assert requeued["call_id"] == call_id
+        ring = await wait_for(on_b, "call.ringing", timeout=10)
+        assert ring["call"]["call_id"] == call_id
         ended = await wait_for(on_a, "call.ended", timeout=20,
                                pred=lambda m: m["call_id"] == call_id)
         assert ended["ended_by"] == "server"
