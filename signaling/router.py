@@ -382,12 +382,13 @@ class Router:
                 self._offers_due.pop(agent_id, None)
                 state = "ready"
                 await self._publish_state(agent_id, state, None)
+            # Not forced: an agent whose accept went through meanwhile stays in its call.
             if state in ("ready", "away"):
-                await self.queue.set_state(agent_id, state, force=True)
+                await self.queue.set_state(agent_id, state)
             elif state == "wrap_up":  # what is left of it (it ends in the chores)
                 due = self._wraps_due.get(agent_id)
                 await self.queue.set_state(
-                    agent_id, state, force=True,
+                    agent_id, state,
                     wrap_s=None if due is None else max(0.0, due - time.monotonic()))
 
     async def _ring(self, offer: Offer) -> None:
