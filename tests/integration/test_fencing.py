@@ -179,3 +179,21 @@ async def test_a_call_answered_elsewhere_meanwhile_does_not_send_the_kiosk_back(
         assert not [m for m in kiosk.received if m.get("type") == "call.requeued"]
         for c in (kiosk, agent):
             await c.close()
+
+
+async def test_a_malformed_calls_lost_event_is_ignored(db_url: str, tmp_path: Path) -> None:
+    """Another node's ``calls_lost`` event with broken entries: those are skipped, the
+    well-formed one is acted on (its kiosk is told to wait again)."""
+    async with _node(db_url, tmp_path, wrap_up_s=0) as here:
+        kiosk, agent, call_id, case_id = await answered_call(here.server)
+        kiosk_id = (await here.services.cases.get_call(call_id)).kiosk_id
+        switchboard = here.services.switchboard
+        for calls in ("x", None, [[call_id]], [["1", case_id, kiosk_id, None]],
+                      [[call_id, case_id, kiosk_id, "agent"]]):
+            await switchboard.on_event({"k": "calls_lost", "calls": calls})
+        assert not [m for m in kiosk.received if m.get("type") == "call.requeued"]
+        await switchboard.on_event({"k": "calls_lost",
+                                    "calls": [[call_id, case_id, kiosk_id, None]]})
+        assert (await wait_for(kiosk, "call.requeued"))["call_id"] == call_id
+        for c in (kiosk, agent):
+            await c.close()
