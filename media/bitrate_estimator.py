@@ -12,26 +12,18 @@ of its helpers loop in Python where a builtin does the same work:
 
 ``EstimatorSpeedup`` swaps in versions with the same results (same state, same return
 values; ``tests/unit/media/test_bitrate_estimator.py`` checks them against aiortc's on
-random inputs) while started. Measured here they took about half of ``add()``. Both
-names are listed in ``media.private_hooks``.
+random inputs) while started (a ``media.speedups.PatchSet``). Measured here they took
+about half of ``add()``. Both names are listed in ``media.private_hooks``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from typing import Any
 
 from aiortc import rate
 
-from media.errors import MediaError
 from media.private_hooks import RATE_COUNTER_ERASE_OLD, UPDATE_MIN_FRAME_PERIOD
-
-logger = logging.getLogger(__name__)
-
-
-class EstimatorSpeedupError(MediaError):
-    code = "estimator_speedup"
+from media.speedups import PatchSet
 
 
 def erase_old(self: Any, now_ms: int) -> None:
@@ -75,44 +67,12 @@ def update_min_frame_period(self: Any, ts_delta: float) -> float:
     return min_frame_period
 
 
-_PATCHES: tuple[tuple[Any, str, Callable[..., Any]], ...] = (
-    (rate.RateCounter, RATE_COUNTER_ERASE_OLD.name, erase_old),
-    (rate.OveruseEstimator, UPDATE_MIN_FRAME_PERIOD.name, update_min_frame_period),
-)
-
-
-class EstimatorSpeedup:
+class EstimatorSpeedup(PatchSet):
     """While started, aiortc's estimators use ``erase_old`` and
     ``update_min_frame_period`` above (process-wide, like the forwarding hook)."""
 
     def __init__(self) -> None:
-        self._originals: list[tuple[Any, str, object]] = []
-        self._started = False
-
-    @property
-    def started(self) -> bool:
-        return self._started
-
-    def start(self) -> None:
-        if self._started:
-            return
-        originals: list[tuple[Any, str, object]] = []
-        for owner, name, replacement in _PATCHES:
-            current = owner.__dict__.get(name)
-            if current is replacement:
-                continue  # another speed-up (another service) installed it: theirs to undo
-            if not callable(current):
-                raise EstimatorSpeedupError(f"aiortc.rate.{owner.__name__}.{name} is gone: "
-                                            "the estimator speed-up needs updating")
-            originals.append((owner, name, current))
-        for owner, name, _ in originals:
-            setattr(owner, name, next(r for o, n, r in _PATCHES if o is owner and n == name))
-        self._originals = originals
-        self._started = True
-        logger.info("bandwidth estimator speed-up installed")
-
-    def stop(self) -> None:
-        for owner, name, original in self._originals:
-            setattr(owner, name, original)
-        self._originals = []
-        self._started = False
+        super().__init__("bandwidth estimator", (
+            (rate.RateCounter, RATE_COUNTER_ERASE_OLD.name, erase_old),
+            (rate.OveruseEstimator, UPDATE_MIN_FRAME_PERIOD.name, update_min_frame_period),
+        ))

@@ -2,7 +2,8 @@
 
 aiortc 1.16 has no public API for forwarding encoded frames or for choosing ICE host
 addresses, so ``media.forwarding`` and ``media.ice`` reach into a few internals;
-``media.bitrate_estimator`` replaces two slow loops of its bandwidth estimator. Each is
+``media.bitrate_estimator`` replaces two slow loops of its bandwidth estimator and
+``media.speedups`` the clock and STUN demultiplexing every packet goes through. Each is
 listed here with the signature we call it with and, where we depend on *how* aiortc uses
 it, the names its body must mention. ``tests/unit/media/test_private_hooks.py`` checks
 every entry, so an upgrade that renames or reshapes one fails with the entry's ``why``
@@ -152,6 +153,33 @@ UPDATE_MIN_FRAME_PERIOD = PrivateHook(
     params=("self", "ts_delta"),
     references=("ts_delta_hist", "MIN_FRAME_PERIOD_HISTORY_LENGTH"),
 )
+CLOCK_CURRENT_MS = PrivateHook(
+    "aiortc.clock", "current_ms", "function",
+    "media.speedups replaces it (milliseconds since the NTP epoch, read per packet "
+    "received) with an equivalent without datetime arithmetic",
+    params=(),
+)
+CLOCK_CURRENT_NTP_TIME = PrivateHook(
+    "aiortc.clock", "current_ntp_time", "function",
+    "media.speedups replaces it (the 64-bit NTP time, read twice per packet sent) with "
+    "an equivalent without datetime arithmetic",
+    params=(),
+)
+CLOCK_CALLERS_LOOK_UP = PrivateHook(
+    "aiortc.rtcdtlstransport", "RTCDtlsTransport._recv_next", "function",
+    "aiortc must call the clock through the module (clock.current_ms()), so replacing "
+    "the module's function reaches it",
+    params=("self",),
+    references=("clock", "current_ms"),
+)
+STUN_DATAGRAM_RECEIVED = PrivateHook(
+    "aioice.ice", "StunProtocol.datagram_received", "function",
+    "media.speedups hands media datagrams (first byte > 3, RFC 7983) straight to "
+    "self.receiver.data_received instead of failing a STUN parse on each; the original "
+    "must still do that for what is not STUN",
+    params=("self", "data", "addr"),
+    references=("parse_message", "data_received", "local_candidate", "component"),
+)
 ICE_HOST_ADDRESSES = PrivateHook(
     "aioice.ice", "get_host_addresses", "function",
     "media.ice.HostAddresses replaces it to choose the hub's ICE host candidates",
@@ -176,5 +204,9 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     ENCODER_PACK,
     RATE_COUNTER_ERASE_OLD,
     UPDATE_MIN_FRAME_PERIOD,
+    CLOCK_CURRENT_MS,
+    CLOCK_CURRENT_NTP_TIME,
+    CLOCK_CALLERS_LOOK_UP,
+    STUN_DATAGRAM_RECEIVED,
     ICE_HOST_ADDRESSES,
 )

@@ -12,6 +12,7 @@ from media.forwarding import ForwardingHook
 from media.hub import MemberState, Notify, SessionHub
 from media.ice import HostAddresses
 from media.recording import NothingRecordedError, RecordingResult, SessionRecorder, recover
+from media.speedups import PacketPathSpeedup
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +27,14 @@ class MediaService:
         self.on_member_state = on_member_state
         self._ice = HostAddresses(ice_addresses)
         self._forwarding = ForwardingHook() if forward else None
-        self._estimator = EstimatorSpeedup()
+        self._speedups = (EstimatorSpeedup(), PacketPathSpeedup())
         self.video_codec = video_codec
         self._hubs: dict[int, SessionHub] = {}
 
     async def start(self) -> None:
         self._ice.start()
-        self._estimator.start()
+        for speedup in self._speedups:
+            speedup.start()
         if self._forwarding is not None:
             self._forwarding.start()
 
@@ -45,7 +47,8 @@ class MediaService:
             if hub.recorder is not None:
                 await hub.recorder.abort()
         self._ice.stop()
-        self._estimator.stop()
+        for speedup in self._speedups:
+            speedup.stop()
         if self._forwarding is not None:
             self._forwarding.stop()
 

@@ -94,14 +94,16 @@ async def _middle(conn: Connection, opts: dict[str, Any]) -> None:
     from media.bitrate_estimator import EstimatorSpeedup
     from media.fanout import DecodedPublication, ParticipantInfo
     from media.forwarding import EncodedSource, ForwardingHook
+    from media.speedups import PacketPathSpeedup
     from tests.integration.media.peers import pin_codec
 
     forward = opts["mode"] == "forward"
     hook = ForwardingHook()
     if forward:
         hook.start()
-    estimator = EstimatorSpeedup()  # as MediaService does, in both modes
-    estimator.start()
+    speedups = (EstimatorSpeedup(), PacketPathSpeedup())  # as MediaService does, both modes
+    for speedup in speedups:
+        speedup.start()
     pcs: list[RTCPeerConnection] = []
     sources: list[EncodedSource] = []
     publications: list[DecodedPublication] = []
@@ -160,7 +162,8 @@ async def _middle(conn: Connection, opts: dict[str, Any]) -> None:
     for p in pcs:
         await p.close()
     hook.stop()
-    estimator.stop()
+    for speedup in speedups:
+        speedup.stop()
     conn.send({"stopped": True})
 
 
