@@ -3,7 +3,8 @@
 aiortc 1.16 has no public API for forwarding encoded frames or for choosing ICE host
 addresses, so ``media.forwarding`` and ``media.ice`` reach into a few internals;
 ``media.bitrate_estimator`` replaces two slow loops of its bandwidth estimator and
-``media.speedups`` the clock and STUN demultiplexing every packet goes through. Each is
+``media.speedups`` the clock, the STUN demultiplexing and the queue every packet goes
+through. Each is
 listed here with the signature we call it with and, where we depend on *how* aiortc uses
 it, the names its body must mention. ``tests/unit/media/test_private_hooks.py`` checks
 every entry, so an upgrade that renames or reshapes one fails with the entry's ``why``
@@ -165,13 +166,6 @@ CLOCK_CURRENT_NTP_TIME = PrivateHook(
     "an equivalent without datetime arithmetic",
     params=(),
 )
-CLOCK_CALLERS_LOOK_UP = PrivateHook(
-    "aiortc.rtcdtlstransport", "RTCDtlsTransport._recv_next", "function",
-    "aiortc must call the clock through the module (clock.current_ms()), so replacing "
-    "the module's function reaches it",
-    params=("self",),
-    references=("clock", "current_ms"),
-)
 STUN_DATAGRAM_RECEIVED = PrivateHook(
     "aioice.ice", "StunProtocol.datagram_received", "function",
     "media.speedups hands media datagrams (first byte > 3, RFC 7983) straight to "
@@ -179,6 +173,37 @@ STUN_DATAGRAM_RECEIVED = PrivateHook(
     "must still do that for what is not STUN",
     params=("self", "data", "addr"),
     references=("parse_message", "data_received", "local_candidate", "component"),
+)
+CONNECTION_DATA_RECEIVED = PrivateHook(
+    "aioice.ice", "Connection.data_received", "function",
+    "media.speedups.connection_data_received hands SRTP to DirectMedia before it; the "
+    "original queues each datagram on self._queue for the DTLS transport's task",
+    params=("self", "data", "component"),
+    references=("_queue", "put_nowait"),
+)
+DTLS_SET_STATE = PrivateHook(
+    "aiortc.rtcdtlstransport", "RTCDtlsTransport._set_state", "function",
+    "media.speedups.dtls_set_state attaches DirectMedia when the state becomes "
+    "CONNECTED, which start() sets after _setup_srtp",
+    params=("self", "state"),
+)
+DTLS_HANDLES_SRTP = PrivateHook(
+    "aiortc.rtcdtlstransport", "RTCDtlsTransport._recv_next", "function",
+    "DirectMedia does for SRTP what this does, with the same names: the rx counters, "
+    "_rx_srtp.unprotect/unprotect_rtcp, then _handle_rtp_data (with the arrival time) or "
+    "_handle_rtcp_data; datagrams come from self.transport._recv (the queue). It reads "
+    "the clock through the module (clock.current_ms), so media.speedups' replacement "
+    "reaches it",
+    params=("self",),
+    references=("__rx_bytes", "__rx_packets", "_rx_srtp", "unprotect", "unprotect_rtcp",
+                "_handle_rtp_data", "_handle_rtcp_data", "is_rtcp", "clock", "current_ms",
+                "_recv"),
+)
+DTLS_START_ORDER = PrivateHook(
+    "aiortc.rtcdtlstransport", "RTCDtlsTransport.start", "function",
+    "the SRTP sessions must be set up (_setup_srtp) by the time the state is CONNECTED",
+    params=("self", "remoteParameters"),
+    references=("_setup_srtp", "_set_state", "CONNECTED"),
 )
 ICE_HOST_ADDRESSES = PrivateHook(
     "aioice.ice", "get_host_addresses", "function",
@@ -206,7 +231,10 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     UPDATE_MIN_FRAME_PERIOD,
     CLOCK_CURRENT_MS,
     CLOCK_CURRENT_NTP_TIME,
-    CLOCK_CALLERS_LOOK_UP,
     STUN_DATAGRAM_RECEIVED,
+    CONNECTION_DATA_RECEIVED,
+    DTLS_SET_STATE,
+    DTLS_HANDLES_SRTP,
+    DTLS_START_ORDER,
     ICE_HOST_ADDRESSES,
 )

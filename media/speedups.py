@@ -14,6 +14,17 @@ cost is the hub's capacity. Each replacement keeps the original's results:
   (PCMA, G.722: they read as a STUN method) whose sequence number equals its length
   minus 20. That cannot happen here.
 
+- Every datagram a connection receives goes into aioice's ``asyncio.Queue``, from which
+  the DTLS transport's task takes it: a future, a task step and five coroutine frames
+  per packet. Once the DTLS transport is connected (its SRTP keys set up),
+  ``DirectMedia`` takes SRTP and SRTCP datagrams (first byte 128-191) off the
+  connection as they arrive and does, synchronously, what the task does with them:
+  count, unprotect, parse, route to the receiver or sender. DTLS records, and
+  everything while anything is still queued (to keep the order), go through the queue
+  as before. Nothing on that path waits; if a handler ever did, ``_drive`` finishes it
+  as a task would. An exception is logged and the packet dropped: it must not reach
+  the datagram transport, which would close the connection.
+
 ``PatchSet`` installs such replacements process-wide while started (the forwarding hook
 is process-wide too) and puts the originals back when stopped. Every replaced name is
 listed in ``media.private_hooks``; ``tests/unit/media/test_speedups.py`` checks each
@@ -22,16 +33,25 @@ replacement against the original.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aioice.ice
+import pylibsrtp
 from aiortc import clock
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 
 from media.errors import MediaError
-from media.private_hooks import CLOCK_CURRENT_MS, CLOCK_CURRENT_NTP_TIME, STUN_DATAGRAM_RECEIVED
+from media.private_hooks import (
+    CLOCK_CURRENT_MS,
+    CLOCK_CURRENT_NTP_TIME,
+    CONNECTION_DATA_RECEIVED,
+    DTLS_SET_STATE,
+    STUN_DATAGRAM_RECEIVED,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +83,78 @@ def datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
         self.receiver.data_received(data, self.local_candidate.component)
         return
     _stun_datagram_received(self, data, addr)
+
+
+_DTLS = "_RTCDtlsTransport__"
+
+
+def _drive(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` now, as far as it goes without waiting; should it wait on a future,
+    go on when that is done (what a task would do, without making one per packet)."""
+    try:
+        waited = coro.send(None)
+    except StopIteration:
+        return
+    except Exception:
+        logger.exception("a media packet's handler failed; the packet is dropped")
+        return
+    if isinstance(waited, asyncio.Future):
+        waited._asyncio_future_blocking = False
+        waited.add_done_callback(lambda _: _drive(coro))
+    else:  # a bare yield (sleep(0))
+        asyncio.get_running_loop().call_soon(_drive, coro)
+
+
+class DirectMedia:
+    """One connected DTLS transport's SRTP path, taken off its ICE connection's queue."""
+
+    __slots__ = ("dtls", "packets")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self.dtls = dtls
+        self.packets = 0
+
+    def __call__(self, data: bytes) -> bool:
+        """Handle one datagram; False: not ours (not connected any more), queue it."""
+        dtls = self.dtls
+        srtp = dtls._rx_srtp
+        if dtls._state is not State.CONNECTED or srtp is None:
+            return False
+        fields = vars(dtls)
+        fields[_DTLS + "rx_bytes"] += len(data)
+        fields[_DTLS + "rx_packets"] += 1
+        self.packets += 1
+        arrival_time_ms = clock.current_ms()
+        try:
+            if len(data) >= 2 and 192 <= data[1] <= 208:  # aiortc's is_rtcp
+                _drive(dtls._handle_rtcp_data(srtp.unprotect_rtcp(data)))
+            else:
+                _drive(dtls._handle_rtp_data(srtp.unprotect(data),
+                                             arrival_time_ms=arrival_time_ms))
+        except pylibsrtp.Error:
+            pass  # aiortc drops it too (a replay, a packet that fails authentication)
+        return True
+
+
+_connection_data_received = aioice.ice.Connection.data_received
+_dtls_set_state = RTCDtlsTransport._set_state
+
+
+def connection_data_received(self: Any, data: bytes, component: int) -> None:
+    """``Connection.data_received``: SRTP straight to a connected DTLS transport."""
+    direct = self.__dict__.get("_direct_media")
+    if (direct is not None and 127 < data[0] < 192 and not self._queue.qsize()
+            and direct(data)):
+        return
+    _connection_data_received(self, data, component)
+
+
+def dtls_set_state(self: Any, state: State) -> None:
+    """``RTCDtlsTransport._set_state``: a transport that is connected (its SRTP keys are
+    set up by then) takes its media off the connection's queue."""
+    _dtls_set_state(self, state)
+    if state is State.CONNECTED and self._rx_srtp is not None:
+        self.transport._connection._direct_media = DirectMedia(self)
 
 
 class PatchSet:
@@ -110,11 +202,13 @@ class PatchSet:
 
 
 class PacketPathSpeedup(PatchSet):
-    """The clock and STUN demultiplexing replacements above."""
+    """The clock, STUN demultiplexing and direct media replacements above."""
 
     def __init__(self) -> None:
         super().__init__("packet path", (
             (clock, CLOCK_CURRENT_MS.name, current_ms),
             (clock, CLOCK_CURRENT_NTP_TIME.name, current_ntp_time),
             (aioice.ice.StunProtocol, STUN_DATAGRAM_RECEIVED.name, datagram_received),
+            (aioice.ice.Connection, CONNECTION_DATA_RECEIVED.name, connection_data_received),
+            (RTCDtlsTransport, DTLS_SET_STATE.name, dtls_set_state),
         ))
