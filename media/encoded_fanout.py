@@ -22,6 +22,7 @@ from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.packet import Packet
 
+from media import fast_send
 from media.errors import MediaError
 from media.keyframes import KeyframeRequester, SendRequest
 from media.private_hooks import SENDER_SEND_KEYFRAME
@@ -238,8 +239,10 @@ class ForwardingTrack(MediaStreamTrack):
         return self._need_keyframe
 
     def bind_sender(self, sender: RTCRtpSender) -> None:
-        """Route PLI/FIR that reach ``sender`` (this subscriber's) to the source."""
+        """Route PLI/FIR that reach ``sender`` (this subscriber's) to the source, and give
+        it the per-frame RTP loop (``media.fast_send``) if it has not started."""
         self._unbind_sender()
+        fast_send.install(sender)
 
         def on_keyframe_request() -> None:
             self.subscriber_keyframe_requests += 1

@@ -4,7 +4,7 @@ aiortc 1.16 has no public API for forwarding encoded frames or for choosing ICE 
 addresses, so ``media.forwarding`` and ``media.ice`` reach into a few internals;
 ``media.bitrate_estimator`` replaces two slow loops of its bandwidth estimator and
 ``media.speedups`` the clock, the STUN demultiplexing and the queue every packet goes
-through. Each is
+through; ``media.fast_send`` gives forwarding senders a loop that works per frame. Each is
 listed here with the signature we call it with and, where we depend on *how* aiortc uses
 it, the names its body must mention. ``tests/unit/media/test_private_hooks.py`` checks
 every entry, so an upgrade that renames or reshapes one fails with the entry's ``why``
@@ -205,6 +205,67 @@ DTLS_START_ORDER = PrivateHook(
     params=("self", "remoteParameters"),
     references=("_setup_srtp", "_set_state", "CONNECTED"),
 )
+SENDER_RUN_RTP = PrivateHook(
+    "aiortc.rtcrtpsender", "RTCRtpSender._run_rtp", "function",
+    "media.fast_send.FastRtpLoop.run replaces it per forwarding sender and must do what "
+    "it does with the same private state: the started/exited events, the track, the "
+    "packet's ssrc, mid, abs-send-time and audio level, the history, the report "
+    "counters, the encoder released at the end",
+    params=("self", "codec"),
+    references=("__rtp_started", "__track", "_next_encoded_frame", "random_sequence_number",
+                "random32", "uint32_add", "_ssrc", "__mid", "abs_send_time", "audio_level",
+                "__rtp_header_extensions_map", "__rtp_history", "_send_rtp",
+                "__ntp_timestamp", "__rtp_timestamp", "__octet_count", "__packet_count",
+                "__encoder", "__rtp_exited"),
+)
+SENDER_RETRANSMIT = PrivateHook(
+    "aiortc.rtcrtpsender", "RTCRtpSender._retransmit", "function",
+    "FastRtpLoop.retransmit replaces it (the history is FastRtpLoop's): RTX wrapping "
+    "with the sender's RTX payload type, sequence number and SSRC",
+    params=("self", "sequence_number"),
+    references=("__rtp_history", "__rtx_payload_type", "__rtx_sequence_number", "wrap_rtx",
+                "_rtx_ssrc", "_send_rtp"),
+)
+SENDER_STARTS_LOOP = PrivateHook(
+    "aiortc.rtcrtpsender", "RTCRtpSender.send", "function",
+    "send() must start the loop through self._run_rtp (an instance attribute shadows it) "
+    "and mark the sender started (fast_send.install leaves a started sender alone)",
+    params=("self", "parameters"),
+    references=("_run_rtp", "__started"),
+)
+SENDER_SEQUENCE_NUMBER = PrivateHook(
+    "aiortc.rtcrtpsender", "random_sequence_number", "function",
+    "FastRtpLoop starts its sequence numbers as aiortc does",
+    params=(),
+)
+DTLS_SENDS_RTP = PrivateHook(
+    "aiortc.rtcdtlstransport", "RTCDtlsTransport._send_rtp", "function",
+    "FastRtpLoop does what this does for RTP: connected state, _tx_srtp.protect, send "
+    "through the ICE transport, the tx counters",
+    params=("self", "data"),
+    references=("_state", "_tx_srtp", "protect", "_send", "__tx_bytes", "__tx_packets"),
+)
+ICE_TRANSPORT_CONNECTION = PrivateHook(
+    "aiortc.rtcicetransport", "RTCIceTransport.__init__", "function",
+    "the ICE transport's _recv and _send are its aioice connection's (self._connection), "
+    "which FastRtpLoop and DirectMedia reach directly",
+    params=("self", "gatherer"),
+    references=("_connection", "_recv", "_send", "recv", "send"),
+)
+ICE_CONNECTION_SENDTO = PrivateHook(
+    "aioice.ice", "Connection.sendto", "function",
+    "FastRtpLoop sends as this does: the nominated pair of the component (_nominated), "
+    "its protocol's send_data to its remote_addr",
+    params=("self", "data", "component"),
+    references=("_nominated", "protocol", "send_data", "remote_addr"),
+)
+ICE_STUN_SEND_DATA = PrivateHook(
+    "aioice.ice", "StunProtocol.send_data", "function",
+    "a plain StunProtocol's send_data is its datagram transport's sendto, which "
+    "FastRtpLoop calls without awaiting",
+    params=("self", "data", "addr"),
+    references=("transport", "sendto"),
+)
 ICE_HOST_ADDRESSES = PrivateHook(
     "aioice.ice", "get_host_addresses", "function",
     "media.ice.HostAddresses replaces it to choose the hub's ICE host candidates",
@@ -236,5 +297,13 @@ PRIVATE_HOOKS: tuple[PrivateHook, ...] = (
     DTLS_SET_STATE,
     DTLS_HANDLES_SRTP,
     DTLS_START_ORDER,
+    SENDER_RUN_RTP,
+    SENDER_RETRANSMIT,
+    SENDER_STARTS_LOOP,
+    SENDER_SEQUENCE_NUMBER,
+    DTLS_SENDS_RTP,
+    ICE_TRANSPORT_CONNECTION,
+    ICE_CONNECTION_SENDTO,
+    ICE_STUN_SEND_DATA,
     ICE_HOST_ADDRESSES,
 )
