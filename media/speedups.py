@@ -12,8 +12,8 @@ cost is the hub's capacity. Each replacement keeps the original's results:
   ``datagram_received`` below does before handing anything else to the connection.
   aioice's parse could also take an RTP packet for STUN: one of payload type 1-9
   (PCMA, G.722: they read as a STUN method) whose sequence number equals its length
-  minus 20. That cannot happen here.
-
+  minus 20. That cannot happen here. An empty datagram, which aioice passes on as media
+  and aiortc's DTLS task then fails on (``data[0]``), ending the connection, is dropped.
 - Every datagram a connection receives goes into aioice's ``asyncio.Queue``, from which
   the DTLS transport's task takes it: a future, a task step and five coroutine frames
   per packet. Once the DTLS transport is connected (its SRTP keys set up),
@@ -28,7 +28,8 @@ cost is the hub's capacity. Each replacement keeps the original's results:
 ``PatchSet`` installs such replacements process-wide while started (the forwarding hook
 is process-wide too) and puts the originals back when stopped. Every replaced name is
 listed in ``media.private_hooks``; ``tests/unit/media/test_speedups.py`` checks each
-replacement against the original.
+replacement against the original, ``tests/integration/media/test_direct_media.py`` the
+direct path with real peers.
 """
 
 from __future__ import annotations
@@ -77,9 +78,11 @@ _stun_datagram_received = aioice.ice.StunProtocol.datagram_received
 
 
 def datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
-    """``StunProtocol.datagram_received``: media straight to the connection, STUN (and
-    anything too short to tell) through aioice's own parsing."""
-    if data and data[0] > 3:
+    """``StunProtocol.datagram_received``: media straight to the connection, STUN
+    through aioice's own parsing, an empty datagram nowhere."""
+    if not data:
+        return  # aioice would hand it on, and aiortc's DTLS task fail on it, ending the call
+    if data[0] > 3:
         self.receiver.data_received(data, self.local_candidate.component)
         return
     _stun_datagram_received(self, data, addr)
@@ -143,7 +146,7 @@ _dtls_set_state = RTCDtlsTransport._set_state
 def connection_data_received(self: Any, data: bytes, component: int) -> None:
     """``Connection.data_received``: SRTP straight to a connected DTLS transport."""
     direct = self.__dict__.get("_direct_media")
-    if (direct is not None and 127 < data[0] < 192 and not self._queue.qsize()
+    if (direct is not None and data and 127 < data[0] < 192 and not self._queue.qsize()
             and direct(data)):
         return
     _connection_data_received(self, data, component)
