@@ -7,6 +7,8 @@ import asyncio
 import fractions
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,3 +203,20 @@ class Middle:
             await source.stop()
         for pc in self.pcs:
             await pc.close()
+
+
+@asynccontextmanager
+async def forwarded_call(hook: ForwardingHook, width: int = 320,
+                         height: int = 240) -> AsyncIterator[tuple[Publisher, Middle, Subscriber]]:
+    """A publisher (moving pattern and tone) whose media a middle forwards to one
+    subscriber; all three closed at the end."""
+    publisher = Publisher({"video": moving_pattern(width, height), "audio": ToneTrack()})
+    middle = Middle(hook)
+    subscriber = Subscriber()
+    try:
+        sources = await middle.accept(publisher)
+        await middle.serve(subscriber, sources)
+        yield publisher, middle, subscriber
+    finally:
+        for peer in (subscriber, publisher, middle):
+            await peer.close()

@@ -14,7 +14,9 @@ from aiortc.rtp import RtpPacket
 
 from media.fast_send import HISTORY, FastRtpLoop, install
 from media.forwarding import ForwardingHook
-from tests.integration.media.peers import Middle, Publisher, Subscriber, ToneTrack, moving_pattern
+from tests.integration.media.peers import Middle, forwarded_call
+
+SIZE = (640, 480)  # frames of several packets
 
 
 class _Recording:
@@ -32,21 +34,6 @@ class _Recording:
         return bytes(self.session.protect_rtcp(data))
 
 
-async def _call(hook: ForwardingHook) -> tuple[Publisher, Middle, Subscriber]:
-    # 640x480: frames of several packets
-    publisher = Publisher({"video": moving_pattern(640, 480), "audio": ToneTrack()})
-    middle = Middle(hook)
-    subscriber = Subscriber()
-    sources = await middle.accept(publisher)
-    await middle.serve(subscriber, sources)
-    return publisher, middle, subscriber
-
-
-async def _close(*peers: Any) -> None:
-    for peer in peers:
-        await peer.close()
-
-
 def _loop(sender: RTCRtpSender) -> FastRtpLoop:
     loop = getattr(vars(sender).get("_run_rtp"), "__self__", None)
     assert isinstance(loop, FastRtpLoop), "the forwarding sender kept aiortc's loop"
@@ -59,8 +46,7 @@ def _outgoing(middle: Middle) -> tuple[RTCPeerConnection, Any]:
 
 
 async def test_forwarded_packets_are_well_formed(hook: ForwardingHook) -> None:
-    publisher, middle, subscriber = await _call(hook)
-    try:
+    async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
         await subscriber.wait_video(5)
         _, dtls = _outgoing(middle)
         recording = _Recording(dtls._tx_srtp)
@@ -103,13 +89,10 @@ async def test_forwarded_packets_are_well_formed(hook: ForwardingHook) -> None:
             assert outbound.bytesSent > 0
             transport = next(s for s in stats.values() if s.type == "transport")
             assert transport.packetsSent >= sum(_loop(s).packets for s in senders.values())
-    finally:
-        await _close(subscriber, publisher, middle)
 
 
 async def test_a_lost_packet_is_sent_again_from_the_history(hook: ForwardingHook) -> None:
-    publisher, middle, subscriber = await _call(hook)
-    try:
+    async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
         await subscriber.wait_video(5)
         pc, dtls = _outgoing(middle)
         video = next(t.sender for t in pc.getTransceivers() if t.kind == "video")
@@ -139,8 +122,6 @@ async def test_a_lost_packet_is_sent_again_from_the_history(hook: ForwardingHook
         assert rtx.payload_type == rtx_type and rtx.ssrc == video._rtx_ssrc
         assert int.from_bytes(rtx.payload[:2], "big") == original.sequence_number
         assert rtx.payload[2:] == original.payload
-    finally:
-        await _close(subscriber, publisher, middle)
 
 
 class _RelayedProtocol:
@@ -160,8 +141,7 @@ class _RelayedProtocol:
 
 async def test_a_pair_that_is_not_a_plain_socket_gets_packets_through_send_data(
         hook: ForwardingHook) -> None:
-    publisher, middle, subscriber = await _call(hook)
-    try:
+    async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
         await subscriber.wait_video(5)
         _, dtls = _outgoing(middle)
         pair = dtls.transport._connection._nominated[1]
@@ -178,13 +158,10 @@ async def test_a_pair_that_is_not_a_plain_socket_gets_packets_through_send_data(
             pair.protocol = relayed.inner
         # Every media packet went through send_data (and RTCP, through aiortc, too).
         assert 0 < sent == via_protocol <= relayed.sent
-    finally:
-        await _close(subscriber, publisher, middle)
 
 
 async def test_a_started_sender_keeps_aiortcs_loop(hook: ForwardingHook) -> None:
-    publisher, middle, subscriber = await _call(hook)
-    try:
+    async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
         await subscriber.wait_video(2)
         sender = middle.pcs[-1].getTransceivers()[0].sender
         assert install(sender) is _loop(sender)  # installed once, found again
@@ -194,5 +171,3 @@ async def test_a_started_sender_keeps_aiortcs_loop(hook: ForwardingHook) -> None
         assert install(started) is None
         assert "_run_rtp" not in vars(started)
         await asyncio.sleep(0)
-    finally:
-        await _close(subscriber, publisher, middle)
