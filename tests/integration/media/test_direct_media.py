@@ -5,6 +5,7 @@ that fails costs one packet, not the connection."""
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import pytest
@@ -59,6 +60,22 @@ async def test_a_failing_handler_costs_a_packet_not_the_call(
             await subscriber.wait_video(seen + 15)
         assert failures == 1
         assert "a media packet's handler failed" in caplog.text
+        assert dtls.state == "connected"
+
+
+async def test_garbage_from_anywhere_costs_nothing(hook: ForwardingHook) -> None:
+    async with forwarded_call(hook) as (_, middle, subscriber):
+        await subscriber.wait_video(5)
+        dtls, connection = _connection(middle.pcs[0])
+        pair = connection._nominated[1]
+        rng = random.Random(7)
+        junk = [b"\x80", b"\x80\xc8", bytes([0x80, 96]) + bytes(10), bytes([0x81, 200, 0, 1]),
+                *(bytes([rng.randrange(128, 192)]) + rng.randbytes(rng.randrange(1, 1400))
+                  for _ in range(200))]
+        for data in junk:
+            pair.protocol.datagram_received(data, ("127.0.0.1", 9))
+        seen = len(subscriber.video)
+        await subscriber.wait_video(seen + 5)
         assert dtls.state == "connected"
 
 
