@@ -63,29 +63,18 @@ async def test_a_failing_handler_costs_a_packet_not_the_call(
         assert dtls.state == "connected"
 
 
-async def test_garbage_from_anywhere_costs_nothing(hook: ForwardingHook) -> None:
+async def test_junk_from_anywhere_costs_nothing(hook: ForwardingHook) -> None:
     async with forwarded_call(hook) as (_, middle, subscriber):
         await subscriber.wait_video(5)
         dtls, connection = _connection(middle.pcs[0])
         pair = connection._nominated[1]
         rng = random.Random(7)
-        junk = [b"\x80", b"\x80\xc8", bytes([0x80, 96]) + bytes(10), bytes([0x81, 200, 0, 1]),
+        # An empty datagram (aiortc's DTLS task would fail on it), then the SRTP range.
+        junk = [b"", b"\x80", b"\x80\xc8", bytes([0x80, 96]) + bytes(10), bytes([0x81, 200, 0, 1]),
                 *(bytes([rng.randrange(128, 192)]) + rng.randbytes(rng.randrange(1, 1400))
                   for _ in range(200))]
         for data in junk:
             pair.protocol.datagram_received(data, ("127.0.0.1", 9))
-        seen = len(subscriber.video)
-        await subscriber.wait_video(seen + 5)
-        assert dtls.state == "connected"
-
-
-async def test_an_empty_datagram_is_not_an_error(hook: ForwardingHook) -> None:
-    async with forwarded_call(hook) as (_, middle, subscriber):
-        await subscriber.wait_video(5)
-        dtls, connection = _connection(middle.pcs[0])
-        pair = connection._nominated[1]
-        # An empty UDP datagram from anywhere: aiortc's DTLS task would fail on it.
-        pair.protocol.datagram_received(b"", pair.remote_addr)
         seen = len(subscriber.video)
         await subscriber.wait_video(seen + 5)
         assert dtls.state == "connected"
