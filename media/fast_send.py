@@ -46,8 +46,6 @@ from media.private_hooks import SENDER_RETRANSMIT, SENDER_RUN_RTP
 logger = logging.getLogger(__name__)
 
 HISTORY = 128  # aiortc's RTP_HISTORY_SIZE: packets kept for NACK
-_S = "_RTCRtpSender__"
-_D = "_RTCDtlsTransport__"
 
 
 class FastRtpLoop:
@@ -63,7 +61,7 @@ class FastRtpLoop:
     async def run(self, codec: RTCRtpCodecParameters) -> None:
         sender = self.sender
         fields = vars(sender)
-        fields[_S + "rtp_started"].set()
+        fields["_RTCRtpSender__rtp_started"].set()
         sequence = random_sequence_number()
         origin = random32()
         history = self.history
@@ -72,7 +70,7 @@ class FastRtpLoop:
             if payload_type is None:
                 raise ValueError(f"the sender's codec {codec.mimeType} has no payload type")
             while True:
-                if not fields[_S + "track"]:
+                if not fields["_RTCRtpSender__track"]:
                     await asyncio.sleep(0.02)
                     continue
                 frame = await sender._next_encoded_frame(codec)
@@ -87,10 +85,10 @@ class FastRtpLoop:
                 first.payload = payloads[0]
                 first.marker = 1 if len(payloads) == 1 else 0
                 first.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
-                first.extensions.mid = fields[_S + "mid"]
+                first.extensions.mid = fields["_RTCRtpSender__mid"]
                 if frame.audio_level is not None:
                     first.extensions.audio_level = (False, -frame.audio_level)
-                data = first.serialize(fields[_S + "rtp_header_extensions_map"])
+                data = first.serialize(fields["_RTCRtpSender__rtp_header_extensions_map"])
                 header = bytearray(data[:len(data) - len(payloads[0])])
 
                 dtls = sender.transport
@@ -126,12 +124,12 @@ class FastRtpLoop:
 
                 count = last + 1
                 counters = vars(dtls)
-                counters[_D + "tx_bytes"] += wire_bytes
-                counters[_D + "tx_packets"] += count
-                fields[_S + "ntp_timestamp"] = ntp
-                fields[_S + "rtp_timestamp"] = timestamp
-                fields[_S + "octet_count"] += octets
-                fields[_S + "packet_count"] += count
+                counters["_RTCDtlsTransport__tx_bytes"] += wire_bytes
+                counters["_RTCDtlsTransport__tx_packets"] += count
+                fields["_RTCRtpSender__ntp_timestamp"] = ntp
+                fields["_RTCRtpSender__rtp_timestamp"] = timestamp
+                fields["_RTCRtpSender__octet_count"] += octets
+                fields["_RTCRtpSender__packet_count"] += count
                 self.frames += 1
                 self.packets += count
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
@@ -140,12 +138,12 @@ class FastRtpLoop:
             # stop() waits for rtp_exited: whatever happens, set it (as aiortc does).
             logger.warning("a forwarding sender's RTP loop failed:\n%s",
                            traceback.format_exc())
-        track = fields[_S + "track"]
+        track = fields["_RTCRtpSender__track"]
         if track:
             track.stop()
-            fields[_S + "track"] = None
-        fields[_S + "encoder"] = None
-        fields[_S + "rtp_exited"].set()
+            fields["_RTCRtpSender__track"] = None
+        fields["_RTCRtpSender__encoder"] = None
+        fields["_RTCRtpSender__rtp_exited"].set()
 
     async def retransmit(self, sequence_number: int) -> None:
         """Send a packet the subscriber reported lost again (over RTX if negotiated)."""
@@ -154,16 +152,16 @@ class FastRtpLoop:
             return
         sender = self.sender
         fields = vars(sender)
-        extensions = fields[_S + "rtp_header_extensions_map"]
+        extensions = fields["_RTCRtpSender__rtp_header_extensions_map"]
         packet = RtpPacket.parse(data, extensions)
         if packet.sequence_number != sequence_number:
             return  # overwritten by a later one: too old
-        rtx_payload_type = fields[_S + "rtx_payload_type"]
+        rtx_payload_type = fields["_RTCRtpSender__rtx_payload_type"]
         if rtx_payload_type is not None:
+            rtx_sequence = fields["_RTCRtpSender__rtx_sequence_number"]
             packet = wrap_rtx(packet, payload_type=rtx_payload_type,
-                              sequence_number=fields[_S + "rtx_sequence_number"],
-                              ssrc=sender._rtx_ssrc)
-            fields[_S + "rtx_sequence_number"] = uint16_add(fields[_S + "rtx_sequence_number"], 1)
+                              sequence_number=rtx_sequence, ssrc=sender._rtx_ssrc)
+            fields["_RTCRtpSender__rtx_sequence_number"] = uint16_add(rtx_sequence, 1)
         await sender.transport._send_rtp(packet.serialize(extensions))
 
 
@@ -174,7 +172,7 @@ def install(sender: RTCRtpSender) -> FastRtpLoop | None:
     if existing is not None:
         owner: Any = getattr(existing, "__self__", None)
         return owner if isinstance(owner, FastRtpLoop) else None
-    if vars(sender)[_S + "started"]:
+    if vars(sender)["_RTCRtpSender__started"]:
         return None
     loop = FastRtpLoop(sender)
     setattr(sender, SENDER_RUN_RTP.name, loop.run)

@@ -44,6 +44,7 @@ import aioice.ice
 import pylibsrtp
 from aiortc import clock
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtp import is_rtcp
 
 from media.errors import MediaError
 from media.private_hooks import (
@@ -88,9 +89,6 @@ def datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
     _stun_datagram_received(self, data, addr)
 
 
-_DTLS = "_RTCDtlsTransport__"
-
-
 def _drive(coro: Coroutine[Any, Any, None]) -> None:
     """Run ``coro`` now, as far as it goes without waiting; should it wait on a future,
     go on when that is done (what a task would do, without making one per packet)."""
@@ -124,12 +122,12 @@ class DirectMedia:
         if dtls._state is not State.CONNECTED or srtp is None:
             return False
         fields = vars(dtls)
-        fields[_DTLS + "rx_bytes"] += len(data)
-        fields[_DTLS + "rx_packets"] += 1
+        fields["_RTCDtlsTransport__rx_bytes"] += len(data)
+        fields["_RTCDtlsTransport__rx_packets"] += 1
         self.packets += 1
         arrival_time_ms = clock.current_ms()
         try:
-            if len(data) >= 2 and 192 <= data[1] <= 208:  # aiortc's is_rtcp
+            if is_rtcp(data):
                 _drive(dtls._handle_rtcp_data(srtp.unprotect_rtcp(data)))
             else:
                 _drive(dtls._handle_rtp_data(srtp.unprotect(data),
