@@ -4,7 +4,6 @@ NACK history are kept, and a pair that is not a plain socket still gets its pack
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections import defaultdict
 from typing import Any
@@ -170,4 +169,3 @@ async def test_a_started_sender_keeps_aiortcs_loop(hook: ForwardingHook) -> None
         vars(started)["_RTCRtpSender__started"] = True
         assert install(started) is None
         assert "_run_rtp" not in vars(started)
-        await asyncio.sleep(0)

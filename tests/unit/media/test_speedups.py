@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -42,8 +43,12 @@ def test_current_ntp_time_matches_aiortc() -> None:
         assert before >> 32 > 3_900_000_000  # seconds since 1900: after 2023
         slack = 1 << 32 >> 10  # ~1 ms: aiortc's whole seconds come through a float
         assert before - slack <= ours <= after + slack
-    seconds, fraction = current_ntp_time() >> 32, current_ntp_time() & 0xFFFFFFFF
-    assert 0 <= fraction < 1 << 32 and seconds > 0
+    # Back to Unix time: the epoch offset and the fraction's scale are right.
+    before = time.time()
+    ours = current_ntp_time()
+    after = time.time()
+    unix = (ours >> 32) - 2_208_988_800 + (ours & 0xFFFFFFFF) / (1 << 32)
+    assert before - 1e-6 <= unix <= after + 1e-6
 
 
 class _Receiver:
