@@ -5,6 +5,11 @@ An ``EncodedSource`` reads the ``av.Packet``s a forwarding receiver emits (see
 ``ForwardingTrack``. A subscriber's sender packetizes those packets without encoding.
 Video subscribers start at a keyframe, drop to the next keyframe when they fall behind,
 and ask the publisher for keyframes through the source, throttled.
+
+A subscriber whose consumer can take frames synchronously (a forwarding sender's
+``media.fast_send`` loop, the recorder) has a ``FrameSink``: while the sink accepts and
+nothing is queued, each frame goes straight to it, with no queue, event or task switch
+per frame and subscriber.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -38,6 +43,21 @@ KEYFRAME_RETRY = 1.0  # a subscriber still waiting for its keyframe asks again
 
 class ForwardingError(MediaError):
     code = "forwarding"
+
+
+class FrameSink(Protocol):
+    """Takes a subscriber's frames as they are offered, on the event loop, instead of a
+    reader awaiting ``recv()`` for each (``ForwardingTrack.set_sink``)."""
+
+    def accepts(self, track: ForwardingTrack) -> bool:
+        """Whether ``take`` can have the next frame now. False: it is queued for
+        ``recv()`` as usual (and the frames after it, until the queue is empty again)."""
+        ...
+
+    def take(self, track: ForwardingTrack, packet: Packet[Any]) -> bool:
+        """Handle one frame. False: the way out is congested and the frame was dropped
+        (video then waits for the next keyframe, as after a queue overflow)."""
+        ...
 
 
 @dataclass
@@ -205,6 +225,11 @@ class ForwardingTrack(MediaStreamTrack):
     instead of growing, asking for one once its reader calls ``recv()`` again (and every
     ``KEYFRAME_RETRY`` seconds while it waits). pts run on the subscriber's own timeline,
     forward-only across sources.
+
+    With a ``FrameSink`` set (``set_sink``), a frame offered while nothing is queued and
+    the sink accepts goes straight to the sink instead: no queue, event or task switch
+    per frame. The queue bound still holds for whatever the sink does not accept, and a
+    frame the sink drops as congested sends video to the next keyframe.
     """
 
     def __init__(self, kind: str, *, max_queue: int | None = None) -> None:
@@ -223,7 +248,10 @@ class ForwardingTrack(MediaStreamTrack):
         self._ended = False
         self._sender: RTCRtpSender | None = None
         self._pli_handler: Callable[[], None] | None = None
+        self._sink: FrameSink | None = None
         self.sent = 0
+        self.direct = 0  # of ``sent``: taken by the sink as offered
+        self.congested = 0  # frames the sink dropped
         self.dropped = 0
         self.overflows = 0
         self.max_depth = 0
@@ -238,11 +266,19 @@ class ForwardingTrack(MediaStreamTrack):
     def waiting_for_keyframe(self) -> bool:
         return self._need_keyframe
 
+    def set_sink(self, sink: FrameSink | None) -> None:
+        """Hand frames to ``sink`` as they are offered (see ``FrameSink``); None: only
+        ``recv()`` again."""
+        self._sink = sink
+
     def bind_sender(self, sender: RTCRtpSender) -> None:
         """Route PLI/FIR that reach ``sender`` (this subscriber's) to the source, and give
-        it the per-frame RTP loop (``media.fast_send``) if it has not started."""
+        it the per-frame RTP loop (``media.fast_send``) if it has not started, which then
+        takes this track's frames as they are offered."""
         self._unbind_sender()
-        fast_send.install(sender)
+        loop = fast_send.install(sender)
+        if loop is not None:
+            self._sink = loop
 
         def on_keyframe_request() -> None:
             self.subscriber_keyframe_requests += 1
@@ -256,6 +292,8 @@ class ForwardingTrack(MediaStreamTrack):
     def _unbind_sender(self) -> None:
         sender, handler = self._sender, self._pli_handler
         self._sender = self._pli_handler = None
+        if sender is not None and self._sink is fast_send.installed(sender):
+            self._sink = None
         if sender is not None and vars(sender).get(SENDER_SEND_KEYFRAME.name) is handler:
             delattr(sender, SENDER_SEND_KEYFRAME.name)
 
@@ -316,6 +354,10 @@ class ForwardingTrack(MediaStreamTrack):
                 self.dropped += 1
                 return
             self._need_keyframe = False
+        sink = self._sink
+        if sink is not None and not self._queue and sink.accepts(self):
+            self._hand_over(sink, item)
+            return
         if len(self._queue) >= self.max_queue:
             self.overflows += 1
             if video:
@@ -334,6 +376,38 @@ class ForwardingTrack(MediaStreamTrack):
         self._queue.append(item)
         self.max_depth = max(self.max_depth, len(self._queue))
         self._ready.set()
+
+    def _hand_over(self, sink: FrameSink, item: _Encoded) -> None:
+        packet = self._packet(item)
+        try:
+            taken = sink.take(self, packet)
+        except Exception:
+            # The frame is lost; the reader's recv() gets the next ones, and fails the way
+            # it fails if the fault is theirs too.
+            logger.exception("a subscriber's frame sink failed: frames go to its reader "
+                             "from now on")
+            self._sink = None
+            taken = False
+        if taken:
+            self.sent += 1
+            self.direct += 1
+            if self.first_sent_at is None:
+                self.first_sent_at = time.monotonic()
+            return
+        self.congested += 1
+        self.dropped += 1
+        if self.kind == "video":
+            self._need_keyframe = True
+            self._ready.set()  # the reader's recv() asks for the keyframe, and again
+
+    def _packet(self, item: _Encoded) -> Packet[Any]:
+        pts = self.timeline.map(item.pts, item.time_base, item.source, item.arrival)
+        packet = Packet(item.data)
+        packet.pts = pts
+        packet.dts = pts
+        packet.time_base = self.timeline.time_base or item.time_base
+        packet.is_keyframe = item.keyframe
+        return packet
 
     def _end(self) -> None:
         self._ended = True
@@ -355,13 +429,7 @@ class ForwardingTrack(MediaStreamTrack):
                 await self._ready.wait()
         if self.readyState != "live":
             raise MediaStreamError
-        item = self._queue.popleft()
-        pts = self.timeline.map(item.pts, item.time_base, item.source, item.arrival)
-        packet = Packet(item.data)
-        packet.pts = pts
-        packet.dts = pts
-        packet.time_base = self.timeline.time_base or item.time_base
-        packet.is_keyframe = item.keyframe
+        packet = self._packet(self._queue.popleft())
         self.sent += 1
         if self.first_sent_at is None:
             self.first_sent_at = time.monotonic()
@@ -373,6 +441,7 @@ class ForwardingTrack(MediaStreamTrack):
             self.source._subscribers.discard(self)
             self.source = None
         self._unbind_sender()
+        self._sink = None
         self._queue.clear()
         self._ready.set()
 

@@ -20,6 +20,14 @@ behaviour and private state, per frame:
   history of the last ``HISTORY`` packets for NACK (``_retransmit`` is replaced to read
   it) are kept as aiortc keeps them.
 
+The loop is also its ``ForwardingTrack``'s ``FrameSink``: once it runs, with DTLS up and a
+plain socket nominated, each frame is packetized (as ``_next_encoded_frame`` does: the
+sender's encoder's ``pack``, nothing for a disabled sender) and sent as the source offers
+it, with no queue, event or task switch; the loop's own ``recv()`` then only sees what the
+sink did not accept. Nothing sent that way waits in the hub: a frame meeting a socket
+asyncio already buffers more than ``MAX_BACKLOG`` bytes for is dropped, and video waits
+for the next keyframe.
+
 Every private name read or written is listed in ``media.private_hooks`` (``SENDER_*``,
 ``DTLS_SENDS_RTP``, ``ICE_*``), so an upgrade that changes one fails a test instead of
 a sender that silently stops.
@@ -34,41 +42,53 @@ from typing import Any
 
 import aioice.ice
 from aiortc import RTCRtpSender, clock
-from aiortc.mediastreams import MediaStreamError
+from aiortc.codecs import get_encoder
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import RtpPacket, wrap_rtx
 from aiortc.utils import random32, uint16_add, uint32_add
+from av.packet import Packet
 
 from media.private_hooks import SENDER_RETRANSMIT, SENDER_RUN_RTP
 
 logger = logging.getLogger(__name__)
 
 HISTORY = 128  # aiortc's RTP_HISTORY_SIZE: packets kept for NACK
+# Bytes asyncio may hold for a socket whose kernel buffer is full before a subscriber's
+# frames are dropped (video then waits for a keyframe): the bound on the way out.
+MAX_BACKLOG = 256 * 1024
 
 
 class FastRtpLoop:
-    """One sender's replacement ``_run_rtp`` and ``_retransmit``."""
+    """One sender's replacement ``_run_rtp`` and ``_retransmit``, and the ``FrameSink``
+    its ``ForwardingTrack`` hands frames to as they are offered (``accepts``/``take``)."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self.sender = sender
         self.history: list[bytes | None] = [None] * HISTORY
+        self.sequence = random_sequence_number()
+        self.origin = random32()
         self.frames = 0
         self.packets = 0
+        self.direct = 0  # of ``frames``: sent as offered, not through run()
+        self.congested = 0  # frames refused: the socket's backlog was over MAX_BACKLOG
         self.via_protocol = 0  # packets a TURN pair's send_data took
+        self._codec: RTCRtpCodecParameters | None = None  # while run() runs
+        self._payload_type = 0
+        self._busy = False  # run() is awaiting a TURN pair's send_data
 
     async def run(self, codec: RTCRtpCodecParameters) -> None:
         sender = self.sender
         fields = vars(sender)
         fields["_RTCRtpSender__rtp_started"].set()
-        sequence = random_sequence_number()
-        origin = random32()
-        history = self.history
         try:
             payload_type = codec.payloadType
             if payload_type is None:
                 raise ValueError(f"the sender's codec {codec.mimeType} has no payload type")
+            self._payload_type = payload_type
+            self._codec = codec
             while True:
                 if not fields["_RTCRtpSender__track"]:
                     await asyncio.sleep(0.02)
@@ -76,74 +96,154 @@ class FastRtpLoop:
                 frame = await sender._next_encoded_frame(codec)
                 if frame is None:
                     continue
-                payloads = frame.payloads
-                timestamp = uint32_add(origin, frame.timestamp)
-                ntp = clock.current_ntp_time()
-                first = RtpPacket(payload_type=payload_type, sequence_number=sequence,
-                                  timestamp=timestamp)
-                first.ssrc = sender._ssrc
-                first.payload = payloads[0]
-                first.marker = 1 if len(payloads) == 1 else 0
-                first.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
-                first.extensions.mid = fields["_RTCRtpSender__mid"]
-                if frame.audio_level is not None:
-                    first.extensions.audio_level = (False, -frame.audio_level)
-                data = first.serialize(fields["_RTCRtpSender__rtp_header_extensions_map"])
-                header = bytearray(data[:len(data) - len(payloads[0])])
-
-                dtls = sender.transport
-                if dtls._state is not State.CONNECTED:
-                    raise ConnectionError("Cannot send encrypted RTP, not connected")
-                protect = dtls._tx_srtp.protect
-                pair = dtls.transport._connection._nominated.get(1)
-                if pair is None:
-                    raise ConnectionError("Cannot send data, not connected")
-                protocol = pair.protocol
-                addr = pair.remote_addr
-                socket = protocol.transport if type(protocol) is aioice.ice.StunProtocol else None
-
-                last = len(payloads) - 1
-                wire_bytes = octets = 0
-                for i, payload in enumerate(payloads):
-                    if i:
-                        header[2] = sequence >> 8
-                        header[3] = sequence & 0xFF
-                        if i == last:
-                            header[1] |= 0x80  # the marker: the frame's last packet
-                        data = bytes(header) + payload
-                    history[sequence % HISTORY] = data
-                    wire = protect(data)
-                    if socket is not None:
-                        socket.sendto(wire, addr)
-                    else:
+                dtls, protocol, addr = self._route()
+                packets = self._packets(frame.payloads, frame.timestamp, frame.audio_level)
+                if type(protocol) is aioice.ice.StunProtocol:
+                    self._send_now(dtls, protocol.transport, addr, packets)
+                    continue
+                self._busy = True  # a frame offered meanwhile is queued behind this one
+                try:
+                    protect = dtls._tx_srtp.protect
+                    counters = vars(dtls)
+                    for data in packets:
+                        wire = protect(data)
                         await protocol.send_data(wire, addr)
+                        counters["_RTCDtlsTransport__tx_bytes"] += len(wire)
+                        counters["_RTCDtlsTransport__tx_packets"] += 1
                         self.via_protocol += 1
-                    wire_bytes += len(wire)
-                    octets += len(payload)
-                    sequence = uint16_add(sequence, 1)
-
-                count = last + 1
-                counters = vars(dtls)
-                counters["_RTCDtlsTransport__tx_bytes"] += wire_bytes
-                counters["_RTCDtlsTransport__tx_packets"] += count
-                fields["_RTCRtpSender__ntp_timestamp"] = ntp
-                fields["_RTCRtpSender__rtp_timestamp"] = timestamp
-                fields["_RTCRtpSender__octet_count"] += octets
-                fields["_RTCRtpSender__packet_count"] += count
-                self.frames += 1
-                self.packets += count
+                finally:
+                    self._busy = False
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:
             # stop() waits for rtp_exited: whatever happens, set it (as aiortc does).
             logger.warning("a forwarding sender's RTP loop failed:\n%s",
                            traceback.format_exc())
+        self._codec = None
         track = fields["_RTCRtpSender__track"]
         if track:
             track.stop()
             fields["_RTCRtpSender__track"] = None
         fields["_RTCRtpSender__encoder"] = None
         fields["_RTCRtpSender__rtp_exited"].set()
+
+    # -- the FrameSink side: frames as they are offered, no task switch ----------------
+
+    def accepts(self, track: MediaStreamTrack) -> bool:
+        """Whether ``take`` can send ``track``'s next frame now: the loop runs with this
+        track, nothing of its own is under way, DTLS is up and the nominated pair is a
+        plain socket. Otherwise the frame is queued for the loop (which fails the way
+        aiortc's does if the connection is gone)."""
+        if self._codec is None or self._busy:
+            return False
+        sender = self.sender
+        if vars(sender)["_RTCRtpSender__track"] is not track:
+            return False
+        dtls = sender.transport
+        if dtls._state is not State.CONNECTED:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        return pair is not None and type(pair.protocol) is aioice.ice.StunProtocol
+
+    def take(self, track: MediaStreamTrack, packet: Packet[Any]) -> bool:
+        """Packetize and send one frame now (after ``accepts``). False: the socket
+        already holds more than ``MAX_BACKLOG`` bytes the kernel would not take, and the
+        frame is dropped instead of adding to them."""
+        sender = self.sender
+        if not sender._enabled:
+            return True  # aiortc reads a disabled sender's frames and drops them
+        dtls = sender.transport
+        pair = dtls.transport._connection._nominated[1]
+        socket: Any = pair.protocol.transport  # asyncio's (or uvloop's) UDP transport
+        if socket.get_write_buffer_size() > MAX_BACKLOG:
+            self.congested += 1
+            return False
+        fields = vars(sender)
+        encoder = fields["_RTCRtpSender__encoder"]
+        if encoder is None:
+            codec = self._codec
+            if codec is None:  # accepts() said the loop runs
+                raise ConnectionError("the sender's RTP loop is not running")
+            encoder = fields["_RTCRtpSender__encoder"] = get_encoder(codec)
+        payloads, timestamp = encoder.pack(packet)
+        if payloads:
+            self._send_now(dtls, socket, pair.remote_addr,
+                           self._packets(payloads, timestamp, None))
+            self.direct += 1
+        return True
+
+    # -- per frame -------------------------------------------------------------------
+
+    def _route(self) -> tuple[Any, Any, tuple[str, int]]:
+        """The DTLS transport, the nominated pair's protocol and remote address."""
+        dtls = self.sender.transport
+        if dtls._state is not State.CONNECTED:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        return dtls, pair.protocol, pair.remote_addr
+
+    def _packets(self, payloads: list[bytes], rtp_timestamp: int,
+                 audio_level: int | None) -> list[bytes]:
+        """One frame's RTP packets in the clear, kept in the history; the sequence
+        numbers and the sender-report counters move on."""
+        sender = self.sender
+        fields = vars(sender)
+        sequence = self.sequence
+        timestamp = uint32_add(self.origin, rtp_timestamp)
+        ntp = clock.current_ntp_time()
+        first = RtpPacket(payload_type=self._payload_type, sequence_number=sequence,
+                          timestamp=timestamp)
+        first.ssrc = sender._ssrc
+        first.payload = payloads[0]
+        first.marker = 1 if len(payloads) == 1 else 0
+        first.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        first.extensions.mid = fields["_RTCRtpSender__mid"]
+        if audio_level is not None:
+            first.extensions.audio_level = (False, -audio_level)
+        data = first.serialize(fields["_RTCRtpSender__rtp_header_extensions_map"])
+        history = self.history
+        history[sequence % HISTORY] = data
+        packets = [data]
+        octets = len(payloads[0])
+        last = len(payloads) - 1
+        if last:
+            header = bytearray(data[:len(data) - octets])
+            for i in range(1, last + 1):
+                sequence = uint16_add(sequence, 1)
+                header[2] = sequence >> 8
+                header[3] = sequence & 0xFF
+                if i == last:
+                    header[1] |= 0x80  # the marker: the frame's last packet
+                payload = payloads[i]
+                data = bytes(header) + payload
+                history[sequence % HISTORY] = data
+                packets.append(data)
+                octets += len(payload)
+        self.sequence = uint16_add(sequence, 1)
+        fields["_RTCRtpSender__ntp_timestamp"] = ntp
+        fields["_RTCRtpSender__rtp_timestamp"] = timestamp
+        fields["_RTCRtpSender__octet_count"] += octets
+        fields["_RTCRtpSender__packet_count"] += last + 1
+        self.frames += 1
+        self.packets += last + 1
+        return packets
+
+    def _send_now(self, dtls: Any, socket: Any, addr: tuple[str, int],
+                  packets: list[bytes]) -> None:
+        """Protect and hand each packet to the pair's datagram transport (``sendto`` on
+        a UDP socket does not block), counting as the DTLS transport counts."""
+        protect = dtls._tx_srtp.protect
+        sendto = socket.sendto
+        wire_bytes = 0
+        for data in packets:
+            wire = protect(data)
+            sendto(wire, addr)
+            wire_bytes += len(wire)
+        counters = vars(dtls)
+        counters["_RTCDtlsTransport__tx_bytes"] += wire_bytes
+        counters["_RTCDtlsTransport__tx_packets"] += len(packets)
 
     async def retransmit(self, sequence_number: int) -> None:
         """Send a packet the subscriber reported lost again (over RTX if negotiated)."""
@@ -165,13 +265,18 @@ class FastRtpLoop:
         await sender.transport._send_rtp(packet.serialize(extensions))
 
 
+def installed(sender: RTCRtpSender) -> FastRtpLoop | None:
+    """The per-frame loop ``install`` gave ``sender``, if any."""
+    existing = vars(sender).get(SENDER_RUN_RTP.name)
+    owner: Any = getattr(existing, "__self__", None)
+    return owner if isinstance(owner, FastRtpLoop) else None
+
+
 def install(sender: RTCRtpSender) -> FastRtpLoop | None:
     """Give ``sender`` the per-frame loop. Only before it starts sending (``send()``
     starts the loop): a started sender keeps aiortc's, and None is returned."""
-    existing = vars(sender).get(SENDER_RUN_RTP.name)
-    if existing is not None:
-        owner: Any = getattr(existing, "__self__", None)
-        return owner if isinstance(owner, FastRtpLoop) else None
+    if SENDER_RUN_RTP.name in vars(sender):
+        return installed(sender)
     if vars(sender)["_RTCRtpSender__started"]:
         return None
     loop = FastRtpLoop(sender)

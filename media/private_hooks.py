@@ -131,9 +131,11 @@ SENDER_HANDLES_PLI = PrivateHook(
 )
 SENDER_PACKS_PACKETS = PrivateHook(
     "aiortc.rtcrtpsender", "RTCRtpSender._next_encoded_frame", "function",
-    "a track's av.Packet must be packetized with the codec's pack(), not encoded",
+    "a track's av.Packet must be packetized with the codec's pack(), not encoded; "
+    "FastRtpLoop.take does the same for a frame offered to it: nothing while the sender "
+    "is disabled, the encoder made by get_encoder on first use and kept in __encoder",
     params=("self", "codec"),
-    references=("recv", "pack", "encode"),
+    references=("recv", "pack", "encode", "_enabled", "__encoder", "get_encoder"),
 )
 ENCODER_PACK = PrivateHook(
     "aiortc.codecs.base", "Encoder.pack", "function",

@@ -1,8 +1,9 @@
 """Recording every track of one live session by muxing the forwarded packets.
 
 A ``SessionRecorder`` subscribes to each publication's ``EncodedSource`` like any other
-subscriber (a bounded ``ForwardingTrack`` that starts at a keyframe) and writes the
-packets into Matroska with PyAV: no decode, no encode. Every track is placed on the
+subscriber (a bounded ``ForwardingTrack`` that starts at a keyframe, handing each frame
+to the recorder as it is offered) and writes the packets into Matroska with PyAV: no
+decode, no encode. Every track is placed on the
 session's timeline by when its frames arrived at the hub (``media.arrival_clock``), so
 audio and video of one participant, and all participants, stay aligned. Files are
 written live, one per track, by a writer thread, and remuxed into one ``.webm`` (VP8 +
@@ -149,6 +150,25 @@ class _Track:
     held: list[tuple[Packet[Any], float, int]] = field(default_factory=list)
 
 
+class _Feed:
+    """The recorder as its subscription's ``FrameSink`` (``media.encoded_fanout``): each
+    frame is placed as the source offers it, instead of by a task woken per frame."""
+
+    __slots__ = ("rec", "recorder")
+
+    def __init__(self, recorder: SessionRecorder, rec: _Track) -> None:
+        self.recorder = recorder
+        self.rec = rec
+
+    def accepts(self, track: object) -> bool:
+        return not self.rec.ended
+
+    def take(self, track: object, packet: Packet[Any]) -> bool:
+        recorder = self.recorder
+        recorder._on_packet(self.rec, packet, recorder._clock())
+        return True
+
+
 class SessionRecorder:
     """Records every track of one live session into ``directory``."""
 
@@ -242,6 +262,9 @@ class SessionRecorder:
                      kind=kind, codec=codec, track=track, clock=ArrivalClock(lag=lag),
                      need_keyframe=kind == "video")
         self._tracks[pub_id] = rec
+        set_sink = getattr(track, "set_sink", None)
+        if callable(set_sink):  # a ForwardingTrack: frames come as offered
+            set_sink(_Feed(self, rec))
         rec.task = asyncio.get_running_loop().create_task(
             self._read(rec), name=f"record {self.session_id} {pub_id}")
         logger.info("session %s: recording %s %s (%s)", self.session_id, participant, role,

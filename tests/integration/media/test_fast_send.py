@@ -1,9 +1,12 @@
 """media.fast_send with real aiortc peers: the packets a forwarding sender puts on the
 wire are well formed RTP (sequence, marker, timestamp, extensions), the counters and
-NACK history are kept, and a pair that is not a plain socket still gets its packets."""
+NACK history are kept, frames go out as the source offers them, a congested socket sends
+video to the next keyframe, and a pair that is not a plain socket still gets its
+packets."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import defaultdict
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.rtp import RtpPacket
 
-from media.fast_send import HISTORY, FastRtpLoop, install
+from media.fast_send import HISTORY, MAX_BACKLOG, FastRtpLoop, install
 from media.forwarding import ForwardingHook
 from tests.integration.media.peers import Middle, forwarded_call
 
@@ -169,3 +172,57 @@ async def test_a_started_sender_keeps_aiortcs_loop(hook: ForwardingHook) -> None
         vars(started)["_RTCRtpSender__started"] = True
         assert install(started) is None
         assert "_run_rtp" not in vars(started)
+
+
+async def test_frames_go_out_as_the_source_offers_them(hook: ForwardingHook) -> None:
+    async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
+        await subscriber.wait_video(30)
+        for track, sender in middle.subscriptions:
+            loop = _loop(sender)
+            # Only what came before DTLS was up went through the loop's recv().
+            assert loop.direct > 0 and loop.frames - loop.direct <= 3, (
+                track.kind, loop.frames, loop.direct)
+            assert track.direct == loop.direct and track.depth == 0
+            assert track.first_sent_at is not None
+
+
+class _Backlog:
+    """Makes a real datagram transport report a backlog (loopback never builds one)."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.on = False
+
+    def __enter__(self) -> _Backlog:
+        original = self.transport.get_write_buffer_size
+        self.transport.get_write_buffer_size = lambda: (MAX_BACKLOG + 1 if self.on
+                                                        else original())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.transport.get_write_buffer_size
+
+
+async def test_a_congested_socket_sends_video_to_the_next_keyframe(
+        hook: ForwardingHook) -> None:
+    async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
+        await subscriber.wait_video(10)
+        _, dtls = _outgoing(middle)
+        pair = dtls.transport._connection._nominated[1]
+        video, sender = next(s for s in middle.subscriptions if s[0].kind == "video")
+        loop = _loop(sender)
+        source = next(s for s in middle.sources if s.kind == "video")
+        with _Backlog(pair.protocol.transport) as backlog:
+            backlog.on = True
+            frames = loop.frames
+            await asyncio.sleep(0.5)
+            assert loop.frames == frames, "frames went out onto a congested socket"
+            assert video.congested >= 1 and loop.congested == video.congested
+            assert video.waiting_for_keyframe
+            assert source.keyframe_requester is not None
+            requested = source.keyframe_requester.sent
+            backlog.on = False
+            seen = len(subscriber.video)
+            await subscriber.wait_video(seen + 5, timeout=5)
+        assert source.keyframe_requester.sent > requested, "no keyframe was asked for"
+        assert not video.waiting_for_keyframe and video.depth == 0

@@ -253,6 +253,130 @@ async def test_subscriber_pli_reaches_the_publisher_through_the_sender() -> None
         await source.stop()
 
 
+class Sink:
+    """A consumer that takes frames as they are offered (a FrameSink), and says when."""
+
+    def __init__(self) -> None:
+        self.open = True  # what accepts() answers
+        self.congested = False  # take() drops the frame
+        self.fail = False  # take() raises
+        self.taken: list[Packet[Any]] = []
+
+    def accepts(self, track: ForwardingTrack) -> bool:
+        return self.open
+
+    def take(self, track: ForwardingTrack, packet: Packet[Any]) -> bool:
+        if self.fail:
+            raise RuntimeError("the sink broke")
+        if self.congested:
+            return False
+        self.taken.append(packet)
+        return True
+
+
+async def test_a_sink_takes_frames_as_offered_in_order() -> None:
+    source, track, _ = make_source()
+    sub = source.subscribe(max_queue=4)
+    sink = Sink()
+    sub.set_sink(sink)
+    track.pts = 777_000
+    for data in FRAMES[:3]:
+        track.push(data)
+    await settle()
+    assert [bytes(p) for p in sink.taken] == FRAMES[:3]
+    assert [p.pts for p in sink.taken] == [0, 6000, 12000]  # the subscriber's timeline
+    assert sink.taken[0].is_keyframe and sink.taken[0].time_base == fractions.Fraction(1, 90000)
+    assert (sub.depth, sub.sent, sub.direct) == (0, 3, 3)
+
+    sink.open = False  # not now: queued for the reader, and what follows stays behind it
+    track.push(FRAMES[3])
+    await settle()
+    sink.open = True
+    track.push(FRAMES[4])
+    await settle()
+    assert sub.depth == 2 and len(sink.taken) == 3
+    assert [bytes(await sub.recv()) for _ in range(2)] == FRAMES[3:5]
+    track.push(FRAMES[5])  # the queue is empty again: straight to the sink
+    await settle()
+    assert bytes(sink.taken[-1]) == FRAMES[5] and sub.depth == 0
+    assert (sub.sent, sub.direct) == (6, 4)
+    await source.stop()
+
+
+async def test_a_congested_sink_sends_video_to_the_next_keyframe() -> None:
+    source, track, publisher = make_source()
+    sub = source.subscribe()
+    sink = Sink()
+    sub.set_sink(sink)
+    reader = asyncio.ensure_future(sub.recv())  # a sender's loop waits in recv()
+    track.push(KEY)
+    await settle()
+    requests = publisher.requests
+    sink.congested = True
+    track.push(FRAMES[1])
+    await settle()
+    assert sub.congested == 1 and sub.dropped == 1 and sub.waiting_for_keyframe
+    assert publisher.requests == requests + 1  # the reader asked for a keyframe at once
+    sink.congested = False
+    for data in FRAMES[2:6]:  # delta frames: still waiting
+        track.push(data)
+    await settle()
+    assert len(sink.taken) == 1 and sub.dropped == 5
+    track.push(FRAMES[6])  # the keyframe
+    track.push(FRAMES[7])
+    await settle()
+    assert [bytes(p) for p in sink.taken] == [KEY, FRAMES[6], FRAMES[7]]
+    assert not reader.done() and sub.depth == 0  # nothing went through the queue
+    reader.cancel()
+    await source.stop()
+
+
+async def test_a_congested_sink_drops_audio_frames_only() -> None:
+    source, track, _ = make_source("audio")
+    sub = source.subscribe()
+    sink = Sink()
+    sub.set_sink(sink)
+    for i in range(4):
+        sink.congested = i == 1
+        track.push(bytes([0xFC, i]), clock=48000, step=960)
+        await settle()
+    assert [bytes(p)[1] for p in sink.taken] == [0, 2, 3]
+    assert sub.congested == 1 and sub.dropped == 1
+    await source.stop()
+
+
+async def test_a_failing_sink_is_left_and_the_reader_gets_the_frames(
+        caplog: pytest.LogCaptureFixture) -> None:
+    source, track, _ = make_source()
+    sub = source.subscribe()
+    sink = Sink()
+    sub.set_sink(sink)
+    track.push(KEY)
+    await settle()
+    sink.fail = True
+    track.push(FRAMES[1])  # lost with the failure
+    await settle()
+    assert "frame sink failed" in caplog.text
+    assert sub.waiting_for_keyframe
+    track.push(FRAMES[6])
+    await settle()
+    assert sub.depth == 1 and bytes(await sub.recv()) == FRAMES[6]
+    assert len(sink.taken) == 1
+    await source.stop()
+
+
+async def test_a_stopped_track_leaves_its_sink() -> None:
+    source, track, _ = make_source()
+    sub = source.subscribe()
+    sink = Sink()
+    sub.set_sink(sink)
+    sub.stop()
+    track.push(KEY)
+    await settle()
+    assert sink.taken == [] and sub not in source.subscribers
+    await source.stop()
+
+
 def run_worker(hook: ForwardingHook, output_q: asyncio.Queue[Any],
                frames: list[bytes]) -> threading.Thread:
     input_q: queue.Queue[Any] = queue.Queue()

@@ -175,6 +175,10 @@ async def test_tracks_land_where_their_frames_reached_the_hub(
     rec.add_track("p7", role="mic", participant="expert", kind="audio", source=late.source)
     events += timeline(late, AUDIO[:50], start=1002.0, interval=0.02, rate=48000, lag=4)
     await play(clock, [e for e in events if e[0] >= 1002.0])
+    # Each frame was placed as the source offered it (the recorder is its subscriptions'
+    # frame sink), not read by a task.
+    direct = {pub: getattr(t.track, "direct", None) for pub, t in rec._tracks.items()}
+    assert direct == {"p1": 30, "p2": 150, "p7": 50}
     clock.now = 1004.0
     result = await rec.finish()
 
