@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.packet import Packet
 
 from media import fast_send
+from media.encoded_frame import EncodedFrame, as_packet
 from media.errors import MediaError
 from media.keyframes import KeyframeRequester, SendRequest
 from media.private_hooks import SENDER_SEND_KEYFRAME
@@ -54,7 +55,7 @@ class FrameSink(Protocol):
         ``recv()`` as usual (and the frames after it, until the queue is empty again)."""
         ...
 
-    def take(self, track: ForwardingTrack, packet: Packet[Any]) -> bool:
+    def take(self, track: ForwardingTrack, frame: EncodedFrame) -> bool:
         """Handle one frame. False: the way out is congested and the frame was dropped
         (video then waits for the next keyframe, as after a queue overflow)."""
         ...
@@ -378,9 +379,8 @@ class ForwardingTrack(MediaStreamTrack):
         self._ready.set()
 
     def _hand_over(self, sink: FrameSink, item: _Encoded) -> None:
-        packet = self._packet(item)
         try:
-            taken = sink.take(self, packet)
+            taken = sink.take(self, self._frame(item))
         except Exception:
             # The frame is lost; the reader's recv() gets the next ones, and fails the way
             # it fails if the fault is theirs too.
@@ -400,14 +400,11 @@ class ForwardingTrack(MediaStreamTrack):
             self._need_keyframe = True
             self._ready.set()  # the reader's recv() asks for the keyframe, and again
 
-    def _packet(self, item: _Encoded) -> Packet[Any]:
+    def _frame(self, item: _Encoded) -> EncodedFrame:
+        """``item`` on this subscriber's timeline."""
         pts = self.timeline.map(item.pts, item.time_base, item.source, item.arrival)
-        packet = Packet(item.data)
-        packet.pts = pts
-        packet.dts = pts
-        packet.time_base = self.timeline.time_base or item.time_base
-        packet.is_keyframe = item.keyframe
-        return packet
+        return EncodedFrame(item.data, pts, self.timeline.time_base or item.time_base,
+                            item.keyframe)
 
     def _end(self) -> None:
         self._ended = True
@@ -429,7 +426,7 @@ class ForwardingTrack(MediaStreamTrack):
                 await self._ready.wait()
         if self.readyState != "live":
             raise MediaStreamError
-        packet = self._packet(self._queue.popleft())
+        packet = as_packet(self._frame(self._queue.popleft()))
         self.sent += 1
         if self.first_sent_at is None:
             self.first_sent_at = time.monotonic()

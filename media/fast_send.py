@@ -43,14 +43,16 @@ from typing import Any
 import aioice.ice
 from aiortc import RTCRtpSender, clock
 from aiortc.codecs import get_encoder
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import RtpPacket, wrap_rtx
 from aiortc.utils import random32, uint16_add, uint32_add
-from av.packet import Packet
 
+from media.encoded_frame import EncodedFrame, as_packet
 from media.private_hooks import SENDER_RETRANSMIT, SENDER_RUN_RTP
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ HISTORY = 128  # aiortc's RTP_HISTORY_SIZE: packets kept for NACK
 # Bytes asyncio may hold for a socket whose kernel buffer is full before a subscriber's
 # frames are dropped (video then waits for a keyframe): the bound on the way out.
 MAX_BACKLOG = 256 * 1024
+_FRAME_PACKERS = (Vp8Encoder, OpusEncoder)
 
 
 class FastRtpLoop:
@@ -145,7 +148,7 @@ class FastRtpLoop:
         pair = dtls.transport._connection._nominated.get(1)
         return pair is not None and type(pair.protocol) is aioice.ice.StunProtocol
 
-    def take(self, track: MediaStreamTrack, packet: Packet[Any]) -> bool:
+    def take(self, track: MediaStreamTrack, frame: EncodedFrame) -> bool:
         """Packetize and send one frame now (after ``accepts``). False: the socket
         already holds more than ``MAX_BACKLOG`` bytes the kernel would not take, and the
         frame is dropped instead of adding to them."""
@@ -165,7 +168,10 @@ class FastRtpLoop:
             if codec is None:  # accepts() said the loop runs
                 raise ConnectionError("the sender's RTP loop is not running")
             encoder = fields["_RTCRtpSender__encoder"] = get_encoder(codec)
-        payloads, timestamp = encoder.pack(packet)
+        # VP8's and Opus's pack() read bytes(), pts and time_base, which the frame has;
+        # H.264's wants an av.Packet.
+        payloads, timestamp = encoder.pack(
+            frame if type(encoder) in _FRAME_PACKERS else as_packet(frame))
         if payloads:
             self._send_now(dtls, socket, pair.remote_addr,
                            self._packets(payloads, timestamp, None))

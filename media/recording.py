@@ -40,6 +40,7 @@ from av.packet import Packet
 
 from media.arrival_clock import AUDIO_RECEIVE_LAG, VIDEO_RECEIVE_LAG, ArrivalClock
 from media.codec_headers import OPUS_RATE, detect_video_codec, opus_samples
+from media.encoded_frame import EncodedFrame, as_packet
 from media.errors import MediaError
 from media.fanout import EncodedPublication, Publication
 from media.recording_errors import (
@@ -163,9 +164,9 @@ class _Feed:
     def accepts(self, track: object) -> bool:
         return not self.rec.ended
 
-    def take(self, track: object, packet: Packet[Any]) -> bool:
+    def take(self, track: object, frame: EncodedFrame) -> bool:
         recorder = self.recorder
-        recorder._on_packet(self.rec, packet, recorder._clock())
+        recorder._on_packet(self.rec, as_packet(frame), recorder._clock())
         return True
 
 

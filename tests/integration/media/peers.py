@@ -206,12 +206,14 @@ class Middle:
 
 
 @asynccontextmanager
-async def forwarded_call(hook: ForwardingHook, width: int = 320,
-                         height: int = 240) -> AsyncIterator[tuple[Publisher, Middle, Subscriber]]:
+async def forwarded_call(hook: ForwardingHook, width: int = 320, height: int = 240,
+                         codec: str = "VP8",
+                         ) -> AsyncIterator[tuple[Publisher, Middle, Subscriber]]:
     """A publisher (moving pattern and tone) whose media a middle forwards to one
-    subscriber; all three closed at the end."""
-    publisher = Publisher({"video": moving_pattern(width, height), "audio": ToneTrack()})
-    middle = Middle(hook)
+    subscriber in ``codec``; all three closed at the end."""
+    publisher = Publisher({"video": moving_pattern(width, height), "audio": ToneTrack()},
+                          codec=codec)
+    middle = Middle(hook, codec=codec)
     subscriber = Subscriber()
     try:
         sources = await middle.accept(publisher)

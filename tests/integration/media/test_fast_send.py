@@ -11,6 +11,7 @@ import itertools
 from collections import defaultdict
 from typing import Any
 
+import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.rtp import RtpPacket
 
@@ -174,8 +175,10 @@ async def test_a_started_sender_keeps_aiortcs_loop(hook: ForwardingHook) -> None
         assert "_run_rtp" not in vars(started)
 
 
-async def test_frames_go_out_as_the_source_offers_them(hook: ForwardingHook) -> None:
-    async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+async def test_frames_go_out_as_the_source_offers_them(hook: ForwardingHook,
+                                                       codec: str) -> None:
+    async with forwarded_call(hook, *SIZE, codec=codec) as (_, middle, subscriber):
         await subscriber.wait_video(30)
         for track, sender in middle.subscriptions:
             loop = _loop(sender)
@@ -184,6 +187,8 @@ async def test_frames_go_out_as_the_source_offers_them(hook: ForwardingHook) -> 
                 track.kind, loop.frames, loop.direct)
             assert track.direct == loop.direct and track.depth == 0
             assert track.first_sent_at is not None
+        assert {type(encoder).__name__ for encoder in middle.encoders()} == {
+            f"{codec.capitalize()}Encoder", "OpusEncoder"}
 
 
 class _Backlog:

@@ -22,6 +22,7 @@ from av.packet import Packet
 from av.video.frame import PictureType
 
 from media.encoded_fanout import EncodedSource, ForwardingError, ForwardingTrack, WorkerStats
+from media.encoded_frame import EncodedFrame
 from media.forwarding import ForwardingHook, _InlineFeed, encoded_packet
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
@@ -260,17 +261,17 @@ class Sink:
         self.open = True  # what accepts() answers
         self.congested = False  # take() drops the frame
         self.fail = False  # take() raises
-        self.taken: list[Packet[Any]] = []
+        self.taken: list[EncodedFrame] = []
 
     def accepts(self, track: ForwardingTrack) -> bool:
         return self.open
 
-    def take(self, track: ForwardingTrack, packet: Packet[Any]) -> bool:
+    def take(self, track: ForwardingTrack, frame: EncodedFrame) -> bool:
         if self.fail:
             raise RuntimeError("the sink broke")
         if self.congested:
             return False
-        self.taken.append(packet)
+        self.taken.append(frame)
         return True
 
 
