@@ -11,7 +11,9 @@ behaviour and private state, per frame:
 - the frame's first packet is serialized by aiortc's ``RtpPacket.serialize``; the
   frame's other packets reuse that header with their own sequence number and marker bit
   (a frame's packets share timestamp and extensions, and, sent in one burst, the
-  abs-send-time);
+  abs-send-time); later frames reuse it too, with their sequence number, timestamp and
+  abs-send-time written in (the sender's mid, payload type and extensions do not
+  change);
 - each packet is protected with the DTLS transport's SRTP session and handed to the
   nominated ICE pair's datagram transport without awaiting (``sendto`` on a UDP socket
   does not block). A pair whose protocol is not aioice's plain ``StunProtocol`` (a TURN
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from struct import pack_into
 from typing import Any
 
 import aioice.ice
@@ -81,6 +84,9 @@ class FastRtpLoop:
         self._codec: RTCRtpCodecParameters | None = None  # while run() runs
         self._payload_type = 0
         self._busy = False  # run() is awaiting a TURN pair's send_data
+        # The last header serialized: ((mid, payload type), extension map, bytes,
+        # abs-send-time offset).
+        self._template: tuple[tuple[str | None, int], object, bytes, int | None] | None = None
 
     async def run(self, codec: RTCRtpCodecParameters) -> None:
         sender = self.sender
@@ -194,39 +200,26 @@ class FastRtpLoop:
                  audio_level: int | None) -> list[bytes]:
         """One frame's RTP packets in the clear, kept in the history; the sequence
         numbers and the sender-report counters move on."""
-        sender = self.sender
-        fields = vars(sender)
+        fields = vars(self.sender)
         sequence = self.sequence
         timestamp = uint32_add(self.origin, rtp_timestamp)
         ntp = clock.current_ntp_time()
-        first = RtpPacket(payload_type=self._payload_type, sequence_number=sequence,
-                          timestamp=timestamp)
-        first.ssrc = sender._ssrc
-        first.payload = payloads[0]
-        first.marker = 1 if len(payloads) == 1 else 0
-        first.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
-        first.extensions.mid = fields["_RTCRtpSender__mid"]
-        if audio_level is not None:
-            first.extensions.audio_level = (False, -audio_level)
-        data = first.serialize(fields["_RTCRtpSender__rtp_header_extensions_map"])
+        header = self._header(sequence, timestamp, (ntp >> 14) & 0x00FFFFFF, audio_level)
         history = self.history
-        history[sequence % HISTORY] = data
-        packets = [data]
-        octets = len(payloads[0])
+        packets = []
+        octets = 0
         last = len(payloads) - 1
-        if last:
-            header = bytearray(data[:len(data) - octets])
-            for i in range(1, last + 1):
+        for i, payload in enumerate(payloads):
+            if i:
                 sequence = uint16_add(sequence, 1)
                 header[2] = sequence >> 8
                 header[3] = sequence & 0xFF
-                if i == last:
-                    header[1] |= 0x80  # the marker: the frame's last packet
-                payload = payloads[i]
-                data = bytes(header) + payload
-                history[sequence % HISTORY] = data
-                packets.append(data)
-                octets += len(payload)
+            if i == last:
+                header[1] |= 0x80  # the marker: the frame's last packet
+            data = bytes(header) + payload
+            history[sequence % HISTORY] = data
+            packets.append(data)
+            octets += len(payload)
         self.sequence = uint16_add(sequence, 1)
         fields["_RTCRtpSender__ntp_timestamp"] = ntp
         fields["_RTCRtpSender__rtp_timestamp"] = timestamp
@@ -235,6 +228,54 @@ class FastRtpLoop:
         self.frames += 1
         self.packets += last + 1
         return packets
+
+    def _header(self, sequence: int, timestamp: int, abs_send_time: int,
+                audio_level: int | None) -> bytearray:
+        """A frame's RTP header (marker clear) with its extensions, as aiortc's
+        ``RtpPacket.serialize`` writes it. Only the sequence number, the timestamp and
+        the abs-send-time change from frame to frame: after the first, the header is the
+        first one's with those patched (found by serializing it twice, with two
+        abs-send-times), until the mid, the payload type or the extension map
+        changes."""
+        fields = vars(self.sender)
+        mid = fields["_RTCRtpSender__mid"]
+        extensions = fields["_RTCRtpSender__rtp_header_extensions_map"]
+        key = (mid, self._payload_type)
+        template = self._template
+        if (audio_level is None and template is not None and template[0] == key
+                and template[1] is extensions):
+            header = bytearray(template[2])
+            pack_into("!HI", header, 2, sequence, timestamp)
+            at = template[3]
+            if at is not None:
+                header[at:at + 3] = abs_send_time.to_bytes(3, "big")
+            return header
+        header = self._serialize(sequence, timestamp, abs_send_time, audio_level)
+        if audio_level is None:
+            other = self._serialize(sequence, timestamp, abs_send_time ^ 0xFFFFFF, None)
+            differ = [i for i, (a, b) in enumerate(zip(header, other, strict=False))
+                      if a != b]
+            self._template = None
+            if len(other) != len(header):
+                pass
+            elif not differ:  # no abs-send-time negotiated (aiortc's audio)
+                self._template = (key, extensions, bytes(header), None)
+            elif differ == [differ[0], differ[0] + 1, differ[0] + 2]:
+                self._template = (key, extensions, bytes(header), differ[0])
+        return header
+
+    def _serialize(self, sequence: int, timestamp: int, abs_send_time: int,
+                   audio_level: int | None) -> bytearray:
+        sender = self.sender
+        fields = vars(sender)
+        packet = RtpPacket(payload_type=self._payload_type, sequence_number=sequence,
+                           timestamp=timestamp)
+        packet.ssrc = sender._ssrc
+        packet.extensions.abs_send_time = abs_send_time
+        packet.extensions.mid = fields["_RTCRtpSender__mid"]
+        if audio_level is not None:
+            packet.extensions.audio_level = (False, -audio_level)
+        return bytearray(packet.serialize(fields["_RTCRtpSender__rtp_header_extensions_map"]))
 
     def _send_now(self, dtls: Any, socket: Any, addr: tuple[str, int],
                   packets: list[bytes]) -> None:

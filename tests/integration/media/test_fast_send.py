@@ -231,3 +231,22 @@ async def test_a_congested_socket_sends_video_to_the_next_keyframe(
             await subscriber.wait_video(seen + 5, timeout=5)
         assert source.keyframe_requester.sent > requested, "no keyframe was asked for"
         assert not video.waiting_for_keyframe and video.depth == 0
+
+
+async def test_headers_made_from_the_template_are_what_aiortc_serializes(
+        hook: ForwardingHook) -> None:
+    async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
+        await subscriber.wait_video(5)
+        for track, sender in middle.subscriptions:
+            loop = _loop(sender)
+            template = loop._template
+            assert template is not None, f"{track.kind}: every header is serialized"
+            # aiortc negotiates abs-send-time for video only.
+            assert (template[3] is not None) == (track.kind == "video")
+            for sequence, timestamp, abs_send_time in [
+                    (0, 0, 0), (65535, 2**32 - 1, 0xFFFFFF), (1234, 987654, 0x123456)]:
+                made = loop._header(sequence, timestamp, abs_send_time, None)
+                assert made == loop._serialize(sequence, timestamp, abs_send_time, None)
+            assert loop._template is template  # made from it, not serialized again
+            with_level = loop._header(1, 2, 3, 40)  # aiortc's own audio level: serialized
+            assert with_level == loop._serialize(1, 2, 3, 40)
