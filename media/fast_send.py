@@ -84,6 +84,7 @@ class FastRtpLoop:
         self._codec: RTCRtpCodecParameters | None = None  # while run() runs
         self._payload_type = 0
         self._busy = False  # run() is awaiting a TURN pair's send_data
+        self._way: tuple[Any, Any] | None = None  # (DTLS transport, pair) accepts() found
         # The last header serialized: ((mid, payload type), extension map, bytes,
         # abs-send-time offset).
         self._template: tuple[tuple[str | None, int], object, bytes, int | None] | None = None
@@ -152,17 +153,22 @@ class FastRtpLoop:
         if dtls._state is not State.CONNECTED:
             return False
         pair = dtls.transport._connection._nominated.get(1)
-        return pair is not None and type(pair.protocol) is aioice.ice.StunProtocol
+        if pair is None or type(pair.protocol) is not aioice.ice.StunProtocol:
+            return False
+        self._way = (dtls, pair)
+        return True
 
     def take(self, track: MediaStreamTrack, frame: EncodedFrame) -> bool:
-        """Packetize and send one frame now (after ``accepts``). False: the socket
-        already holds more than ``MAX_BACKLOG`` bytes the kernel would not take, and the
-        frame is dropped instead of adding to them."""
+        """Packetize and send one frame now (right after ``accepts``, on the way it
+        found). False: the socket already holds more than ``MAX_BACKLOG`` bytes the
+        kernel would not take, and the frame is dropped instead of adding to them."""
+        way, self._way = self._way, None
+        if way is None:
+            raise ConnectionError("take() without accepts()")
         sender = self.sender
         if not sender._enabled:
             return True  # aiortc reads a disabled sender's frames and drops them
-        dtls = sender.transport
-        pair = dtls.transport._connection._nominated[1]
+        dtls, pair = way
         socket: Any = pair.protocol.transport  # asyncio's (or uvloop's) UDP transport
         if socket.get_write_buffer_size() > MAX_BACKLOG:
             self.congested += 1
