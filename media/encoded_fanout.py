@@ -387,14 +387,14 @@ class ForwardingTrack(MediaStreamTrack):
             logger.exception("a subscriber's frame sink failed: frames go to its reader "
                              "from now on")
             self._sink = None
-            taken = False
-        if taken:
-            self.sent += 1
-            self.direct += 1
-            if self.first_sent_at is None:
-                self.first_sent_at = time.monotonic()
-            return
-        self.congested += 1
+        else:
+            if taken:
+                self.sent += 1
+                self.direct += 1
+                if self.first_sent_at is None:
+                    self.first_sent_at = time.monotonic()
+                return
+            self.congested += 1
         self.dropped += 1
         if self.kind == "video":
             self._need_keyframe = True

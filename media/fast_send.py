@@ -8,12 +8,12 @@ behaviour and private state, per frame:
 
 - the track's next ``av.Packet`` is packetized by ``RTCRtpSender._next_encoded_frame``
   (the codec's ``pack``, no encoding: see ``media.forwarding``);
-- the frame's first packet is serialized by aiortc's ``RtpPacket.serialize``; the
-  frame's other packets reuse that header with their own sequence number and marker bit
-  (a frame's packets share timestamp and extensions, and, sent in one burst, the
-  abs-send-time); later frames reuse it too, with their sequence number, timestamp and
-  abs-send-time written in (the sender's mid, payload type and extensions do not
-  change);
+- the RTP header (with its extensions) is serialized by aiortc's ``RtpPacket.serialize``
+  once; the frame's packets share it with their own sequence number and marker bit (a
+  frame's packets share timestamp and extensions, and, sent in one burst, the
+  abs-send-time), and later frames reuse it with their sequence number, timestamp and
+  abs-send-time written in, for as long as the sender's mid, payload type and
+  extensions stay the same;
 - each packet is protected with the DTLS transport's SRTP session and handed to the
   nominated ICE pair's datagram transport without awaiting (``sendto`` on a UDP socket
   does not block). A pair whose protocol is not aioice's plain ``StunProtocol`` (a TURN

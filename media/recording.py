@@ -3,12 +3,12 @@
 A ``SessionRecorder`` subscribes to each publication's ``EncodedSource`` like any other
 subscriber (a bounded ``ForwardingTrack`` that starts at a keyframe, handing each frame
 to the recorder as it is offered) and writes the packets into Matroska with PyAV: no
-decode, no encode. Every track is placed on the
-session's timeline by when its frames arrived at the hub (``media.arrival_clock``), so
-audio and video of one participant, and all participants, stay aligned. Files are
-written live, one per track, by a writer thread, and remuxed into one ``.webm`` (VP8 +
-Opus) or ``.mkv`` (H.264) at the end (``media.recording_files``); ``recover()`` does the
-same for the partial files of a process that died mid-call (``media.recording_merge``).
+decode, no encode. Every track is placed on the session's timeline by when its frames
+arrived at the hub (``media.arrival_clock``), so audio and video of one participant,
+and all participants, stay aligned. Files are written live, one per track, by a writer
+thread, and remuxed into one ``.webm`` (VP8 + Opus) or ``.mkv`` (H.264) at the end
+(``media.recording_files``); ``recover()`` does the same for the partial files of a
+process that died mid-call (``media.recording_merge``).
 
 Usage by the hub (on the event loop)::
 

@@ -358,7 +358,7 @@ async def test_a_failing_sink_is_left_and_the_reader_gets_the_frames(
     track.push(FRAMES[1])  # lost with the failure
     await settle()
     assert "frame sink failed" in caplog.text
-    assert sub.waiting_for_keyframe
+    assert sub.waiting_for_keyframe and (sub.dropped, sub.congested) == (1, 0)
     track.push(FRAMES[6])
     await settle()
     assert sub.depth == 1 and bytes(await sub.recv()) == FRAMES[6]
