@@ -8,9 +8,7 @@ Each session is a simulated kiosk and agent, both publishing 640x480 VP8 at 15 f
 Opus and receiving the other's, with one silent monitor (receive-only) per 5 sessions;
 recording is on. The clients run in a few worker processes
 (``tests.bench.relay_clients``), send pre-encoded packets and count frames without
-decoding, with the hub's own aiortc speed-ups (``media.speedups``,
-``media.bitrate_estimator``; ``--no-client-speedups`` for aiortc as it comes), so the
-machine's CPU goes to the hub. Hubs (``--mode``):
+decoding, so the machine's CPU goes to the hub. Hubs (``--mode``):
 
 - ``forward``: the real server (``vwindow serve``, SQLite in a temp dir) forwarding
   encoded frames and recording them (``media.forward = true``, ``media.record = true``).
@@ -142,7 +140,6 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
             opts = WorkerOptions(
                 mode=mode, url=hub.url, sessions=part, monitor_every=args.monitor_every,
                 spec=spec, ice_address=ice, nice=args.client_nice,
-                speedups=not args.no_client_speedups,
                 janus_rec_dir=(str(hub.janus.rec_dir) if hub.janus and not args.no_record
                                else ""))
             parent, child = ctx.Pipe()
@@ -312,8 +309,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="one silent monitor per this many sessions (0: none)")
     parser.add_argument("--client-nice", type=int, default=0,
                         help="niceness of the client processes (0: same as the hub)")
-    parser.add_argument("--no-client-speedups", action="store_true",
-                        help="clients on aiortc as it comes (before session 13, the only way)")
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--video-kbps", type=int, default=600)
     parser.add_argument("--no-record", action="store_true", help="recording off")

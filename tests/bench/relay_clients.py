@@ -35,9 +35,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamTrack
 
-from media.bitrate_estimator import EstimatorSpeedup
 from media.ice import HostAddresses
-from media.speedups import PacketPathSpeedup
 from signaling.client import HubPeer, SignalClient, rest_login
 from tests.bench.janus import JanusSession
 from tests.bench.relay_media import (
@@ -70,7 +68,6 @@ class WorkerOptions:
     concurrency: int = 3
     janus_rec_dir: str = ""
     nice: int = 0
-    speedups: bool = True  # the hub's packet-path and estimator speed-ups in the clients
 
 
 @dataclass
@@ -365,11 +362,6 @@ async def _worker(conn: Connection, opts: WorkerOptions) -> None:
     loops = encode_loops(opts.spec)
     counter = FrameCounter()
     counter.start()
-    if opts.speedups:
-        # The clients' own aiortc packet path costs less CPU with them, which leaves more
-        # of the machine to the server under test (whichever it is).
-        EstimatorSpeedup().start()
-        PacketPathSpeedup().start()
     # ICE on one address only (loopback for vwindow; Janus cannot gather on loopback).
     HostAddresses((opts.ice_address,)).start()
     calls: list[VWindowCall | JanusCall] = []
