@@ -48,6 +48,12 @@ def _outgoing(middle: Middle) -> tuple[RTCPeerConnection, Any]:
     return pc, pc.getTransceivers()[0].sender.transport
 
 
+def _nominated_pair(middle: Middle) -> Any:
+    """The subscriber connection's ICE pair the hub sends on."""
+    _, dtls = _outgoing(middle)
+    return dtls.transport._connection._nominated[1]
+
+
 async def test_forwarded_packets_are_well_formed(hook: ForwardingHook) -> None:
     async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
         await subscriber.wait_video(5)
@@ -146,8 +152,7 @@ async def test_a_pair_that_is_not_a_plain_socket_gets_packets_through_send_data(
         hook: ForwardingHook) -> None:
     async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
         await subscriber.wait_video(5)
-        _, dtls = _outgoing(middle)
-        pair = dtls.transport._connection._nominated[1]
+        pair = _nominated_pair(middle)
         loops = [_loop(t.sender) for t in middle.pcs[-1].getTransceivers()]
         before = sum(loop.packets for loop in loops)
         relayed = _RelayedProtocol(pair.protocol)
@@ -212,8 +217,7 @@ async def test_a_congested_socket_sends_video_to_the_next_keyframe(
         hook: ForwardingHook) -> None:
     async with forwarded_call(hook, *SIZE) as (_, middle, subscriber):
         await subscriber.wait_video(10)
-        _, dtls = _outgoing(middle)
-        pair = dtls.transport._connection._nominated[1]
+        pair = _nominated_pair(middle)
         video, sender = next(s for s in middle.subscriptions if s[0].kind == "video")
         loop = _loop(sender)
         source = next(s for s in middle.sources if s.kind == "video")

@@ -275,11 +275,18 @@ class Sink:
         return True
 
 
-async def test_a_sink_takes_frames_as_offered_in_order() -> None:
-    source, track, _ = make_source()
-    sub = source.subscribe(max_queue=4)
+def sunk(kind: str = "video", *, max_queue: int | None = None
+         ) -> tuple[EncodedSource, PacketTrack, Publisher, ForwardingTrack, Sink]:
+    """A source with one subscriber whose frames go to a ``Sink``."""
+    source, track, publisher = make_source(kind)
+    sub = source.subscribe(max_queue=max_queue)
     sink = Sink()
     sub.set_sink(sink)
+    return source, track, publisher, sub, sink
+
+
+async def test_a_sink_takes_frames_as_offered_in_order() -> None:
+    source, track, _, sub, sink = sunk(max_queue=4)
     track.pts = 777_000
     for data in FRAMES[:3]:
         track.push(data)
@@ -305,10 +312,7 @@ async def test_a_sink_takes_frames_as_offered_in_order() -> None:
 
 
 async def test_a_congested_sink_sends_video_to_the_next_keyframe() -> None:
-    source, track, publisher = make_source()
-    sub = source.subscribe()
-    sink = Sink()
-    sub.set_sink(sink)
+    source, track, publisher, sub, sink = sunk()
     reader = asyncio.ensure_future(sub.recv())  # a sender's loop waits in recv()
     track.push(KEY)
     await settle()
@@ -333,10 +337,7 @@ async def test_a_congested_sink_sends_video_to_the_next_keyframe() -> None:
 
 
 async def test_a_congested_sink_drops_audio_frames_only() -> None:
-    source, track, _ = make_source("audio")
-    sub = source.subscribe()
-    sink = Sink()
-    sub.set_sink(sink)
+    source, track, _, sub, sink = sunk("audio")
     for i in range(4):
         sink.congested = i == 1
         track.push(bytes([0xFC, i]), clock=48000, step=960)
@@ -348,10 +349,7 @@ async def test_a_congested_sink_drops_audio_frames_only() -> None:
 
 async def test_a_failing_sink_is_left_and_the_reader_gets_the_frames(
         caplog: pytest.LogCaptureFixture) -> None:
-    source, track, _ = make_source()
-    sub = source.subscribe()
-    sink = Sink()
-    sub.set_sink(sink)
+    source, track, _, sub, sink = sunk()
     track.push(KEY)
     await settle()
     sink.fail = True
@@ -367,10 +365,7 @@ async def test_a_failing_sink_is_left_and_the_reader_gets_the_frames(
 
 
 async def test_a_stopped_track_leaves_its_sink() -> None:
-    source, track, _ = make_source()
-    sub = source.subscribe()
-    sink = Sink()
-    sub.set_sink(sink)
+    source, track, _, sub, sink = sunk()
     sub.stop()
     track.push(KEY)
     await settle()
