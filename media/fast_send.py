@@ -106,7 +106,11 @@ class FastRtpLoop:
                 frame = await sender._next_encoded_frame(codec)
                 if frame is None:
                     continue
-                dtls, protocol, addr = self._route()
+                way = self._connected_pair()
+                if way is None:
+                    raise ConnectionError("Cannot send encrypted RTP, not connected")
+                dtls, pair = way
+                protocol, addr = pair.protocol, pair.remote_addr
                 packets = self._packets(frame.payloads, frame.timestamp, frame.audio_level)
                 if type(protocol) is aioice.ice.StunProtocol:
                     self._send_now(dtls, protocol.transport, addr, packets)
@@ -149,13 +153,10 @@ class FastRtpLoop:
         sender = self.sender
         if vars(sender)["_RTCRtpSender__track"] is not track:
             return False
-        dtls = sender.transport
-        if dtls._state is not State.CONNECTED:
+        way = self._connected_pair()
+        if way is None or type(way[1].protocol) is not aioice.ice.StunProtocol:
             return False
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or type(pair.protocol) is not aioice.ice.StunProtocol:
-            return False
-        self._way = (dtls, pair)
+        self._way = way
         return True
 
     def take(self, track: MediaStreamTrack, frame: EncodedFrame) -> bool:
@@ -192,15 +193,14 @@ class FastRtpLoop:
 
     # -- per frame -------------------------------------------------------------------
 
-    def _route(self) -> tuple[Any, Any, tuple[str, int]]:
-        """The DTLS transport, the nominated pair's protocol and remote address."""
+    def _connected_pair(self) -> tuple[Any, Any] | None:
+        """The DTLS transport and the nominated ICE pair, or None while either is not
+        up (``_send_rtp`` and ``Connection.sendto`` refuse then)."""
         dtls = self.sender.transport
         if dtls._state is not State.CONNECTED:
-            raise ConnectionError("Cannot send encrypted RTP, not connected")
+            return None
         pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            raise ConnectionError("Cannot send data, not connected")
-        return dtls, pair.protocol, pair.remote_addr
+        return None if pair is None else (dtls, pair)
 
     def _packets(self, payloads: list[bytes], rtp_timestamp: int,
                  audio_level: int | None) -> list[bytes]:
@@ -262,12 +262,11 @@ class FastRtpLoop:
             differ = [i for i, (a, b) in enumerate(zip(header, other, strict=False))
                       if a != b]
             self._template = None
-            if len(other) != len(header):
-                pass
-            elif not differ:  # no abs-send-time negotiated (aiortc's audio)
-                self._template = (key, extensions, bytes(header), None)
-            elif differ == [differ[0], differ[0] + 1, differ[0] + 2]:
-                self._template = (key, extensions, bytes(header), differ[0])
+            if len(other) == len(header):
+                if not differ:  # no abs-send-time negotiated (aiortc's audio)
+                    self._template = (key, extensions, bytes(header), None)
+                elif differ == [differ[0], differ[0] + 1, differ[0] + 2]:
+                    self._template = (key, extensions, bytes(header), differ[0])
         return header
 
     def _serialize(self, sequence: int, timestamp: int, abs_send_time: int,
