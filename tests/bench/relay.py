@@ -8,7 +8,8 @@ Each session is a simulated kiosk and agent, both publishing 640x480 VP8 at 15 f
 Opus and receiving the other's, with one silent monitor (receive-only) per 5 sessions;
 recording is on. The clients run in a few worker processes
 (``tests.bench.relay_clients``), send pre-encoded packets and count frames without
-decoding, so the machine's CPU goes to the hub. Hubs (``--mode``):
+decoding, past aiortc's per-packet paths once connected (``tests.bench.relay_wire``;
+``--aiortc-clients`` for aiortc's own), so the machine's CPU goes to the hub. Hubs (``--mode``):
 
 - ``forward``: the real server (``vwindow serve``, SQLite in a temp dir) forwarding
   encoded frames and recording them (``media.forward = true``, ``media.record = true``).
@@ -140,6 +141,7 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
             opts = WorkerOptions(
                 mode=mode, url=hub.url, sessions=part, monitor_every=args.monitor_every,
                 spec=spec, ice_address=ice, nice=args.client_nice,
+                wire=not args.aiortc_clients,
                 janus_rec_dir=(str(hub.janus.rec_dir) if hub.janus and not args.no_record
                                else ""))
             parent, child = ctx.Pipe()
@@ -211,6 +213,7 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
             "sender_skipped_frames": sum(r["skipped"] for r in reports),
             "frames_sent_per_stream_min": min((s["sent"] for s in streams), default=0),
             "keyframes_on_request": sum(r["keyframes"] for r in reports),
+            "clients": _clients(reports),
             "worst_streams": [
                 f"s{s['session']} {s['receiver']}<-{s['publisher']} {s['kind']} "
                 f"{s['received']}/{s['sent']} lost runs (s after t0, frames) "
@@ -255,6 +258,17 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _clients(reports: list[dict[str, Any]]) -> str:
+    """Which clients ran; for the wire clients, the packets they counted themselves
+    against those aiortc handled (streams not known yet)."""
+    wires = [r["wire"] for r in reports if r.get("wire")]
+    if not wires:
+        return "aiortc"
+    counted = sum(w["counted"] for w in wires)
+    passed = sum(w["to_aiortc"] for w in wires)
+    return f"wire ({counted} packets counted, {passed} through aiortc)"
 
 
 def _summary_line(r: dict[str, Any]) -> str:
@@ -309,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="one silent monitor per this many sessions (0: none)")
     parser.add_argument("--client-nice", type=int, default=0,
                         help="niceness of the client processes (0: same as the hub)")
+    parser.add_argument("--aiortc-clients", action="store_true",
+                        help="clients on aiortc's own send and receive paths "
+                        "(before session 14; see tests.bench.relay_wire)")
     parser.add_argument("--fps", type=float, default=15.0)
     parser.add_argument("--video-kbps", type=int, default=600)
     parser.add_argument("--no-record", action="store_true", help="recording off")

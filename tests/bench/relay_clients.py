@@ -49,6 +49,7 @@ from tests.bench.relay_media import (
     matched_loss,
 )
 from tests.bench.relay_server import ACCOUNTS
+from tests.bench.relay_wire import WireClients
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class WorkerOptions:
     concurrency: int = 3
     janus_rec_dir: str = ""
     nice: int = 0
+    wire: bool = True  # tests.bench.relay_wire's clients (False: aiortc's own paths)
 
 
 @dataclass
@@ -362,6 +364,9 @@ async def _worker(conn: Connection, opts: WorkerOptions) -> None:
     loops = encode_loops(opts.spec)
     counter = FrameCounter()
     counter.start()
+    wire = WireClients(counter) if opts.wire else None
+    if wire is not None:
+        wire.start()
     # ICE on one address only (loopback for vwindow; Janus cannot gather on loopback).
     HostAddresses((opts.ice_address,)).start()
     calls: list[VWindowCall | JanusCall] = []
@@ -406,11 +411,16 @@ async def _worker(conn: Connection, opts: WorkerOptions) -> None:
                                    for p in (c.kiosk, c.agent) for t in p.tracks.values()),
                     "keyframes": sum(t.keyframes_sent for c in calls
                                      for p in (c.kiosk, c.agent)
-                                     for t in p.tracks.values())}))
+                                     for t in p.tracks.values()),
+                    "wire": wire.report() if wire is not None else None}))
             elif msg[0] == "stop":
                 break
+        if wire is not None:
+            await wire.pacer.stop()
         for call in calls:
             await call.close()
+    if wire is not None:
+        wire.stop()
     counter.stop()
     conn.send(("stopped",))
 

@@ -34,6 +34,8 @@ from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.packet import Packet
 
+from media.encoded_frame import EncodedFrame, as_packet
+from media.fast_send import FastRtpLoop
 from media.private_hooks import DECODER_WORKER, REMOTE_TRACK_QUEUE, SENDER_SEND_KEYFRAME
 
 VIDEO_CLOCK = 90000
@@ -150,7 +152,12 @@ def encode_loops(spec: MediaSpec) -> dict[str, EncodedLoop]:
 
 
 class PacketLoopTrack(MediaStreamTrack):
-    """Replays an ``EncodedLoop`` in real time as ``av.Packet``s; logs each send time."""
+    """Replays an ``EncodedLoop`` in real time; logs each send time.
+
+    Either aiortc's sender pulls it (``recv()`` gives the next ``av.Packet`` when it is
+    due), or, once a ``Pacer`` took it on (``tests.bench.relay_wire``), the pacer hands
+    each due frame to the sender's per-frame loop and ``recv()`` gives nothing.
+    """
 
     def __init__(self, loop: EncodedLoop) -> None:
         super().__init__()
@@ -161,10 +168,13 @@ class PacketLoopTrack(MediaStreamTrack):
         self.indices: list[int] = []  # each one's frame number (pts / tick): skips show
         self.keyframes_sent = 0
         self.skipped = 0
+        self.sink: FastRtpLoop | None = None  # the sender's loop, once paced
         self._index = 0
         self._start: float | None = None
         self._keyframe_wanted = False
         self._last_keyframe = 0.0
+        self._time_base = fractions.Fraction(1, loop.clock)
+        self._stopped = asyncio.Event()
 
     def request_keyframe(self) -> None:
         now = time.monotonic()
@@ -176,36 +186,96 @@ class PacketLoopTrack(MediaStreamTrack):
         """Answer the sender's PLI/FIR (it has no encoder of its own to tell)."""
         setattr(sender, SENDER_SEND_KEYFRAME.name, self.request_keyframe)
 
-    async def recv(self) -> Packet[Any]:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
+    def stop(self) -> None:
+        super().stop()
+        self._stopped.set()
+
+    def due(self) -> float:
+        """When the next frame is due (monotonic); the schedule starts now if not yet."""
         if self._start is None:
-            self._start = now
-        due = self._start + self._index * self.loop.period
-        if due > now:
-            await asyncio.sleep(due - now)
-            now = time.monotonic()
+            self._start = time.monotonic()
+        return self._start + self._index * self.loop.period
+
+    def _next(self, now: float) -> EncodedFrame:
+        """The next frame, sent at ``now``, logged; far behind schedule (this process is
+        overloaded), frames are skipped rather than burst."""
+        due = self.due()
         if now - due > MAX_LAG:
-            # Far behind (this process is overloaded): skip rather than burst.
             behind = int((now - due) / self.loop.period)
             self._index += behind
             self.skipped += behind
+            due += behind * self.loop.period
         slot = self._index % len(self.loop.frames)
         data = self.loop.frames[slot]
         if self._keyframe_wanted and slot != 0:
             data = self.loop.intra[slot]
             self.keyframes_sent += 1
+        keyframe = slot == 0 or self._keyframe_wanted
         self._keyframe_wanted = False
-        packet = Packet(data)
-        packet.pts = self._index * self.loop.tick
-        packet.dts = packet.pts
-        packet.time_base = fractions.Fraction(1, self.loop.clock)
+        frame = EncodedFrame(data, self._index * self.loop.tick, self._time_base,
+                             keyframe and self.kind == "video")
         self.indices.append(self._index)
         self._index += 1
         self.late.append(max(0.0, now - due))
         self.sent.append(time.monotonic())
-        return packet
+        return frame
+
+    def send_due(self, now: float) -> float:
+        """Hand every frame due by ``now`` to the sink; returns when the next one is."""
+        sink = self.sink
+        while (due := self.due()) <= now:
+            if sink is None or not sink.accepts(self):
+                self._index += 1  # not connected yet: this one is not sent
+                continue
+            sink.take(self, self._next(now))  # False (a full socket): lost, as it counts
+        return due
+
+    async def recv(self) -> Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.sink is not None:
+            await self._stopped.wait()  # the pacer sends this track's frames
+            raise MediaStreamError
+        now = time.monotonic()
+        due = self.due()
+        if due > now:
+            await asyncio.sleep(due - now)
+            now = time.monotonic()
+        return as_packet(self._next(now))
+
+
+class Pacer:
+    """Sends the due frames of every track it paces from one task: one timer for the
+    whole process instead of one ``sleep()`` per frame and track."""
+
+    TICK = 0.004  # s: the shortest sleep; frames due within it go out together
+
+    def __init__(self) -> None:
+        self.tracks: list[PacketLoopTrack] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def pace(self, track: PacketLoopTrack, sink: FastRtpLoop) -> None:
+        track.sink = sink
+        if track not in self.tracks:
+            self.tracks.append(track)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="pacer")
+
+    async def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            soonest = now + 1.0
+            for track in self.tracks:
+                if track.readyState == "live":
+                    soonest = min(soonest, track.send_due(now))
+            self.tracks = [t for t in self.tracks if t.readyState == "live"]
+            await asyncio.sleep(max(self.TICK, soonest - time.monotonic()))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
 
 
 def count_between(times: list[float], t0: float, t1: float) -> int:

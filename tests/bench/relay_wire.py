@@ -1,0 +1,196 @@
+"""The relay bench's clients, cheap per packet once their connection is up.
+
+A simulated client (``tests.bench.relay_clients``) does its signalling, ICE and DTLS
+with aiortc, as before. Once a DTLS transport is connected, what the bench needs from
+each packet is little: that a frame came through, when, and with which RTP timestamp.
+aiortc's receive path does much more per packet (parse every header extension, a
+jitter buffer, a bandwidth estimator, statistics, a queue hop) and its send path
+sleeps per frame and track. On two cores, with the clients beside the hub under test,
+that work took as much CPU as the hub itself. ``WireClients`` (started in a client
+process) trims both ends:
+
+- **Receiving**: ``WireMedia`` takes each SRTP datagram off the ICE connection (through
+  ``media.speedups``' direct-media hook, which the process starts too) and reads only
+  the fixed RTP header, which SRTP leaves in the clear: sequence number, timestamp,
+  SSRC and marker. The packet is still unprotected with the DTLS transport's SRTP
+  session, so one that fails authentication is dropped as aiortc drops it.
+  ``FrameTally`` counts a video frame when its marked last packet arrives and no
+  sequence number went missing since the previous frame's last packet (aiortc's jitter
+  buffer hands on a frame only when all of its packets are in), and an audio packet as
+  a frame. The SSRC is matched to its receiver through the DTLS transport's RTP router
+  (from the remote description's ``a=ssrc`` lines); a packet whose SSRC or payload type
+  the router does not know yet, and every RTCP packet (sender reports, keyframe
+  requests for the client's senders), goes through aiortc as before.
+- **Sending**: every sender of a ``PacketLoopTrack`` gets the hub's own per-frame loop
+  (``media.fast_send.install``, before ``send()`` starts it) and the track is paced by
+  one ``Pacer`` task per process, which hands each due frame to that loop's sink side
+  (``accepts``/``take``) instead of one sleeping ``recv()`` per frame and track.
+
+The hubs under test see the same packets as from aiortc's clients: the same RTP
+headers and extensions (aiortc's serialization, through the hub's template), the same
+SRTP, RTCP sender reports; the clients only stop sending receiver-side feedback that
+came out of the parts they skip (NACK, REMB). Every run of every mode (forward,
+transcode, Janus) uses the same clients, so the comparisons hold; ``--aiortc-clients``
+runs the old ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from struct import unpack_from
+from typing import Any
+
+import pylibsrtp
+from aiortc import RTCRtpSender
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtp import is_rtcp
+
+from media import fast_send
+from media.private_hooks import DTLS_SET_STATE, SENDER_STARTS_LOOP
+from media.speedups import DirectMedia, PacketPathSpeedup
+from tests.bench.relay_media import FrameCounter, Pacer, PacketLoopTrack, StreamCount
+
+logger = logging.getLogger(__name__)
+
+
+class FrameTally:
+    """One received stream's frames, from its RTP headers alone."""
+
+    __slots__ = ("_expect", "_timestamp", "_whole", "payload_type", "stream", "video")
+
+    def __init__(self, stream: StreamCount, *, video: bool, payload_type: int) -> None:
+        self.stream = stream
+        self.video = video
+        self.payload_type = payload_type
+        self._expect: int | None = None  # the sequence number that should come next
+        self._timestamp: int | None = None  # the frame under way
+        self._whole = False  # no packet of it went missing so far
+
+    def packet(self, sequence: int, timestamp: int, marker: bool) -> None:
+        stream = self.stream
+        if not self.video:
+            if timestamp != self._timestamp:
+                self._timestamp = timestamp
+                stream.timestamps.append(timestamp)  # the timestamp first: see snapshot()
+                stream.arrivals.append(time.monotonic())
+            return
+        if timestamp != self._timestamp:
+            # A new frame: whole so far if nothing is missing since the last packet.
+            self._timestamp = timestamp
+            self._whole = sequence == self._expect
+        elif sequence != self._expect:
+            self._whole = False
+        self._expect = (sequence + 1) & 0xFFFF
+        if marker and self._whole:
+            self._whole = False  # counted once
+            stream.timestamps.append(timestamp)
+            stream.arrivals.append(time.monotonic())
+
+
+class WireMedia:
+    """A connected DTLS transport's SRTP, counted as it arrives (see the module)."""
+
+    __slots__ = ("counter", "direct", "packets", "passed", "tallies")
+
+    def __init__(self, direct: DirectMedia, counter: FrameCounter) -> None:
+        self.direct = direct
+        self.counter = counter
+        self.tallies: dict[int, FrameTally] = {}
+        self.packets = 0  # counted here
+        self.passed = 0  # RTP handed to aiortc (a stream not known yet)
+
+    def __call__(self, data: bytes) -> bool:
+        dtls = self.direct.dtls
+        srtp = dtls._rx_srtp
+        if dtls._state is not State.CONNECTED or srtp is None:
+            return False
+        if is_rtcp(data) or len(data) < 12:
+            return self.direct(data)
+        # SRTP leaves the fixed header in the clear: the stream is known before the
+        # packet is unprotected (which still checks it came from the hub, unaltered).
+        second = data[1]
+        sequence, timestamp, ssrc = unpack_from("!HII", data, 2)
+        tally = self.tallies.get(ssrc)
+        if tally is None:
+            tally = self._learn(dtls, ssrc, second & 0x7F)
+        if tally is None or tally.payload_type != second & 0x7F:
+            self.passed += 1
+            return self.direct(data)
+        try:
+            srtp.unprotect(data)
+        except pylibsrtp.Error:
+            return True  # aiortc drops it too (a replay, a failed authentication)
+        self.packets += 1
+        tally.packet(sequence, timestamp, bool(second & 0x80))
+        return True
+
+    def _learn(self, dtls: RTCDtlsTransport, ssrc: int, payload_type: int) -> FrameTally | None:
+        """The tally of the receiver aiortc's router sends ``ssrc`` to, if it knows it
+        and the payload type is that receiver's (not RTX)."""
+        router = dtls._rtp_router
+        receiver: Any = router.ssrc_table.get(ssrc)
+        if receiver is None or receiver not in router.payload_type_table.get(payload_type, ()):
+            return None
+        track = receiver.track
+        codecs = vars(receiver).get("_RTCRtpReceiver__codecs", {})
+        codec = codecs.get(payload_type)
+        if track is None or codec is None or codec.mimeType.lower().endswith("/rtx"):
+            return None
+        tally = FrameTally(self.counter.for_track(track), video=track.kind == "video",
+                           payload_type=payload_type)
+        self.tallies[ssrc] = tally
+        return tally
+
+
+class WireClients:
+    """In a client process: aiortc's per-packet paths replaced as the module says, while
+    started (over ``media.speedups``' packet path, which it starts and stops with it)."""
+
+    def __init__(self, counter: FrameCounter) -> None:
+        self.counter = counter
+        self.speedup = PacketPathSpeedup()
+        self.pacer = Pacer()
+        self.wired: list[WireMedia] = []  # one per DTLS transport that connected
+        self._originals: list[tuple[type, str, Any]] = []
+
+    def report(self) -> dict[str, int]:
+        """Packets counted here and handed to aiortc (a stream not known yet, RTCP)."""
+        return {"transports": len(self.wired),
+                "counted": sum(w.packets for w in self.wired),
+                "to_aiortc": sum(w.passed for w in self.wired)}
+
+    def start(self) -> None:
+        if self._originals:
+            return
+        self.speedup.start()
+        set_state = RTCDtlsTransport._set_state  # the speed-up's: attaches DirectMedia
+        send = RTCRtpSender.send
+
+        def dtls_set_state(transport: RTCDtlsTransport, state: State) -> None:
+            set_state(transport, state)
+            fields = vars(transport.transport._connection)
+            direct = fields.get("_direct_media")
+            if state is State.CONNECTED and type(direct) is DirectMedia:
+                wired = WireMedia(direct, self.counter)
+                fields["_direct_media"] = wired
+                self.wired.append(wired)
+
+        async def sender_send(sender: RTCRtpSender, parameters: Any) -> None:
+            track = sender.track
+            if isinstance(track, PacketLoopTrack):
+                loop = fast_send.install(sender)  # before send() starts aiortc's loop
+                if loop is not None:
+                    self.pacer.pace(track, loop)
+            await send(sender, parameters)
+
+        for owner, name, replacement in ((RTCDtlsTransport, DTLS_SET_STATE.name, dtls_set_state),
+                                         (RTCRtpSender, SENDER_STARTS_LOOP.name, sender_send)):
+            self._originals.append((owner, name, vars(owner)[name]))
+            setattr(owner, name, replacement)
+
+    def stop(self) -> None:
+        for owner, name, original in reversed(self._originals):
+            setattr(owner, name, original)
+        self._originals = []
+        self.speedup.stop()
