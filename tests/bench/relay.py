@@ -13,6 +13,10 @@ decoding, past aiortc's per-packet paths once connected (``tests.bench.relay_wir
 
 - ``forward``: the real server (``vwindow serve``, SQLite in a temp dir) forwarding
   encoded frames and recording them (``media.forward = true``, ``media.record = true``).
+  ``--nodes K`` runs K servers on one PostgreSQL database instead, as a deployment
+  scales out: session i's kiosk, agent and monitor all sign in at node i mod K, whose
+  hub then carries that session's media. The hub's CPU is then the nodes' and the
+  database's together.
 - ``transcode``: the same server with ``media.forward = false`` (decode + re-encode per
   subscriber); the server cannot record in that mode, so the bench adds aiortc's
   ``MediaRecorder`` per publication (``--transcode-recorder none`` to leave it out).
@@ -51,7 +55,14 @@ from typing import Any
 from tests.bench.janus import JanusServer, janus_missing
 from tests.bench.relay_clients import WorkerOptions, worker_main
 from tests.bench.relay_media import MediaSpec
-from tests.bench.relay_server import ProcessStats, VWindowServer, loadavg, machine_cpu
+from tests.bench.relay_server import (
+    ProcessStats,
+    VWindowServer,
+    children_cpu_seconds,
+    loadavg,
+    machine_cpu,
+)
+from tests.pgserver import PgServer
 
 MODES = ("forward", "transcode", "janus")
 
@@ -72,40 +83,63 @@ def primary_ipv4() -> str:
 
 
 class Hub:
-    """The process under test: a vwindow server or Janus."""
+    """The processes under test: one or more vwindow server nodes, or Janus."""
 
     def __init__(self, mode: str, workdir: Path, sessions: int,
                  args: argparse.Namespace) -> None:
         self.mode = mode
         self.janus: JanusServer | None = None
-        self.server: VWindowServer | None = None
+        self.servers: list[VWindowServer] = []
+        self.pg: PgServer | None = None
+        self._args = args
+        self._workdir = workdir
+        self._sessions = sessions
         if mode == "janus":
             self.janus = JanusServer(workdir, ice_address=args.janus_ice_address)
-        else:
-            self.server = VWindowServer(
-                workdir, sessions, forward=mode == "forward", record=not args.no_record,
-                mediarecorder=(mode == "transcode" and not args.no_record
-                               and args.transcode_recorder == "mediarecorder"))
 
     def start(self) -> None:
         if self.janus is not None:
             self.janus.start()
-        elif self.server is not None:
-            self.server.start()
+            return
+        args, nodes = self._args, self._args.nodes
+        db_url = ""
+        if nodes > 1:  # the nodes share one PostgreSQL database, as deployed
+            self.pg = PgServer()
+            self.pg.start()
+            db_url = self.pg.create_database("vw_bench_relay")
+        for n in range(nodes):
+            server = VWindowServer(
+                self._workdir / f"node-{n}" if nodes > 1 else self._workdir, self._sessions,
+                forward=self.mode == "forward", record=not args.no_record,
+                mediarecorder=(self.mode == "transcode" and not args.no_record
+                               and args.transcode_recorder == "mediarecorder"),
+                db_url=db_url, node_id=f"node-{n}", prepare=n == 0)
+            self.servers.append(server)
+            server.start()
 
     @property
-    def pid(self) -> int:
-        return self.janus.pid if self.janus is not None else self.server.pid  # type: ignore[union-attr]
+    def pids(self) -> list[int]:
+        return [self.janus.pid] if self.janus is not None else [s.pid for s in self.servers]
 
     @property
-    def url(self) -> str:
-        return self.janus.url if self.janus is not None else self.server.url  # type: ignore[union-attr]
+    def urls(self) -> tuple[str, ...]:
+        return ((self.janus.url,) if self.janus is not None
+                else tuple(s.url for s in self.servers))
+
+    def database_cpu_seconds(self) -> dict[int, float]:
+        """The shared PostgreSQL's processes' CPU seconds (none with one node)."""
+        if self.pg is None:
+            return {}
+        postmaster = int((self.pg.dir / "data" / "postmaster.pid").read_text().split()[0])
+        return children_cpu_seconds(postmaster)
 
     def stop(self) -> None:
         if self.janus is not None:
             self.janus.stop()
-        if self.server is not None:
-            self.server.stop()
+        for server in self.servers:
+            server.stop()
+        if self.pg is not None:
+            self.pg.stop()
 
 
 def _split(sessions: int, workers: int) -> list[tuple[int, ...]]:
@@ -139,7 +173,7 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
         ice = args.janus_ice_address if mode == "janus" else "127.0.0.1"
         for part in _split(sessions, workers):
             opts = WorkerOptions(
-                mode=mode, url=hub.url, sessions=part, monitor_every=args.monitor_every,
+                mode=mode, urls=hub.urls, sessions=part, monitor_every=args.monitor_every,
                 spec=spec, ice_address=ice, nice=args.client_nice,
                 wire=not args.aiortc_clients,
                 janus_rec_dir=(str(hub.janus.rec_dir) if hub.janus and not args.no_record
@@ -159,21 +193,23 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError("; ".join(errors))
         time.sleep(args.warmup)
 
-        hub_stats = ProcessStats(hub.pid)
+        hub_stats = [ProcessStats(pid) for pid in hub.pids]
         client_stats = [ProcessStats(p.pid) for p in procs if p.pid is not None]
         load_before = loadavg()
         busy0, total0 = machine_cpu()
         clients0 = sum(s.cpu_seconds() for s in client_stats)
-        main0 = hub_stats.cpu_seconds(main_thread=True)
-        wait0 = hub_stats.runqueue_wait_s()
-        cpu0, t0 = hub_stats.cpu_seconds(), time.monotonic()
-        rss_max = hub_stats.rss_mb()
+        main0 = [h.cpu_seconds(main_thread=True) for h in hub_stats]
+        wait0 = [h.runqueue_wait_s() for h in hub_stats]
+        db0 = hub.database_cpu_seconds()
+        cpu0, t0 = sum(h.cpu_seconds() for h in hub_stats), time.monotonic()
+        rss_max = sum(h.rss_mb() for h in hub_stats)
         while time.monotonic() < t0 + args.seconds:
             time.sleep(min(1.0, max(0.0, t0 + args.seconds - time.monotonic())))
-            rss_max = max(rss_max, hub_stats.rss_mb())
-        cpu1, t1 = hub_stats.cpu_seconds(), time.monotonic()
-        main1 = hub_stats.cpu_seconds(main_thread=True)
-        wait1 = hub_stats.runqueue_wait_s()
+            rss_max = max(rss_max, sum(h.rss_mb() for h in hub_stats))
+        cpu1, t1 = sum(h.cpu_seconds() for h in hub_stats), time.monotonic()
+        db1 = hub.database_cpu_seconds()
+        main1 = [h.cpu_seconds(main_thread=True) for h in hub_stats]
+        wait1 = [h.runqueue_wait_s() for h in hub_stats]
         clients1 = sum(s.cpu_seconds() for s in client_stats)
         busy1, total1 = machine_cpu()
         for conn in conns:
@@ -184,7 +220,11 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
         if args.keep:
             (workdir / "streams.json").write_text(json.dumps(streams, indent=1))
         media_s = t1 - t0
-        hub_cpu = cpu1 - cpu0
+        # With several nodes the database is part of the hub: its CPU counts.
+        database_cpu = sum(v - db0.get(pid, 0.0) for pid, v in db1.items())
+        hub_cpu = cpu1 - cpu0 + database_cpu
+        mains = [b - a for a, b in zip(main0, main1, strict=True)]
+        waits = [b - a for a, b in zip(wait0, wait1, strict=True)]
         video = [s for s in streams if s["kind"] == "video"]
         worst = sorted(streams, key=lambda s: s["loss"], reverse=True)[:3]
         ncpu = multiprocessing.cpu_count()
@@ -194,8 +234,11 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
             "loss_max": round(max(s["loss"] for s in streams), 4) if streams else 1.0,
             "rss_mb": round(rss_max, 1),
             "hub_cpu_pct": round(100 * hub_cpu / media_s, 1),
-            "hub_main_thread_pct": round(100 * (main1 - main0) / media_s, 1),
-            "hub_main_thread_runqueue_wait_pct": round(100 * (wait1 - wait0) / media_s, 1),
+            # The busiest node's event loop (each node has one).
+            "hub_main_thread_pct": round(100 * max(mains) / media_s, 1),
+            "hub_main_thread_runqueue_wait_pct": round(100 * max(waits) / media_s, 1),
+            "nodes": len(hub_stats),
+            "database_cpu_pct": round(100 * database_cpu / media_s, 1),
             "clients_cpu_pct": round(100 * (clients1 - clients0) / media_s, 1),
             "machine_busy_pct": round(100 * (busy1 - busy0) / max(1.0, total1 - total0), 1),
             "cores": ncpu,
@@ -246,12 +289,15 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
                 proc.terminate()
                 proc.join()
         hub.stop()
-        if hub.server is not None and hub.server.log_path.exists() and "error" not in result:
-            log = hub.server.log_path.read_text(errors="replace")
+        logs = [srv.log_path.read_text(errors="replace") for srv in hub.servers
+                if srv.log_path.exists()]
+        if logs and "error" not in result:
             # aioice closes a peer connection whose consent checks (one STUN request,
             # 0.5 s to answer) fail six times running: a hub or client starved of CPU.
-            result["hub_ice_consent_expired"] = log.count("Consent to send expired")
-            lags = [int(m) for m in re.findall(r"event loop lag max (\d+) ms", log)]
+            result["hub_ice_consent_expired"] = sum(log.count("Consent to send expired")
+                                                    for log in logs)
+            lags = [int(m) for log in logs
+                    for m in re.findall(r"event loop lag max (\d+) ms", log)]
             result["hub_loop_lag_max_ms"] = max(lags, default=None)
         if args.keep:
             result["workdir"] = str(workdir)
@@ -274,8 +320,11 @@ def _clients(reports: list[dict[str, Any]]) -> str:
 def _summary_line(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['mode']:9} N={r['sessions']:3}  FAILED: {r['error']}"
+    nodes = (f"{r['nodes']} nodes + PostgreSQL {r['database_cpu_pct']}%, "
+             if r.get("nodes", 1) > 1 else "")
     return (f"{r['mode']:9} N={r['sessions']:3}  {r['cpu_s_per_media_s_per_session']:.4f} "
-            f"CPU-s/media-s/session (hub {r['hub_cpu_pct']}% of a core, main thread "
+            f"CPU-s/media-s/session (hub {nodes}{r['hub_cpu_pct']}% of a core, busiest "
+            "main thread "
             f"{r['hub_main_thread_pct']}% + {r['hub_main_thread_runqueue_wait_pct']}% waiting "
             f"for a CPU, clients "
             f"{r['clients_cpu_pct']}%, machine {r['machine_busy_pct']}% of {r['cores']} "
@@ -305,7 +354,7 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -323,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="one silent monitor per this many sessions (0: none)")
     parser.add_argument("--client-nice", type=int, default=0,
                         help="niceness of the client processes (0: same as the hub)")
+    parser.add_argument("--nodes", type=int, default=1,
+                        help="vwindow server nodes (forward, transcode): with more than "
+                        "one they share a PostgreSQL database and session i's clients all "
+                        "use node i mod NODES, whose hub carries its media")
     parser.add_argument("--aiortc-clients", action="store_true",
                         help="clients on aiortc's own send and receive paths "
                         "(before session 14; see tests.bench.relay_wire)")
@@ -335,7 +388,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="the one address Janus and its clients use for ICE "
                         "(Janus gathers no loopback candidates)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     modes: list[str] = args.mode
     if "janus" in modes:

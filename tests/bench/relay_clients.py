@@ -61,7 +61,7 @@ LATE_ARRIVAL = 3.0  # s after the window a frame sent in it may still arrive
 @dataclass(frozen=True)
 class WorkerOptions:
     mode: str  # "forward" | "transcode" | "janus"
-    url: str  # vwindow base URL or Janus REST base
+    urls: tuple[str, ...]  # vwindow nodes' base URLs (session i: i mod len) or Janus's
     sessions: tuple[int, ...]
     monitor_every: int
     spec: MediaSpec
@@ -378,10 +378,11 @@ async def _worker(conn: Connection, opts: WorkerOptions) -> None:
             monitored = opts.monitor_every > 0 and i % opts.monitor_every == 0
             call: VWindowCall | JanusCall
             if opts.mode == "janus":
-                call = JanusCall(i, http, opts.url, loops, counter, monitored,
+                call = JanusCall(i, http, opts.urls[0], loops, counter, monitored,
                                  opts.janus_rec_dir)
             else:
-                call = VWindowCall(i, http, opts.url, loops, counter, monitored)
+                call = VWindowCall(i, http, opts.urls[i % len(opts.urls)], loops, counter,
+                                   monitored)
             calls.append(call)
 
         async def start(call: VWindowCall | JanusCall) -> None:

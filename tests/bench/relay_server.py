@@ -120,6 +120,24 @@ class ProcessStats:
         return 0.0
 
 
+def children_cpu_seconds(parent: int) -> dict[int, float]:
+    """CPU seconds of each live child of ``parent`` (a PostgreSQL postmaster's
+    backends), and of the parent itself."""
+    out: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(entry.name)
+        if pid == parent or int(fields[1]) == parent:
+            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine so far."""
     with open("/proc/stat") as fh:
@@ -135,16 +153,22 @@ def loadavg() -> str:
 
 
 class VWindowServer:
-    """``vwindow serve`` on a temp SQLite database, forwarding or transcoding."""
+    """``vwindow serve``, forwarding or transcoding: on a temp SQLite database, or as
+    node ``node_id`` on ``db_url`` (PostgreSQL, shared with other nodes; ``prepare``
+    on one of them only)."""
 
     def __init__(self, workdir: Path, sessions: int, *, forward: bool, record: bool,
-                 mediarecorder: bool = False) -> None:
+                 mediarecorder: bool = False, db_url: str = "", node_id: str = "node-1",
+                 prepare: bool = True) -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.sessions = sessions
         self.forward = forward
         self.record = record
         self.mediarecorder = mediarecorder
-        self.db_url = f"sqlite+aiosqlite:///{workdir / 'vw.db'}"
+        self.db_url = db_url or f"sqlite+aiosqlite:///{workdir / 'vw.db'}"
+        self.node_id = node_id
+        self.prepare = prepare
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -161,6 +185,7 @@ class VWindowServer:
 [server]
 host = "127.0.0.1"
 port = 0
+node_id = "{self.node_id}"
 
 [db]
 url = "{self.db_url}"
@@ -181,7 +206,8 @@ recordings_dir = "{self.workdir / 'recordings'}"
         return path
 
     def start(self, timeout: float = 60.0) -> None:
-        asyncio.run(prepare_database(self.db_url, self.sessions))
+        if self.prepare:
+            asyncio.run(prepare_database(self.db_url, self.sessions))
         cmd = [sys.executable, "-m", "tests.bench.relay_server", "--config", str(self._config())]
         if self.mediarecorder:
             cmd += ["--mediarecorder", str(self.workdir / "mediarecorder")]
