@@ -2,15 +2,17 @@
 
 A client process encodes a short loop once (``EncodedLoop``: 640x480 VP8 with a keyframe
 at the start of the loop plus an intra-only copy of every frame, and an Opus tone), then
-every ``PacketLoopTrack`` replays it as ``av.Packet``s with ever-increasing pts, which
-aiortc's ``RTCRtpSender`` packetizes without encoding (the ``MediaPlayer(decode=False)``
-path). A keyframe request (PLI/FIR) swaps the next frame for its intra-only copy, as a
-browser's encoder would answer it.
+every ``PacketLoopTrack`` replays it with ever-increasing pts, packetized without
+encoding: as ``av.Packet``s its ``RTCRtpSender`` pulls (the ``MediaPlayer(decode=False)``
+path), or, with ``tests.bench.relay_wire``'s clients, frames a process-wide ``Pacer``
+hands to the sender's per-frame loop. A keyframe request (PLI/FIR) swaps the next frame
+for its intra-only copy, as a browser's encoder would answer it.
 
 ``FrameCounter`` replaces aiortc's receive-side ``decoder_worker`` (the private hook
 ``media.private_hooks.DECODER_WORKER``) with one that only notes when each reassembled
 frame arrived and its RTP timestamp: nothing is decoded and nothing reaches the remote
-track's queue, so there is nothing to drain.
+track's queue, so there is nothing to drain. ``relay_wire`` counts into the same
+``StreamCount``s from the RTP headers once a connection is up.
 """
 
 from __future__ import annotations

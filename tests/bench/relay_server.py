@@ -121,20 +121,20 @@ class ProcessStats:
 
 
 def children_cpu_seconds(parent: int) -> dict[int, float]:
-    """CPU seconds of each live child of ``parent`` (a PostgreSQL postmaster's
-    backends), and of the parent itself."""
+    """CPU seconds of ``parent`` and of each of its live children (a PostgreSQL
+    postmaster's backends)."""
     out: dict[int, float] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
-            with open(f"/proc/{entry.name}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            if pid == parent or ppid == parent:
+                out[pid] = ProcessStats(pid).cpu_seconds()
         except OSError:
             continue  # gone meanwhile
-        pid = int(entry.name)
-        if pid == parent or int(fields[1]) == parent:
-            out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return out
 
 
