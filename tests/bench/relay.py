@@ -61,6 +61,7 @@ from tests.bench.relay_server import (
     children_cpu_seconds,
     loadavg,
     machine_cpu,
+    udp_drops,
 )
 from tests.pgserver import PgServer
 
@@ -201,6 +202,8 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
         main0 = [h.cpu_seconds(main_thread=True) for h in hub_stats]
         wait0 = [h.runqueue_wait_s() for h in hub_stats]
         db0 = hub.database_cpu_seconds()
+        client_pids = [p.pid for p in procs if p.pid is not None]
+        drops0 = (udp_drops(hub.pids), udp_drops(client_pids))
         cpu0, t0 = sum(h.cpu_seconds() for h in hub_stats), time.monotonic()
         rss_max = sum(h.rss_mb() for h in hub_stats)
         while time.monotonic() < t0 + args.seconds:
@@ -214,7 +217,8 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
         busy1, total1 = machine_cpu()
         for conn in conns:
             conn.send(("measure", t0, t1))
-        reports = [_expect(c, "streams", 120) for c in conns]
+        reports = [_expect(c, "streams", 120) for c in conns]  # after the late arrivals
+        drops1 = (udp_drops(hub.pids), udp_drops(client_pids))
         streams = [s for r in reports for s in r["streams"]]
 
         if args.keep:
@@ -240,6 +244,11 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
             "nodes": len(hub_stats),
             "database_cpu_pct": round(100 * database_cpu / media_s, 1),
             "clients_cpu_pct": round(100 * (clients1 - clients0) / media_s, 1),
+            # Datagrams the kernel dropped at a full receive queue, from the window's
+            # start until its frames were counted: on the clients' side that loss is
+            # the clients', not the hub's.
+            "udp_drops_hub": drops1[0] - drops0[0],
+            "udp_drops_clients": drops1[1] - drops0[1],
             "machine_busy_pct": round(100 * (busy1 - busy0) / max(1.0, total1 - total0), 1),
             "cores": ncpu,
             "loadavg_before": load_before,
@@ -334,7 +343,10 @@ def _summary_line(r: dict[str, Any]) -> str:
             f"rss {r['rss_mb']} MB  load {r['loadavg_before']}"
             + ("  CLIENTS STARVED (senders fell behind)" if r["clients_starved"] else "")
             + (f"  {r['streams_whose_sender_stopped']} streams' senders stopped (peer "
-               "connection closed)" if r["streams_whose_sender_stopped"] else ""))
+               "connection closed)" if r["streams_whose_sender_stopped"] else "")
+            + (f"  UDP datagrams dropped at full receive queues: hub {r['udp_drops_hub']}, "
+               f"clients {r['udp_drops_clients']}"
+               if r["udp_drops_hub"] or r["udp_drops_clients"] else ""))
 
 
 def _figures(r: dict[str, Any]) -> dict[str, Any]:

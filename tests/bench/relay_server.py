@@ -138,6 +138,36 @@ def children_cpu_seconds(parent: int) -> dict[int, float]:
     return out
 
 
+def udp_drops(pids: list[int]) -> int:
+    """Datagrams the kernel dropped because a UDP socket of one of ``pids`` had its
+    receive queue full (``/proc/net/udp``'s per-socket ``drops``): what a process too
+    busy to read lost before it could see it."""
+    owned: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    owned.add(target[8:-1])
+        except OSError:
+            continue  # gone
+    drops = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if fields[9] in owned:
+                        drops += int(fields[-1])
+        except OSError:
+            continue
+    return drops
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine so far."""
     with open("/proc/stat") as fh:
