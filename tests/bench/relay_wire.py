@@ -40,7 +40,6 @@ by up to a frame interval for video, by about 80 ms for audio. Every run of ever
 
 from __future__ import annotations
 
-import logging
 import time
 from struct import unpack_from
 from typing import Any
@@ -54,8 +53,6 @@ from media import fast_send
 from media.private_hooks import DTLS_SET_STATE, SENDER_STARTS_LOOP
 from media.speedups import DirectMedia, PacketPathSpeedup
 from tests.bench.relay_media import FrameCounter, Pacer, PacketLoopTrack, StreamCount
-
-logger = logging.getLogger(__name__)
 
 
 class FrameTally:
