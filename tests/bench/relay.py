@@ -59,6 +59,7 @@ from tests.bench.relay_server import (
     ProcessStats,
     VWindowServer,
     children_cpu_seconds,
+    drops_since,
     loadavg,
     machine_cpu,
     udp_drops,
@@ -135,12 +136,14 @@ class Hub:
         return children_cpu_seconds(postmaster)
 
     def stop(self) -> None:
-        if self.janus is not None:
-            self.janus.stop()
-        for server in self.servers:
-            server.stop()
-        if self.pg is not None:
-            self.pg.stop()
+        try:
+            if self.janus is not None:
+                self.janus.stop()
+            for server in self.servers:
+                server.stop()
+        finally:
+            if self.pg is not None:
+                self.pg.stop()  # pg_ctl daemonized it: nothing else would
 
 
 def _split(sessions: int, workers: int) -> list[tuple[int, ...]]:
@@ -247,8 +250,9 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
             # Datagrams the kernel dropped at a full receive queue, from the window's
             # start until its frames were counted: on the clients' side that loss is
             # the clients', not the hub's.
-            "udp_drops_hub": drops1[0] - drops0[0],
-            "udp_drops_clients": drops1[1] - drops0[1],
+            # (A socket closed meanwhile took its count with it.)
+            "udp_drops_hub": drops_since(drops0[0], drops1[0]),
+            "udp_drops_clients": drops_since(drops0[1], drops1[1]),
             "machine_busy_pct": round(100 * (busy1 - busy0) / max(1.0, total1 - total0), 1),
             "cores": ncpu,
             "loadavg_before": load_before,
@@ -315,15 +319,15 @@ def trial(mode: str, sessions: int, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _clients(reports: list[dict[str, Any]]) -> str:
-    """Which clients ran; for the wire clients, the packets they counted themselves
-    against those aiortc handled (streams not known yet)."""
+def _clients(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which clients ran; for the wire clients, the RTP packets they counted themselves
+    and those that went through aiortc instead (a stream they failed to recognise)."""
     wires = [r["wire"] for r in reports if r.get("wire")]
     if not wires:
-        return "aiortc"
-    counted = sum(w["counted"] for w in wires)
-    passed = sum(w["to_aiortc"] for w in wires)
-    return f"wire ({counted} packets counted, {passed} through aiortc)"
+        return {"path": "aiortc"}
+    return {"path": "wire", "counted": sum(w["counted"] for w in wires),
+            "counted_video": sum(w["counted_video"] for w in wires),
+            "to_aiortc": sum(w["to_aiortc"] for w in wires)}
 
 
 def _summary_line(r: dict[str, Any]) -> str:
@@ -366,6 +370,13 @@ def _modes(text: str) -> list[str]:
     return modes
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
@@ -384,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one silent monitor per this many sessions (0: none)")
     parser.add_argument("--client-nice", type=int, default=0,
                         help="niceness of the client processes (0: same as the hub)")
-    parser.add_argument("--nodes", type=int, default=1,
+    parser.add_argument("--nodes", type=_at_least_one, default=1,
                         help="vwindow server nodes (forward, transcode): with more than "
                         "one they share a PostgreSQL database and session i's clients all "
                         "use node i mod NODES, whose hub carries its media")

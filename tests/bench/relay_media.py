@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import fractions
+import logging
 import math
 import queue
 import threading
@@ -39,6 +40,8 @@ from av.packet import Packet
 from media.encoded_frame import EncodedFrame, as_packet
 from media.fast_send import FastRtpLoop
 from media.private_hooks import DECODER_WORKER, REMOTE_TRACK_QUEUE, SENDER_SEND_KEYFRAME
+
+logger = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000
@@ -203,10 +206,10 @@ class PacketLoopTrack(MediaStreamTrack):
         overloaded), frames are skipped rather than burst."""
         due = self.due()
         if now - due > MAX_LAG:
+            # The frame sent instead is logged as late as the one it replaces was.
             behind = int((now - due) / self.loop.period)
             self._index += behind
             self.skipped += behind
-            due += behind * self.loop.period
         slot = self._index % len(self.loop.frames)
         data = self.loop.frames[slot]
         if self._keyframe_wanted and slot != 0:
@@ -267,9 +270,19 @@ class Pacer:
         while True:
             now = time.monotonic()
             soonest = now + 1.0
+            failed: list[PacketLoopTrack] = []
             for track in self.tracks:
-                if track.readyState == "live":
+                if track.readyState != "live":
+                    continue
+                try:
                     soonest = min(soonest, track.send_due(now))
+                except Exception:
+                    # That sender is broken (its connection went away under it): it
+                    # stops, which its stream reports; the others go on.
+                    logger.exception("pacing a %s track failed; it stops", track.kind)
+                    failed.append(track)
+            for track in failed:
+                track.stop()
             self.tracks = [t for t in self.tracks if t.readyState == "live"]
             await asyncio.sleep(max(self.TICK, soonest - time.monotonic()))
 

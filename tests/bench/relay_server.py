@@ -121,27 +121,30 @@ class ProcessStats:
 
 
 def children_cpu_seconds(parent: int) -> dict[int, float]:
-    """CPU seconds of ``parent`` and of each of its live children (a PostgreSQL
-    postmaster's backends)."""
+    """CPU seconds of each live child of ``parent`` (a PostgreSQL postmaster's
+    backends), and of ``parent`` with its children that have exited."""
     out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
         try:
             with open(f"/proc/{pid}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            if pid == parent or ppid == parent:
-                out[pid] = ProcessStats(pid).cpu_seconds()
+                fields = fh.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
+        if pid == parent:  # utime, stime, and its reaped children's cutime, cstime
+            out[pid] = sum(int(f) for f in fields[11:15]) / tick
+        elif int(fields[1]) == parent:
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
-def udp_drops(pids: list[int]) -> int:
-    """Datagrams the kernel dropped because a UDP socket of one of ``pids`` had its
-    receive queue full (``/proc/net/udp``'s per-socket ``drops``): what a process too
-    busy to read lost before it could see it."""
+def udp_drops(pids: list[int]) -> dict[str, int]:
+    """By socket inode, the datagrams the kernel dropped because a UDP socket of one of
+    ``pids`` had its receive queue full (``/proc/net/udp``'s ``drops``): what a process
+    too busy to read lost before it could see it."""
     owned: set[str] = set()
     for pid in pids:
         try:
@@ -154,7 +157,7 @@ def udp_drops(pids: list[int]) -> int:
                     owned.add(target[8:-1])
         except OSError:
             continue  # gone
-    drops = 0
+    drops: dict[str, int] = {}
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         try:
             with open(table) as fh:
@@ -162,10 +165,15 @@ def udp_drops(pids: list[int]) -> int:
                 for line in fh:
                     fields = line.split()
                     if fields[9] in owned:
-                        drops += int(fields[-1])
+                        drops[fields[9]] = int(fields[-1])
         except OSError:
             continue
     return drops
+
+
+def drops_since(before: dict[str, int], after: dict[str, int]) -> int:
+    """Drops since ``before`` on the sockets still open (a closed one took its count)."""
+    return sum(n - before.get(inode, 0) for inode, n in after.items())
 
 
 def machine_cpu() -> tuple[float, float]:

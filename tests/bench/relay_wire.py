@@ -10,17 +10,18 @@ that work took as much CPU as the hub itself. ``WireClients`` (started in a clie
 process) trims both ends:
 
 - **Receiving**: ``WireMedia`` takes each SRTP datagram off the ICE connection (through
-  ``media.speedups``' direct-media hook, which the process starts too) and reads only
-  the fixed RTP header, which SRTP leaves in the clear: sequence number, timestamp,
-  SSRC and marker. The packet is still unprotected with the DTLS transport's SRTP
-  session, so one that fails authentication is dropped as aiortc drops it.
-  ``FrameTally`` counts a video frame when its marked last packet arrives and no
-  sequence number went missing since the previous frame's last packet (aiortc's jitter
-  buffer hands on a frame only when all of its packets are in), and an audio packet as
-  a frame. The SSRC is matched to its receiver through the DTLS transport's RTP router
-  (from the remote description's ``a=ssrc`` lines); a packet whose SSRC or payload type
-  the router does not know yet, and every RTCP packet (sender reports, keyframe
-  requests for the client's senders), goes through aiortc as before.
+  ``media.speedups``' direct-media hook, which the process starts too) and reads the
+  fixed RTP header, which SRTP leaves in the clear: sequence number, timestamp, SSRC and
+  marker. The packet is still unprotected with the DTLS transport's SRTP session, so one
+  that fails authentication is dropped as aiortc drops it. ``FrameTally`` counts a video
+  frame when its marked last packet arrives and none of its packets went missing: it
+  began with a packet whose VP8 payload descriptor marks a frame's first (S set,
+  partition 0), and no sequence number is missing since (aiortc's jitter buffer too
+  hands on a frame only when all of its packets are in). An audio packet is a frame. The
+  SSRC is matched to its receiver through the DTLS transport's RTP router (from the
+  remote description's ``a=ssrc`` lines); a packet whose SSRC or payload type the router
+  does not know yet, and every RTCP packet (sender reports, keyframe requests for the
+  client's senders), goes through aiortc as before.
 - **Sending**: every sender of a ``PacketLoopTrack`` gets the hub's own per-frame loop
   (``media.fast_send.install``, before ``send()`` starts it) and the track is paced by
   one ``Pacer`` task per process, which hands each due frame to that loop's sink side
@@ -34,13 +35,16 @@ reports. A frame counts when its last packet arrives, not when aiortc's jitter b
 would hand it on (video: when the next frame's first packet arrives; audio: four
 packets later, its prefetch), so latencies come out lower than with aiortc's clients:
 by up to a frame interval for video, by about 80 ms for audio. Every run of every mode
-(forward, transcode, Janus) uses the same clients, so the comparisons hold;
-``--aiortc-clients`` runs the old ones.
+(forward, transcode, Janus) uses the same clients; ``--aiortc-clients`` runs the old
+ones. Without REMB from its subscribers the transcoding hub's VP8 encoders stay at
+aiortc's starting bitrate instead of ramping up, which makes transcoding somewhat
+cheaper than with aiortc's clients (or browsers), so ``transcode_ratio`` leans low.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from struct import unpack_from
 from typing import Any
 
@@ -55,20 +59,44 @@ from media.speedups import DirectMedia, PacketPathSpeedup
 from tests.bench.relay_media import FrameCounter, Pacer, PacketLoopTrack, StreamCount
 
 
+def vp8_frame_start(packet: bytes) -> bool | None:
+    """Whether an RTP packet (in the clear) starts a VP8 frame: its payload descriptor
+    has S set and partition index 0 (RFC 7741). None: too short to tell."""
+    first = packet[0]
+    offset = 12 + 4 * (first & 0x0F)  # past the CSRCs
+    if first & 0x10:  # past the header extension
+        if len(packet) < offset + 4:
+            return None
+        offset += 4 + 4 * int.from_bytes(packet[offset + 2:offset + 4], "big")
+    if first & 0x20:  # padding: its count is the last byte
+        end = len(packet) - packet[-1]
+    else:
+        end = len(packet)
+    if end <= offset:
+        return None
+    return packet[offset] & 0x17 == 0x10
+
+
 class FrameTally:
-    """One received stream's frames, from its RTP headers alone."""
+    """One received stream's frames, from its RTP headers alone (and, for VP8, the
+    payload descriptor's first byte)."""
 
-    __slots__ = ("_expect", "_timestamp", "_whole", "payload_type", "stream", "video")
+    __slots__ = ("_expect", "_timestamp", "_whole", "payload_type", "starts", "stream",
+                 "video")
 
-    def __init__(self, stream: StreamCount, *, video: bool, payload_type: int) -> None:
+    def __init__(self, stream: StreamCount, *, video: bool, payload_type: int,
+                 starts: Callable[[bytes], bool | None] | None = None) -> None:
         self.stream = stream
         self.video = video
         self.payload_type = payload_type
+        self.starts = starts  # tells a frame's first packet, where the codec can
         self._expect: int | None = None  # the sequence number that should come next
         self._timestamp: int | None = None  # the frame under way
         self._whole = False  # no packet of it went missing so far
 
-    def packet(self, sequence: int, timestamp: int, marker: bool) -> None:
+    def packet(self, sequence: int, timestamp: int, marker: bool,
+               plain: bytes | None = None) -> None:
+        """One packet; ``plain`` is the whole packet in the clear (for ``starts``)."""
         stream = self.stream
         if not self.video:
             if timestamp != self._timestamp:
@@ -77,9 +105,12 @@ class FrameTally:
                 stream.arrivals.append(time.monotonic())
             return
         if timestamp != self._timestamp:
-            # A new frame: whole so far if nothing is missing since the last packet.
+            # A new frame. Whole so far if this is its first packet: as the codec says,
+            # else if nothing went missing since the last packet (which cannot tell a
+            # lost first packet of this frame from a lost last one of the previous).
             self._timestamp = timestamp
-            self._whole = sequence == self._expect
+            start = self.starts(plain) if self.starts is not None and plain else None
+            self._whole = sequence == self._expect if start is None else start
         elif sequence != self._expect:
             self._whole = False
         self._expect = (sequence + 1) & 0xFFFF
@@ -92,13 +123,14 @@ class FrameTally:
 class WireMedia:
     """A connected DTLS transport's SRTP, counted as it arrives (see the module)."""
 
-    __slots__ = ("counter", "direct", "packets", "passed", "tallies")
+    __slots__ = ("counter", "direct", "packets", "passed", "tallies", "video_packets")
 
     def __init__(self, direct: DirectMedia, counter: FrameCounter) -> None:
         self.direct = direct
         self.counter = counter
         self.tallies: dict[int, FrameTally] = {}
         self.packets = 0  # counted here
+        self.video_packets = 0  # of which video
         self.passed = 0  # RTP handed to aiortc (a stream not known yet)
 
     def __call__(self, data: bytes) -> bool:
@@ -119,11 +151,13 @@ class WireMedia:
             self.passed += 1
             return self.direct(data)
         try:
-            srtp.unprotect(data)
+            plain = srtp.unprotect(data)
         except pylibsrtp.Error:
             return True  # aiortc drops it too (a replay, a failed authentication)
         self.packets += 1
-        tally.packet(sequence, timestamp, bool(second & 0x80))
+        if tally.video:
+            self.video_packets += 1
+        tally.packet(sequence, timestamp, bool(second & 0x80), plain)
         return True
 
     def _learn(self, dtls: RTCDtlsTransport, ssrc: int, payload_type: int) -> FrameTally | None:
@@ -138,8 +172,9 @@ class WireMedia:
         codec = codecs.get(payload_type)
         if track is None or codec is None or codec.mimeType.lower().endswith("/rtx"):
             return None
+        vp8 = codec.mimeType.lower() == "video/vp8"
         tally = FrameTally(self.counter.for_track(track), video=track.kind == "video",
-                           payload_type=payload_type)
+                           payload_type=payload_type, starts=vp8_frame_start if vp8 else None)
         self.tallies[ssrc] = tally
         return tally
 
@@ -156,9 +191,11 @@ class WireClients:
         self._originals: list[tuple[type, str, Any]] = []
 
     def report(self) -> dict[str, int]:
-        """Packets counted here and handed to aiortc (a stream not known yet, RTCP)."""
+        """RTP packets counted here, and those handed to aiortc (a stream it knew and
+        this did not: a fallback that would make the clients cost what they did)."""
         return {"transports": len(self.wired),
                 "counted": sum(w.packets for w in self.wired),
+                "counted_video": sum(w.video_packets for w in self.wired),
                 "to_aiortc": sum(w.passed for w in self.wired)}
 
     def start(self) -> None:

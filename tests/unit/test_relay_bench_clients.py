@@ -15,7 +15,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from media.encoded_frame import EncodedFrame
 from tests.bench.relay_media import MAX_LAG, EncodedLoop, Pacer, PacketLoopTrack, StreamCount
-from tests.bench.relay_wire import FrameTally
+from tests.bench.relay_wire import FrameTally, vp8_frame_start
 
 
 def video_tally() -> tuple[FrameTally, StreamCount]:
@@ -54,13 +54,74 @@ def test_a_frame_whose_first_packet_is_lost_does_not_count() -> None:
     assert stream.timestamps == []
 
 
-def test_a_lost_marked_packet_loses_that_frame_only() -> None:
+def test_without_the_codec_a_frame_after_a_lost_last_packet_cannot_be_told_whole() -> None:
     tally, stream = video_tally()
     feed(tally, [(1, 0, True)])
     feed(tally, [(2, 3000, False)])  # 3 (3000's last, marked) lost
-    feed(tally, [(4, 6000, False), (5, 6000, True)])  # starts after a gap: cannot tell
+    feed(tally, [(4, 6000, False), (5, 6000, True)])  # starts after a gap: which was lost?
     feed(tally, [(6, 9000, False), (7, 9000, True)])
     assert stream.timestamps == [9000]
+
+
+def rtp(sequence: int, timestamp: int, marker: bool, *, start: bool, csrcs: int = 0,
+        extension: bytes = b"", padding: int = 0) -> bytes:
+    """A VP8 RTP packet in the clear: header, CSRCs, one-byte-header extension, payload
+    descriptor (S and partition 0 when ``start``), payload, padding."""
+    first = 0x80 | csrcs | (0x10 if extension else 0) | (0x20 if padding else 0)
+    header = bytes([first, (0x80 if marker else 0) | 96]) + sequence.to_bytes(2, "big")
+    header += timestamp.to_bytes(4, "big") + (1234).to_bytes(4, "big")
+    header += b"\x00\x00\x00\x07" * csrcs
+    if extension:
+        words = (len(extension) + 3) // 4
+        header += b"\xbe\xde" + words.to_bytes(2, "big") + extension.ljust(4 * words, b"\0")
+    descriptor = bytes([0x90 if start else 0x80, 0x80 | 0x12, 0x34])  # X, with a picture id
+    tail = bytes(padding - 1) + bytes([padding]) if padding else b""
+    return header + descriptor + b"payload" + tail
+
+
+def vp8_tally() -> tuple[FrameTally, StreamCount]:
+    stream = StreamCount()
+    return FrameTally(stream, video=True, payload_type=96, starts=vp8_frame_start), stream
+
+
+def feed_vp8(tally: FrameTally, packets: list[tuple[int, int, bool, bool]]) -> None:
+    for sequence, timestamp, marker, start in packets:
+        tally.packet(sequence, timestamp, marker,
+                     rtp(sequence, timestamp, marker, start=start))
+
+
+def test_vp8_a_lost_last_packet_loses_that_frame_only() -> None:
+    tally, stream = vp8_tally()
+    feed_vp8(tally, [(1, 0, False, True), (2, 0, True, False)])  # the first frame counts
+    feed_vp8(tally, [(3, 3000, False, True)])  # 4 (3000's last, marked) lost
+    feed_vp8(tally, [(5, 6000, False, True), (6, 6000, True, False)])
+    assert stream.timestamps == [0, 6000]
+
+
+def test_vp8_a_lost_first_packet_loses_the_frame() -> None:
+    tally, stream = vp8_tally()
+    feed_vp8(tally, [(1, 0, True, True)])
+    feed_vp8(tally, [(3, 3000, False, False), (4, 3000, True, False)])  # 2 lost: its start
+    feed_vp8(tally, [(5, 6000, False, True), (7, 6000, True, False)])  # 6 lost: its middle
+    feed_vp8(tally, [(8, 9000, True, True)])
+    assert stream.timestamps == [0, 9000]
+
+
+def test_vp8_frame_start_reads_past_csrcs_extensions_and_padding() -> None:
+    ext = b"\x10\x01\x02\x03"  # one one-byte element (abs-send-time style)
+    for start in (True, False):
+        assert vp8_frame_start(rtp(1, 0, True, start=start)) is start
+        assert vp8_frame_start(rtp(1, 0, True, start=start, csrcs=2)) is start
+        assert vp8_frame_start(rtp(1, 0, True, start=start, extension=ext * 3)) is start
+        assert vp8_frame_start(rtp(1, 0, True, start=start, extension=ext,
+                                   padding=5)) is start
+    partition_1 = bytearray(rtp(1, 0, True, start=True))
+    partition_1[12] |= 0x01  # S set, but partition 1: not a frame's first packet
+    assert vp8_frame_start(bytes(partition_1)) is False
+    header_only = rtp(1, 0, True, start=True)[:12]
+    assert vp8_frame_start(header_only) is None
+    cut_extension = rtp(1, 0, True, start=True, extension=ext)[:14]
+    assert vp8_frame_start(cut_extension) is None
 
 
 def test_a_repeated_marked_packet_does_not_count_the_frame_twice() -> None:
@@ -145,6 +206,7 @@ def test_a_sender_far_behind_skips_instead_of_bursting() -> None:
     start = track.due()
     track.send_due(start + MAX_LAG + 0.5)
     assert len(sink.frames) < 5
+    assert track.late[0] > MAX_LAG  # logged as late as the frame it replaced
     assert track.skipped > 40
     assert abs(track.indices[-1] - (MAX_LAG + 0.5) / 0.02) <= 1
 
@@ -163,3 +225,21 @@ async def test_the_pacer_sends_in_real_time_and_recv_gives_nothing_once_paced() 
     track.stop()
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(reading, 1)
+
+
+class BrokenSink(Sink):
+    def take(self, track: object, frame: EncodedFrame) -> bool:
+        raise ConnectionError("the connection went away")
+
+
+async def test_a_sender_that_fails_stops_alone() -> None:
+    good, bad = PacketLoopTrack(loop_of(10, 0.02)), PacketLoopTrack(loop_of(10, 0.02))
+    sink = Sink()
+    pacer = Pacer()
+    pacer.pace(bad, BrokenSink())  # type: ignore[arg-type]
+    pacer.pace(good, sink)  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    await pacer.stop()
+    assert bad.readyState == "ended"
+    assert good.readyState == "live"
+    assert len(sink.frames) >= 5
