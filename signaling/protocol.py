@@ -6,7 +6,7 @@ import json
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from vwindow.errors import TooLargeError, VWindowError
@@ -298,14 +298,17 @@ class ChatSend(_Message):
 
     type: Literal["chat.send"]
     call_id: CallId
-    text: str = Field(default="", max_length=2000)
+    # material_id is validated first, so that text's check sees it.
     material_id: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    text: str = Field(default="", max_length=2000, validate_default=True)
 
-    @model_validator(mode="after")
-    def _text_or_material(self) -> ChatSend:
-        if not self.text.strip() and self.material_id is None:
+    @field_validator("text")
+    @classmethod
+    def _text_or_material(cls, text: str, info: ValidationInfo) -> str:
+        # An error of the whole message would name no field: this one names 'text'.
+        if not text.strip() and info.data.get("material_id") is None:
             raise ValueError("a chat message needs 'text' or 'material_id'")
-        return self
+        return text
 
 
 class DashboardSubscribe(_Message):
