@@ -270,9 +270,10 @@ class Pacer:
         while True:
             now = time.monotonic()
             soonest = now + 1.0
-            failed: list[PacketLoopTrack] = []
+            ended = False
             for track in self.tracks:
                 if track.readyState != "live":
+                    ended = True
                     continue
                 try:
                     soonest = min(soonest, track.send_due(now))
@@ -280,10 +281,10 @@ class Pacer:
                     # That sender is broken (its connection went away under it): it
                     # stops, which its stream reports; the others go on.
                     logger.exception("pacing a %s track failed; it stops", track.kind)
-                    failed.append(track)
-            for track in failed:
-                track.stop()
-            self.tracks = [t for t in self.tracks if t.readyState == "live"]
+                    track.stop()
+                    ended = True
+            if ended:
+                self.tracks = [t for t in self.tracks if t.readyState == "live"]
             await asyncio.sleep(max(self.TICK, soonest - time.monotonic()))
 
     async def stop(self) -> None:
@@ -304,6 +305,11 @@ class StreamCount:
     arrivals: list[float] = field(default_factory=list)
     timestamps: list[int] = field(default_factory=list)
     ended: bool = False
+
+    def add(self, timestamp: int) -> None:
+        """A frame with RTP timestamp ``timestamp`` arrived now."""
+        self.timestamps.append(timestamp)  # first: see snapshot()
+        self.arrivals.append(time.monotonic())
 
     def snapshot(self) -> tuple[list[float], list[int]]:
         arrivals = list(self.arrivals)  # the timestamp is appended first
@@ -383,8 +389,7 @@ def _count_inline(input_q: queue.Queue[Any], output_q: asyncio.Queue[Any],
             stream.ended = True
             output_q.put_nowait(None)
             return
-        stream.timestamps.append(item[1].timestamp)
-        stream.arrivals.append(time.monotonic())
+        stream.add(item[1].timestamp)
 
     while True:
         try:

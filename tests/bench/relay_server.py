@@ -92,6 +92,13 @@ async def prepare_database(url: str, sessions: int) -> None:
         await db.stop()
 
 
+def stat_fields(path: str) -> list[str]:
+    """A ``/proc/…/stat`` line's fields after the command name (state, ppid, …: field
+    11 is utime, 12 stime, 13 and 14 the reaped children's)."""
+    with open(path) as fh:
+        return fh.read().rsplit(")", 1)[1].split()
+
+
 class ProcessStats:
     """CPU seconds (all threads) and resident memory of one process, from /proc."""
 
@@ -103,8 +110,7 @@ class ProcessStats:
         """All threads', or only the main thread's (a Python hub's event loop)."""
         path = (f"/proc/{self.pid}/task/{self.pid}/stat" if main_thread
                 else f"/proc/{self.pid}/stat")
-        with open(path) as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
+        fields = stat_fields(path)
         return (int(fields[11]) + int(fields[12])) / self._tick
 
     def runqueue_wait_s(self) -> float:
@@ -130,8 +136,7 @@ def children_cpu_seconds(parent: int) -> dict[int, float]:
             continue
         pid = int(entry.name)
         try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
+            fields = stat_fields(f"/proc/{pid}/stat")
         except OSError:
             continue  # gone meanwhile
         if pid == parent:  # utime, stime, and its reaped children's cutime, cstime

@@ -43,7 +43,6 @@ cheaper than with aiortc's clients (or browsers), so ``transcode_ratio`` leans l
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from struct import unpack_from
 from typing import Any
@@ -101,8 +100,7 @@ class FrameTally:
         if not self.video:
             if timestamp != self._timestamp:
                 self._timestamp = timestamp
-                stream.timestamps.append(timestamp)  # the timestamp first: see snapshot()
-                stream.arrivals.append(time.monotonic())
+                stream.add(timestamp)
             return
         if timestamp != self._timestamp:
             # A new frame. Whole so far if this is its first packet: as the codec says,
@@ -116,8 +114,7 @@ class FrameTally:
         self._expect = (sequence + 1) & 0xFFFF
         if marker and self._whole:
             self._whole = False  # counted once
-            stream.timestamps.append(timestamp)
-            stream.arrivals.append(time.monotonic())
+            stream.add(timestamp)
 
 
 class WireMedia:

@@ -179,10 +179,13 @@ def test_send_due_hands_every_due_frame_in_order_with_pts_and_keyframes() -> Non
     track.send_due(start + 0.21)  # frame 3 is slot 0 (a keyframe anyway), frame 4 too
     assert [f.is_keyframe for f in sink.frames[3:]] == [True, False]
     track.request_keyframe()  # too soon after the last request: throttled
+    track.send_due(start + 0.26)  # frame 5, slot 2: the regular frame
+    assert sink.frames[-1].data == bytes([2]) * 10 and not sink.frames[-1].is_keyframe
+    track.send_due(start + 0.31)  # frame 6, slot 0 again
     track._last_keyframe = time.monotonic() - 10
     track.request_keyframe()
-    track.send_due(start + 0.26)  # frame 5, slot 2: its intra copy
-    assert sink.frames[-1].data == bytes([102]) * 10 and sink.frames[-1].is_keyframe
+    track.send_due(start + 0.36)  # frame 7, slot 1: its intra copy
+    assert sink.frames[-1].data == bytes([101]) * 10 and sink.frames[-1].is_keyframe
     assert track.keyframes_sent == 1
 
 
